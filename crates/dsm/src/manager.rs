@@ -1,0 +1,340 @@
+//! The DataSourceManager: plans a request against the cache, the Vision archive and the REST API,
+//! runs the plan under one owner, and returns one sorted, de-duplicated, gap-reported answer.
+//!
+//! API only for now: the planner and executor land with the Vision, REST and cache modules.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use crate::error::{Error, InputError, Result};
+use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::time::TimeRange;
+
+/// Which sources a request may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourcePolicy {
+    /// Cache first, then Vision for what is old enough, then REST (the default).
+    #[default]
+    Auto,
+    /// Offline: the cache only, no network call at all; missing data is reported, not fetched.
+    Cache,
+    /// The Vision archive only (plus the cache).
+    Vision,
+    /// The REST API only (plus the cache).
+    Rest,
+}
+
+impl std::str::FromStr for SourcePolicy {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        match s {
+            "auto" => Ok(SourcePolicy::Auto),
+            "cache" => Ok(SourcePolicy::Cache),
+            "vision" => Ok(SourcePolicy::Vision),
+            "rest" => Ok(SourcePolicy::Rest),
+            _ => Err(InputError::Invalid {
+                what: "source",
+                reason: format!("{s:?}: use auto, cache, vision or rest"),
+            }),
+        }
+    }
+}
+
+/// REST base URLs, one per market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestUrls {
+    /// Spot, default `https://api.binance.com`.
+    pub spot: String,
+    /// USD-M futures, default `https://fapi.binance.com`.
+    pub um: String,
+    /// COIN-M futures, default `https://dapi.binance.com`.
+    pub cm: String,
+}
+
+impl RestUrls {
+    /// The same base URL for every market (an emulator serves all three path families).
+    pub fn all(base: &str) -> RestUrls {
+        let base = base.trim_end_matches('/').to_owned();
+        RestUrls {
+            spot: base.clone(),
+            um: base.clone(),
+            cm: base,
+        }
+    }
+
+    /// The base URL for `market`.
+    pub fn for_market(&self, market: Market) -> &str {
+        match market {
+            Market::Spot => &self.spot,
+            Market::UsdM => &self.um,
+            Market::CoinM => &self.cm,
+        }
+    }
+}
+
+impl Default for RestUrls {
+    fn default() -> Self {
+        RestUrls {
+            spot: "https://api.binance.com".into(),
+            um: "https://fapi.binance.com".into(),
+            cm: "https://dapi.binance.com".into(),
+        }
+    }
+}
+
+/// How a manager is set up. `Default` talks to the real Binance with a cache in the default place.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Cache directory; `None` = `$DSM_CACHE_DIR`, else the platform cache dir (`~/.cache/dsm`).
+    pub cache_dir: Option<PathBuf>,
+    /// Whether to read and write the cache at all.
+    pub use_cache: bool,
+    /// Vision archive base URL (`https://data.binance.vision`).
+    pub vision_url: String,
+    /// REST base URLs.
+    pub rest_urls: RestUrls,
+    /// Source policy for requests that do not override it.
+    pub source: SourcePolicy,
+    /// Most Vision downloads in flight at once.
+    pub vision_concurrency: usize,
+    /// How long after a day ends its Vision daily file is expected (earlier days go to REST).
+    pub vision_publish_delay: Duration,
+    /// TCP connect timeout for every request.
+    pub connect_timeout: Duration,
+    /// Timeout for each read of a response (a stalled server fails, a slow one does not).
+    pub read_timeout: Duration,
+    /// Retries of a transient failure before it becomes an error.
+    pub retries: u32,
+    /// Accept Vision files whose `.CHECKSUM` is missing (default: reject).
+    pub accept_missing_checksum: bool,
+    /// REST weight budget per minute for spot (default 6000).
+    pub spot_weight_per_minute: u32,
+    /// REST weight budget per minute for each futures market (default 2400).
+    pub futures_weight_per_minute: u32,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            cache_dir: None,
+            use_cache: true,
+            vision_url: "https://data.binance.vision".into(),
+            rest_urls: RestUrls::default(),
+            source: SourcePolicy::Auto,
+            vision_concurrency: 8,
+            vision_publish_delay: Duration::from_secs(36 * 3600),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            retries: 4,
+            accept_missing_checksum: false,
+            spot_weight_per_minute: 6000,
+            futures_weight_per_minute: 2400,
+        }
+    }
+}
+
+/// Progress of a running request, for progress bars.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// `files` Vision files and `pages` REST pages are planned.
+    Planned {
+        /// Vision files to download.
+        files: u64,
+        /// REST pages (estimated).
+        pages: u64,
+    },
+    /// One Vision file or REST page is done.
+    Fetched {
+        /// Rows it held.
+        rows: u64,
+        /// Bytes downloaded.
+        bytes: u64,
+    },
+}
+
+/// A callback that receives [`Progress`] events.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// One request: a market, a kind, one or more symbols, an interval for candles, and `[start, end)`.
+#[derive(Clone)]
+pub struct Request {
+    /// The market.
+    pub market: Market,
+    /// The data kind.
+    pub kind: DataKind,
+    /// One or more symbols (they share one budget and one cache).
+    pub symbols: Vec<Symbol>,
+    /// The interval, for kline-class kinds.
+    pub interval: Option<Interval>,
+    /// The half-open range on open time.
+    pub range: TimeRange,
+    /// Include the still-open candle (never cached).
+    pub include_open: bool,
+    /// Overrides the manager's source policy.
+    pub source: Option<SourcePolicy>,
+    /// Receives progress events.
+    pub progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("market", &self.market)
+            .field("kind", &self.kind)
+            .field("symbols", &self.symbols)
+            .field("interval", &self.interval)
+            .field("range", &self.range)
+            .field("include_open", &self.include_open)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Request {
+    /// A klines request for one symbol.
+    pub fn klines(market: Market, symbol: Symbol, interval: Interval, range: TimeRange) -> Request {
+        Request::new(
+            market,
+            DataKind::Klines,
+            vec![symbol],
+            Some(interval),
+            range,
+        )
+    }
+
+    /// A request for any kind.
+    pub fn new(
+        market: Market,
+        kind: DataKind,
+        symbols: Vec<Symbol>,
+        interval: Option<Interval>,
+        range: TimeRange,
+    ) -> Request {
+        Request {
+            market,
+            kind,
+            symbols,
+            interval,
+            range,
+            include_open: false,
+            source: None,
+            progress: None,
+        }
+    }
+
+    /// Checks the request before any network call.
+    pub fn validate(&self) -> Result<(), InputError> {
+        self.market.check(self.kind, self.interval)?;
+        if self.symbols.is_empty() {
+            return Err(InputError::Invalid {
+                what: "request",
+                reason: "no symbol given".into(),
+            });
+        }
+        for s in &self.symbols {
+            Symbol::for_market(s.as_str(), self.market, self.kind)?;
+        }
+        Ok(())
+    }
+}
+
+/// Requests and bytes one source cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStats {
+    /// HTTP requests made.
+    pub requests: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Rows obtained.
+    pub rows: u64,
+}
+
+/// What a request cost and where its rows came from.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// Rows returned.
+    pub rows: u64,
+    /// Rows served from the cache.
+    pub cache_rows: u64,
+    /// Cache partitions read.
+    pub cache_hits: u64,
+    /// Vision archive cost.
+    pub vision: SourceStats,
+    /// REST API cost.
+    pub rest: SourceStats,
+    /// REST weight used.
+    pub rest_weight: u64,
+    /// Parts that could not be had (each a one-line description).
+    pub failures: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// The answer for one symbol.
+#[derive(Debug, Clone)]
+pub struct SymbolResult {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// The schema of `batches` ([`crate::schema::output_schema`]).
+    pub schema: SchemaRef,
+    /// Rows sorted by time, de-duplicated, exactly `[start, end)`.
+    pub batches: Vec<RecordBatch>,
+    /// Ranges the exchange has no data for (downtime, before listing): reported, never padded.
+    pub gaps: Vec<TimeRange>,
+    /// What this symbol cost.
+    pub summary: Summary,
+}
+
+impl SymbolResult {
+    /// Total rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// The answer to a [`Request`]: one [`SymbolResult`] per symbol, in request order.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Per-symbol results.
+    pub results: Vec<SymbolResult>,
+    /// Totals over all symbols.
+    pub summary: Summary,
+}
+
+/// The Data Source Manager. Owns its HTTP client, cache handle and every task it starts.
+#[derive(Debug)]
+pub struct DataSourceManager {
+    config: ManagerConfig,
+}
+
+impl DataSourceManager {
+    /// A manager with `config`.
+    pub fn new(config: ManagerConfig) -> Result<DataSourceManager> {
+        Ok(DataSourceManager { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Answers `request`.
+    pub async fn get(&self, request: Request) -> Result<Response> {
+        request.validate()?;
+        Err(Error::Input(InputError::Invalid {
+            what: "request",
+            reason: "the manager is not implemented yet".into(),
+        }))
+    }
+
+    /// Cancels in-flight work and waits for it to stop, at most `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let _ = deadline;
+    }
+}
