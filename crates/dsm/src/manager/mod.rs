@@ -3,6 +3,11 @@
 //!
 //! API only for now: the planner and executor land with the Vision, REST and cache modules.
 
+#[allow(dead_code)] // wired in by the executor
+mod merge;
+#[allow(dead_code)] // wired in by the executor
+mod plan;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
