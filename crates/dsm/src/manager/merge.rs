@@ -1,6 +1,6 @@
 //! Merging: one sorted, de-duplicated table for exactly `[start, end)`, and the gaps in it.
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
