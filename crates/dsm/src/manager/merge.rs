@@ -130,6 +130,7 @@ pub(crate) fn first_last_ms(batch: &RecordBatch, kind: DataKind) -> Option<(i64,
 /// Whether the batch's column `name` has nulls (a cheap sanity check used by tests).
 #[cfg(test)]
 fn has_nulls(batch: &RecordBatch, name: &str) -> bool {
+    use arrow::array::Array;
     batch
         .column_by_name(name)
         .is_some_and(|c| c.null_count() > 0)
