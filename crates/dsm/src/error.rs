@@ -4,8 +4,8 @@
 //! message says what happened and, where it can, what to do. [`Error::category`] groups variants the
 //! way the CLI maps them to exit codes.
 
-use crate::market::{DataKind, Interval, Market};
-use crate::time::format_ms;
+use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::time::{TimeRange, format_ms};
 
 /// Bad input: rejected before any network call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +110,30 @@ pub enum InputError {
     },
 }
 
+/// The data does not exist upstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnavailableError {
+    /// The range starts in the future.
+    #[error("{symbol}: the range starts at {} which is in the future; nothing exists yet", format_ms(*start))]
+    Future {
+        /// The symbol asked for.
+        symbol: Symbol,
+        /// Start of the range (ms).
+        start: i64,
+    },
+    /// Neither source has a single row in the range.
+    #[error(
+        "{symbol}: the exchange has no data in {range}; check the symbol's listing date (and delisting) and the market"
+    )]
+    NoData {
+        /// The symbol asked for.
+        symbol: Symbol,
+        /// The range asked for.
+        range: TimeRange,
+    },
+}
+
 /// How an error should be treated by a caller (the CLI maps these to exit codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCategory {
@@ -134,6 +158,12 @@ pub enum Error {
     /// Bad input, rejected before any network call.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The data does not exist upstream (unknown symbol, before listing, in the future).
+    #[error(transparent)]
+    Unavailable(#[from] UnavailableError),
+    /// Building or merging Arrow data failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
     /// The operation was cancelled (token, shutdown, or Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -147,6 +177,8 @@ impl Error {
     pub fn category(&self) -> ErrorCategory {
         match self {
             Error::Input(_) => ErrorCategory::Input,
+            Error::Unavailable(_) => ErrorCategory::Unavailable,
+            Error::Arrow(_) => ErrorCategory::Local,
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
         }

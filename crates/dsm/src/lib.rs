@@ -31,7 +31,7 @@ pub mod market;
 pub mod schema;
 pub mod time;
 
-pub use error::{Error, ErrorCategory, InputError, Result};
+pub use error::{Error, ErrorCategory, InputError, Result, UnavailableError};
 pub use manager::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy};
 pub use market::{DataKind, Interval, Market, Symbol};
 pub use time::TimeRange;
