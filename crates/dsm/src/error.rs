@@ -140,6 +140,9 @@ pub enum Error {
     /// The caller's deadline passed before the operation finished.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(std::time::Duration),
+    /// The REST API failed (see [`crate::rest::RestError`]).
+    #[error(transparent)]
+    Rest(#[from] crate::rest::RestError),
 }
 
 impl Error {
@@ -149,6 +152,7 @@ impl Error {
             Error::Input(_) => ErrorCategory::Input,
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
+            Error::Rest(e) => e.category(),
         }
     }
 }
