@@ -185,14 +185,11 @@ impl WeightBudget {
         }
     }
 
-    /// After a 429: nothing goes to `market` before `until`, and the current window counts as full.
+    /// After a 429: nothing goes to `market` before `until` (the server's `Retry-After`, which is
+    /// authoritative: Binance bans an IP that sends anything earlier).
     pub(crate) fn pause(&self, m: Market, until: Instant) {
-        let limit = self.limit(m);
-        let wall = self.wall_ms(Instant::now());
         let mut st = self.lock(m);
         st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
-        let used = st.used.entry(wall.div_euclid(self.window_ms)).or_default();
-        *used = (*used).max(limit);
     }
 
     /// After a 418: `market` is banned for `retry_after`; returns the end of the ban (local ms).
