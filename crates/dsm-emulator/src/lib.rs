@@ -134,7 +134,8 @@ pub struct EmulatorConfig {
     /// Bound of the in-memory zip cache in bytes (default 256 MiB).
     pub zip_cache_bytes: usize,
     /// Listing reports exact `Size`/`ETag` for files up to this many rows (or already cached);
-    /// bigger ones get an estimated size and a multipart-style ETag (default 50 000).
+    /// bigger ones get an estimated size and a multipart-style ETag (default 100: hourly and coarser
+    /// daily files, daily-or-coarser monthly files, funding).
     pub listing_exact_max_rows: u64,
 }
 
@@ -162,7 +163,7 @@ impl Default for EmulatorConfig {
             trades_per_day: 1000,
             checksum_trailing_newline: false,
             zip_cache_bytes: 256 << 20,
-            listing_exact_max_rows: 50_000,
+            listing_exact_max_rows: 100,
         }
     }
 }
