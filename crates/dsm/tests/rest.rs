@@ -74,10 +74,7 @@ fn emu_kind(k: DataKind) -> KlineKind {
 
 type Row = (i64, f64, f64, f64, f64, f64, i64, f64, i64, f64, f64);
 
-fn col<T: 'static>(b: &RecordBatch, name: &str) -> T
-where
-    T: Clone,
-{
+fn col<T: Clone + 'static>(b: &RecordBatch, name: &str) -> T {
     b.column_by_name(name)
         .unwrap_or_else(|| panic!("column {name}"))
         .as_any()

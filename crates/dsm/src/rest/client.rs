@@ -581,3 +581,104 @@ enum Verdict<T> {
     Retry(RestError),
     RateLimited(RestError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &'static str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("valid status"),
+            used_weight: None,
+            retry_after: None,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    fn judge(status: u16, body: &'static str) -> Verdict<Vec<KlineRecord>> {
+        let client = RestClient::new(RestConfig::default()).expect("client");
+        let token = CancellationToken::new();
+        let call = client.call(&token);
+        let req = Req {
+            market: Market::UsdM,
+            path: endpoint(Market::UsdM, "klines"),
+            query: Vec::new(),
+            weight: 1,
+            symbol: Some("BTCUSDT"),
+            interval: Some(Interval::M3),
+        };
+        call.judge(
+            &req,
+            "http://x/fapi/v1/klines",
+            answer(status, body),
+            &parse::klines,
+        )
+    }
+
+    #[test]
+    fn binance_error_codes_become_typed_errors() {
+        // Spec §3.6.
+        let v = judge(400, r#"{"code":-1120,"msg":"Invalid interval."}"#);
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::InvalidInterval { market: Market::UsdM, ref interval })) if interval == "3m"
+        ));
+        let v = judge(400, r#"{"code":-1121,"msg":"Invalid symbol."}"#);
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::InvalidSymbol { ref symbol, .. })) if symbol == "BTCUSDT"
+        ));
+        let v = judge(
+            400,
+            r#"{"code":-1023,"msg":"Start time is greater than end time."}"#,
+        );
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::Api {
+                code: -1023,
+                status: 400,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn geo_block_is_not_retried_and_5xx_is() {
+        // Spec §3.1: 451 with code 0 — a configuration problem, retrying cannot help.
+        let v = judge(
+            451,
+            r#"{"code":0,"msg":"Service unavailable from a restricted location"}"#,
+        );
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::Api { status: 451, .. }))
+        ));
+        assert!(matches!(
+            judge(403, "<html>"),
+            Verdict::Done(Err(RestError::Http { status: 403, .. }))
+        ));
+        assert!(matches!(
+            judge(503, ""),
+            Verdict::Retry(RestError::Http { status: 503, .. })
+        ));
+        assert!(matches!(
+            judge(200, "[[1,"),
+            Verdict::Retry(RestError::Malformed { .. })
+        ));
+        assert!(matches!(judge(200, "[]"), Verdict::Done(Ok(ref v)) if v.is_empty()));
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = RestError::Http {
+            url: "https://api.binance.com/api/v3/klines".into(),
+            status: 451,
+        };
+        assert!(e.to_string().contains("geo-block"), "{e}");
+        assert_eq!(e.category(), crate::ErrorCategory::Upstream);
+        assert_eq!(
+            RestError::Cancelled.category(),
+            crate::ErrorCategory::Cancelled
+        );
+    }
+}
