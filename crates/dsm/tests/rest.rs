@@ -682,7 +682,7 @@ async fn a_418_bans_the_market_and_nothing_more_is_sent_to_it() {
         "BTCUSDT",
         Interval::M1,
         ms(2024, 1, 1, 0),
-        ms(2024, 1, 3, 0),
+        ms(2024, 1, 2, 0), // one page, so no other page is in flight when the 418 arrives
     )
     .await
     .unwrap_err();
@@ -994,4 +994,36 @@ async fn server_time_and_exchange_symbols() {
     // exchangeInfo weighs 20 on spot, 1 on futures; /time 1.
     assert!(c.used_weight(Market::Spot) >= 20);
     assert!(c.used_weight(Market::CoinM) >= 2);
+}
+
+#[tokio::test]
+async fn the_servers_weight_header_corrects_the_budget() {
+    // Hour-long windows so that no window boundary falls inside the test.
+    let window = Duration::from_secs(3600);
+    let emu = emulator(EmulatorConfig::default().with_rate_limits(RateLimits {
+        window,
+        ..RateLimits::default()
+    }))
+    .await;
+    let mine = RestClient::new(RestConfig {
+        weight_window: window,
+        ..config(&emu)
+    })
+    .unwrap();
+    // Another process on the same IP spends weight this client does not know about.
+    let other = RestClient::new(RestConfig {
+        weight_window: window,
+        ..config(&emu)
+    })
+    .unwrap();
+    let cancel = CancellationToken::new();
+    other.exchange_symbols(Market::Spot, &cancel).await.unwrap();
+    assert_eq!(other.used_weight(Market::Spot), 20);
+    mine.server_time(Market::Spot, &cancel).await.unwrap();
+    assert_eq!(
+        mine.used_weight(Market::Spot),
+        21,
+        "the X-MBX-USED-WEIGHT-1M header (20 + this request's 1) is adopted"
+    );
+    assert_eq!(emu.used_weight(dsm_emulator::Market::Spot), 21);
 }

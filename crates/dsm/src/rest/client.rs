@@ -269,6 +269,15 @@ impl RestClient {
             rows.extend(page.into_iter().filter(|f| range.contains(f.funding_time)));
             match last {
                 Some(t) if full && t >= cursor => cursor = t + 1,
+                Some(t) if full => {
+                    // A full page that does not move forward would loop or lose rows.
+                    return Err(RestError::Malformed {
+                        url: format!("{}{path}", self.inner.config.urls.for_market(market)),
+                        reason: format!(
+                            "a full funding page ends at {t}, before its start {cursor}"
+                        ),
+                    });
+                }
                 _ => break,
             }
         }

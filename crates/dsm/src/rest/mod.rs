@@ -13,6 +13,13 @@
 //! ends, and never leave a task or a connection running after a call returns, is cancelled or is
 //! dropped (pages run inside the call's own future, never on detached tasks).
 //!
+//! **The open candle.** Binance includes the still-open candle, with partial values, as the last
+//! row. A klines call reads the server's clock once (`/time`, weight 1) *before* its first page, so
+//! any candle still open when a page was served has `close_time >=` that time and is returned apart.
+//! The local clock is never used for this (it may be skewed; the emulator's clock is synthetic), and
+//! the `Date` header is not (second resolution, and it is taken *after* the page it came with, so a
+//! candle that was open when served could look closed).
+//!
 //! ```no_run
 //! use dsm::rest::{RestClient, RestConfig};
 //! use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
@@ -118,6 +125,21 @@ impl RestConfig {
             self.futures_weight_per_minute
         } else {
             self.spot_weight_per_minute
+        }
+    }
+}
+
+impl From<&crate::manager::ManagerConfig> for RestConfig {
+    /// The REST part of a manager's configuration (URLs, timeouts, retries, weight budgets).
+    fn from(m: &crate::manager::ManagerConfig) -> RestConfig {
+        RestConfig {
+            urls: m.rest_urls.clone(),
+            connect_timeout: m.connect_timeout,
+            read_timeout: m.read_timeout,
+            retries: m.retries,
+            spot_weight_per_minute: m.spot_weight_per_minute,
+            futures_weight_per_minute: m.futures_weight_per_minute,
+            ..RestConfig::default()
         }
     }
 }
