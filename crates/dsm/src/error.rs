@@ -170,6 +170,9 @@ pub enum Error {
     /// The caller's deadline passed before the operation finished.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(std::time::Duration),
+    /// The REST API failed (see [`crate::rest::RestError`]).
+    #[error(transparent)]
+    Rest(#[from] crate::rest::RestError),
 }
 
 impl Error {
@@ -181,6 +184,7 @@ impl Error {
             Error::Arrow(_) => ErrorCategory::Local,
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
+            Error::Rest(e) => e.category(),
         }
     }
 }

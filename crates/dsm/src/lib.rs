@@ -28,6 +28,7 @@
 pub mod error;
 pub mod manager;
 pub mod market;
+pub mod rest;
 pub mod schema;
 pub mod time;
 

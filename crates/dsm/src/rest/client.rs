@@ -1,0 +1,693 @@
+//! [`RestClient`]: requests with budget, retries, timeouts and cancellation; klines and funding
+//! calls that page a range and merge the pages into one batch.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{StreamExt, TryStreamExt};
+use reqwest::StatusCode;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::InputError;
+use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::schema::{FundingBuilder, FundingRecord, KlineBuilder, KlineRecord};
+use crate::time::TimeRange;
+
+use super::paging::{self, Window};
+use super::weight::{self, Acquire, Refusal, Ticket, WeightBudget};
+use super::{RestConfig, RestData, RestError, SymbolInfo, parse};
+
+/// Most funding records one request may return (USD-M and COIN-M).
+const FUNDING_LIMIT: u32 = 1000;
+/// Ban length assumed when a 418 says nothing about it (Binance's shortest ban).
+const DEFAULT_BAN: Duration = Duration::from_secs(120);
+
+/// A Binance REST client for market data. Cheap to clone; clones share one HTTP connection pool and
+/// one weight budget (and ban state) per market, so every concurrent request of the process stays
+/// within the budget.
+#[derive(Debug, Clone)]
+pub struct RestClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RestConfig,
+    http: reqwest::Client,
+    budget: WeightBudget,
+}
+
+/// One request to send: where, what it weighs, and what to name in errors.
+#[derive(Debug)]
+struct Req<'a> {
+    market: Market,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    weight: u32,
+    symbol: Option<&'a str>,
+    interval: Option<Interval>,
+}
+
+/// What one HTTP attempt brought back.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    used_weight: Option<u32>,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
+}
+
+/// The state of one public call: its token, deadline and counters. Pages of the call borrow it.
+#[derive(Debug)]
+struct Call<'a> {
+    inner: &'a Inner,
+    cancel: &'a CancellationToken,
+    deadline: Option<(Instant, Duration)>,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    weight: AtomicU64,
+}
+
+impl RestClient {
+    /// A client with its own HTTP client (connect and read timeouts from `config`).
+    pub fn new(config: RestConfig) -> Result<RestClient, RestError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("dsm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(RestError::Client)?;
+        Ok(RestClient::with_http_client(config, http))
+    }
+
+    /// A client that sends through `http` (which should have connect and read timeouts).
+    pub fn with_http_client(config: RestConfig, http: reqwest::Client) -> RestClient {
+        let budget = WeightBudget::new(
+            config.spot_weight_per_minute,
+            config.futures_weight_per_minute,
+            config.weight_window,
+        );
+        RestClient {
+            inner: Arc::new(Inner {
+                config,
+                http,
+                budget,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RestConfig {
+        &self.inner.config
+    }
+
+    /// Weight used in the current window of `market`: this process's own count, raised to the
+    /// server's `X-MBX-USED-WEIGHT-1M` when that is higher.
+    pub fn used_weight(&self, market: Market) -> u32 {
+        self.inner.budget.used(market)
+    }
+
+    fn call<'a>(&'a self, cancel: &'a CancellationToken) -> Call<'a> {
+        Call {
+            inner: &self.inner,
+            cancel,
+            deadline: self.inner.config.deadline.map(|d| (Instant::now() + d, d)),
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            weight: AtomicU64::new(0),
+        }
+    }
+
+    /// The server's time in ms (`/time`, weight 1).
+    pub async fn server_time(
+        &self,
+        market: Market,
+        cancel: &CancellationToken,
+    ) -> Result<i64, RestError> {
+        self.call(cancel).server_time(market).await
+    }
+
+    /// The symbols of `market`'s `exchangeInfo` (weight 20 on spot, 1 on futures). Binance lists
+    /// only current symbols: a long-delisted one can be missing here but present on Vision.
+    pub async fn exchange_symbols(
+        &self,
+        market: Market,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<SymbolInfo>, RestError> {
+        let call = self.call(cancel);
+        call.get(
+            &Req {
+                market,
+                path: endpoint(market, "exchangeInfo"),
+                query: Vec::new(),
+                weight: weight::exchange_info_weight(market),
+                symbol: None,
+                interval: None,
+            },
+            parse::exchange_info,
+        )
+        .await
+    }
+
+    /// Candles of a kline-class `kind` (klines, mark, index or premium-index klines) of `symbol`
+    /// with open time in `range`.
+    ///
+    /// Index-price klines are keyed by pair: the part of `symbol` before `_` (`BTCUSD_PERP` →
+    /// `BTCUSD`; a USD-M perpetual's pair is the symbol itself). The server's time is read once,
+    /// before any page (one `/time`, weight 1; see [`RestData::server_time`]); a range entirely
+    /// after it returns an empty batch. Pages are fetched concurrently (at most
+    /// [`RestConfig::max_concurrent_pages`]) within the weight budget; any page that fails after its
+    /// retries fails the call.
+    pub async fn klines(
+        &self,
+        market: Market,
+        kind: DataKind,
+        symbol: &Symbol,
+        interval: Interval,
+        range: TimeRange,
+        cancel: &CancellationToken,
+    ) -> Result<RestData, RestError> {
+        if !kind.has_interval() {
+            return Err(InputError::Invalid {
+                what: "kind",
+                reason: format!("{kind} is not a kline kind; use funding() for funding rates"),
+            }
+            .into());
+        }
+        market.check(kind, Some(interval))?;
+        let call = self.call(cancel);
+        let (param, name) = if kind == DataKind::IndexPriceKlines {
+            let pair = symbol.as_str().split('_').next().unwrap_or(symbol.as_str());
+            ("pair", pair)
+        } else {
+            ("symbol", symbol.as_str())
+        };
+        // Read the clock before any page: a candle still open when a page is served then has a
+        // close time at or after `now` and is never taken for a closed one.
+        let now = call.server_time(market).await?;
+        let open_end = interval.next(interval.floor(now));
+        let end = range.end().min(open_end);
+        let cm_max = i64::try_from(self.inner.config.cm_max_window.as_millis()).unwrap_or(i64::MAX);
+        let windows = paging::plan(market, interval, range.start(), end, cm_max);
+        tracing::debug!(%market, %kind, symbol = name, %interval, %range, pages = windows.len(), "rest klines");
+        let path = endpoint(market, kind.vision_name());
+        let pages: Vec<Vec<KlineRecord>> = futures::stream::iter(windows)
+            .map(|w| call.window(market, &path, param, name, interval, w, cm_max))
+            .buffered(self.inner.config.max_concurrent_pages.max(1))
+            .try_collect()
+            .await?;
+        let mut rows: Vec<KlineRecord> = pages.into_iter().flatten().collect();
+        rows.retain(|r| r.open_time >= range.start() && r.open_time < end);
+        rows.sort_by_key(|r| r.open_time);
+        let malformed = |reason: String| RestError::Malformed {
+            url: format!("{}{path}", self.inner.config.urls.for_market(market)),
+            reason,
+        };
+        let mut closed = KlineBuilder::new(market, kind, interval, rows.len());
+        let mut open: Option<KlineRecord> = None;
+        for r in &rows {
+            if r.close_time >= now {
+                // Only the candle containing `now` can be open; it is the last one.
+                let mut check = KlineBuilder::new(market, kind, interval, 1);
+                check
+                    .push(r)
+                    .map_err(|e| malformed(format!("open candle: {e}")))?;
+                if open.is_some_and(|o| o.open_time != r.open_time) {
+                    return Err(malformed(format!(
+                        "two open candles (at {} and {}) with server time {now}",
+                        open.map_or(0, |o| o.open_time),
+                        r.open_time
+                    )));
+                }
+                open = Some(*r);
+            } else {
+                closed.push(r).map_err(|e| malformed(e.to_string()))?;
+            }
+        }
+        Ok(call.finish(closed.finish(), open, Some(now)))
+    }
+
+    /// Funding-rate history of a futures `symbol` with funding time in `range`, paged by
+    /// `startTime = last fundingTime + 1` (1000 records per request, weight 1).
+    pub async fn funding(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        range: TimeRange,
+        cancel: &CancellationToken,
+    ) -> Result<RestData, RestError> {
+        market.check(DataKind::FundingRate, None)?;
+        let call = self.call(cancel);
+        let path = endpoint(market, "fundingRate");
+        let mut rows: Vec<FundingRecord> = Vec::new();
+        let mut cursor = range.start();
+        while cursor < range.end() {
+            let page = call
+                .get(
+                    &Req {
+                        market,
+                        path: path.clone(),
+                        query: vec![
+                            ("symbol", symbol.to_string()),
+                            ("startTime", cursor.to_string()),
+                            ("endTime", (range.end() - 1).to_string()),
+                            ("limit", FUNDING_LIMIT.to_string()),
+                        ],
+                        weight: 1,
+                        symbol: Some(symbol.as_str()),
+                        interval: None,
+                    },
+                    parse::funding,
+                )
+                .await?;
+            let full = page.len() >= FUNDING_LIMIT as usize;
+            let last = page.iter().map(|f| f.funding_time).max();
+            rows.extend(page.into_iter().filter(|f| range.contains(f.funding_time)));
+            match last {
+                Some(t) if full && t >= cursor => cursor = t + 1,
+                Some(t) if full => {
+                    // A full page that does not move forward would loop or lose rows.
+                    return Err(RestError::Malformed {
+                        url: format!("{}{path}", self.inner.config.urls.for_market(market)),
+                        reason: format!(
+                            "a full funding page ends at {t}, before its start {cursor}"
+                        ),
+                    });
+                }
+                _ => break,
+            }
+        }
+        rows.sort_by_key(|f| f.funding_time);
+        let mut b = FundingBuilder::new(rows.len());
+        for r in &rows {
+            b.push(r).map_err(|e| RestError::Malformed {
+                url: format!("{}{path}", self.inner.config.urls.for_market(market)),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(call.finish(b.finish(), None, None))
+    }
+}
+
+/// The path of endpoint `name` on `market` (`/api/v3/…`, `/fapi/v1/…`, `/dapi/v1/…`).
+fn endpoint(market: Market, name: &str) -> String {
+    let prefix = match market {
+        Market::Spot => "/api/v3",
+        Market::UsdM => "/fapi/v1",
+        Market::CoinM => "/dapi/v1",
+    };
+    format!("{prefix}/{name}")
+}
+
+fn header_u64(h: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    // HeaderMap lookups are case-insensitive (names are stored lower-case).
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+impl Call<'_> {
+    fn finish(
+        &self,
+        batch: arrow::record_batch::RecordBatch,
+        open_candle: Option<KlineRecord>,
+        server_time: Option<i64>,
+    ) -> RestData {
+        RestData {
+            batch,
+            open_candle,
+            server_time,
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            weight: self.weight.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn server_time(&self, market: Market) -> Result<i64, RestError> {
+        self.get(
+            &Req {
+                market,
+                path: endpoint(market, "time"),
+                query: Vec::new(),
+                weight: 1,
+                symbol: None,
+                interval: None,
+            },
+            parse::server_time,
+        )
+        .await
+    }
+
+    /// Fetches every candle of window `w` (plus follow-ups if a page comes back full).
+    #[allow(clippy::too_many_arguments)]
+    async fn window(
+        &self,
+        market: Market,
+        path: &str,
+        param: &'static str,
+        name: &str,
+        interval: Interval,
+        mut w: Window,
+        cm_max: i64,
+    ) -> Result<Vec<KlineRecord>, RestError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .get(
+                    &Req {
+                        market,
+                        path: path.to_owned(),
+                        query: vec![
+                            (param, name.to_owned()),
+                            ("interval", interval.as_str().to_owned()),
+                            ("startTime", w.start.to_string()),
+                            ("endTime", (w.end - 1).to_string()),
+                            ("limit", w.limit.to_string()),
+                        ],
+                        weight: weight::klines_weight(market, w.limit),
+                        symbol: Some(name),
+                        interval: Some(interval),
+                    },
+                    parse::klines,
+                )
+                .await?;
+            let mut opens: Vec<i64> = page.iter().map(|k| k.open_time).collect();
+            opens.dedup();
+            let next = paging::follow_up(market, interval, &w, &opens, cm_max);
+            out.extend(page);
+            match next {
+                Some(n) if n != w => w = n,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Runs `fut` unless the call is cancelled or its deadline passes first.
+    async fn guard<F: Future>(&self, fut: F) -> Result<F::Output, RestError> {
+        let deadline = async {
+            match self.deadline {
+                Some((at, d)) => {
+                    tokio::time::sleep_until(at).await;
+                    d
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(RestError::Cancelled),
+            d = deadline => Err(RestError::DeadlineExceeded { deadline: d }),
+            v = fut => Ok(v),
+        }
+    }
+
+    /// Sleeps until `at`; fails at once if the deadline comes first.
+    async fn wait_until(&self, at: Instant) -> Result<(), RestError> {
+        if let Some((dl, d)) = self.deadline
+            && at > dl
+        {
+            return Err(RestError::DeadlineExceeded { deadline: d });
+        }
+        self.guard(tokio::time::sleep_until(at)).await
+    }
+
+    async fn acquire(&self, market: Market, weight: u32) -> Result<Ticket, RestError> {
+        loop {
+            match self.inner.budget.try_acquire(market, weight) {
+                Err(Refusal::Banned { until_ms }) => {
+                    return Err(RestError::Banned { market, until_ms });
+                }
+                Ok(Acquire::Granted(t)) => return Ok(t),
+                Ok(Acquire::WaitUntil(at)) => {
+                    tracing::debug!(%market, wait = ?at.saturating_duration_since(Instant::now()), "weight budget exhausted, waiting");
+                    self.wait_until(at).await?;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, url: &str) -> Result<Answer, reqwest::Error> {
+        let resp = self.inner.http.get(url).send().await?;
+        let status = resp.status();
+        let h = resp.headers();
+        let used_weight = header_u64(h, "x-mbx-used-weight-1m").and_then(|u| u32::try_from(u).ok());
+        let retry_after = header_u64(h, "retry-after").map(Duration::from_secs);
+        let body = resp.bytes().await?;
+        Ok(Answer {
+            status,
+            used_weight,
+            retry_after,
+            body,
+        })
+    }
+
+    /// Sends `req` with budget, retries and backoff, and parses a 2xx body with `parse`.
+    async fn get<T>(
+        &self,
+        req: &Req<'_>,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, RestError> {
+        let cfg = &self.inner.config;
+        let market = req.market;
+        let mut url = format!("{}{}", cfg.urls.for_market(market), req.path);
+        for (i, (k, v)) in req.query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            url.push_str(v);
+        }
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(cfg.backoff_min)
+            .with_max_delay(cfg.backoff_max)
+            .with_max_times(cfg.retries as usize)
+            .with_jitter()
+            .build();
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(RestError::Cancelled);
+            }
+            let ticket = self.acquire(market, req.weight).await?;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            self.weight
+                .fetch_add(u64::from(req.weight), Ordering::Relaxed);
+            tracing::trace!(%url, weight = req.weight, "GET");
+            let failure = match self.guard(self.attempt(&url)).await? {
+                Err(e) if e.is_timeout() => RestError::Timeout { url: url.clone() },
+                Err(e) => RestError::Network {
+                    url: url.clone(),
+                    source: e,
+                },
+                Ok(a) => {
+                    if let Some(u) = a.used_weight {
+                        self.inner.budget.observe(market, ticket, u);
+                    }
+                    self.bytes.fetch_add(a.body.len() as u64, Ordering::Relaxed);
+                    match self.judge(req, &url, a, &parse) {
+                        Verdict::Done(v) => return v,
+                        Verdict::RateLimited(e) => {
+                            // The budget pauses the market; the next acquire waits it out.
+                            if backoff.next().is_none() {
+                                return Err(e);
+                            }
+                            tracing::warn!(%url, "429 from Binance, waiting for Retry-After");
+                            continue;
+                        }
+                        Verdict::Retry(e) => e,
+                    }
+                }
+            };
+            match backoff.next() {
+                Some(delay) => {
+                    tracing::warn!(error = %failure, ?delay, "transient REST failure, retrying");
+                    self.wait_until(Instant::now() + delay).await?;
+                }
+                None => return Err(failure),
+            }
+        }
+    }
+
+    /// Decides what an answer means.
+    fn judge<T>(
+        &self,
+        req: &Req<'_>,
+        url: &str,
+        a: Answer,
+        parse: &impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Verdict<T> {
+        let cfg = &self.inner.config;
+        let market = req.market;
+        let status = a.status.as_u16();
+        let api = parse::api_error(&a.body);
+        match status {
+            200..=299 => match parse(&a.body) {
+                Ok(v) => Verdict::Done(Ok(v)),
+                // A truncated or garbled body: worth another try.
+                Err(reason) => Verdict::Retry(RestError::Malformed {
+                    url: url.to_owned(),
+                    reason,
+                }),
+            },
+            429 => {
+                let wait = a.retry_after.unwrap_or(Duration::from_secs(1));
+                let e = RestError::RateLimited {
+                    market,
+                    url: url.to_owned(),
+                    retry_after: wait,
+                };
+                if wait > cfg.max_retry_after {
+                    return Verdict::Done(Err(e));
+                }
+                self.inner.budget.pause(market, Instant::now() + wait);
+                Verdict::RateLimited(e)
+            }
+            418 => {
+                let from_body = api
+                    .as_ref()
+                    .and_then(|(_, msg)| parse::banned_until(msg))
+                    .map(|until| {
+                        Duration::from_millis((until - crate::time::now_ms()).max(0) as u64)
+                    });
+                let wait = a.retry_after.or(from_body).unwrap_or(DEFAULT_BAN);
+                let until_ms = self.inner.budget.ban(market, wait);
+                tracing::error!(%market, until = %crate::time::format_ms(until_ms), "IP banned by Binance (418)");
+                Verdict::Done(Err(RestError::Banned { market, until_ms }))
+            }
+            _ => {
+                let e = match api {
+                    Some((-1121, _)) => RestError::InvalidSymbol {
+                        market,
+                        symbol: req.symbol.unwrap_or_default().to_owned(),
+                    },
+                    Some((-1120, _)) => RestError::InvalidInterval {
+                        market,
+                        interval: req.interval.map(|i| i.to_string()).unwrap_or_default(),
+                    },
+                    Some((code, msg)) => RestError::Api {
+                        url: url.to_owned(),
+                        status,
+                        code,
+                        msg,
+                    },
+                    None => RestError::Http {
+                        url: url.to_owned(),
+                        status,
+                    },
+                };
+                if (500..=599).contains(&status) {
+                    Verdict::Retry(e)
+                } else {
+                    Verdict::Done(Err(e))
+                }
+            }
+        }
+    }
+}
+
+enum Verdict<T> {
+    Done(Result<T, RestError>),
+    Retry(RestError),
+    RateLimited(RestError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &'static str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("valid status"),
+            used_weight: None,
+            retry_after: None,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    fn judge(status: u16, body: &'static str) -> Verdict<Vec<KlineRecord>> {
+        let client = RestClient::new(RestConfig::default()).expect("client");
+        let token = CancellationToken::new();
+        let call = client.call(&token);
+        let req = Req {
+            market: Market::UsdM,
+            path: endpoint(Market::UsdM, "klines"),
+            query: Vec::new(),
+            weight: 1,
+            symbol: Some("BTCUSDT"),
+            interval: Some(Interval::M3),
+        };
+        call.judge(
+            &req,
+            "http://x/fapi/v1/klines",
+            answer(status, body),
+            &parse::klines,
+        )
+    }
+
+    #[test]
+    fn binance_error_codes_become_typed_errors() {
+        // Spec §3.6.
+        let v = judge(400, r#"{"code":-1120,"msg":"Invalid interval."}"#);
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::InvalidInterval { market: Market::UsdM, ref interval })) if interval == "3m"
+        ));
+        let v = judge(400, r#"{"code":-1121,"msg":"Invalid symbol."}"#);
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::InvalidSymbol { ref symbol, .. })) if symbol == "BTCUSDT"
+        ));
+        let v = judge(
+            400,
+            r#"{"code":-1023,"msg":"Start time is greater than end time."}"#,
+        );
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::Api {
+                code: -1023,
+                status: 400,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn geo_block_is_not_retried_and_5xx_is() {
+        // Spec §3.1: 451 with code 0 — a configuration problem, retrying cannot help.
+        let v = judge(
+            451,
+            r#"{"code":0,"msg":"Service unavailable from a restricted location"}"#,
+        );
+        assert!(matches!(
+            v,
+            Verdict::Done(Err(RestError::Api { status: 451, .. }))
+        ));
+        assert!(matches!(
+            judge(403, "<html>"),
+            Verdict::Done(Err(RestError::Http { status: 403, .. }))
+        ));
+        assert!(matches!(
+            judge(503, ""),
+            Verdict::Retry(RestError::Http { status: 503, .. })
+        ));
+        assert!(matches!(
+            judge(200, "[[1,"),
+            Verdict::Retry(RestError::Malformed { .. })
+        ));
+        assert!(matches!(judge(200, "[]"), Verdict::Done(Ok(ref v)) if v.is_empty()));
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = RestError::Http {
+            url: "https://api.binance.com/api/v3/klines".into(),
+            status: 451,
+        };
+        assert!(e.to_string().contains("geo-block"), "{e}");
+        assert_eq!(e.category(), crate::ErrorCategory::Upstream);
+        assert_eq!(
+            RestError::Cancelled.category(),
+            crate::ErrorCategory::Cancelled
+        );
+    }
+}
