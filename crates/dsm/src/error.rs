@@ -140,6 +140,9 @@ pub enum Error {
     /// The caller's deadline passed before the operation finished.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(std::time::Duration),
+    /// A Binance Vision archive failure (integrity, upstream, or cancellation).
+    #[error(transparent)]
+    Vision(#[from] crate::vision::VisionError),
 }
 
 impl Error {
@@ -149,6 +152,14 @@ impl Error {
             Error::Input(_) => ErrorCategory::Input,
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
+            Error::Vision(e) => match e {
+                crate::vision::VisionError::Cancelled => ErrorCategory::Cancelled,
+                crate::vision::VisionError::Config(_) | crate::vision::VisionError::Input(_) => {
+                    ErrorCategory::Input
+                }
+                e if e.is_integrity() => ErrorCategory::Integrity,
+                _ => ErrorCategory::Upstream,
+            },
         }
     }
 }

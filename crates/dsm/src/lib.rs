@@ -30,6 +30,7 @@ pub mod manager;
 pub mod market;
 pub mod schema;
 pub mod time;
+pub mod vision;
 
 pub use error::{Error, ErrorCategory, InputError, Result};
 pub use manager::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy};
