@@ -459,8 +459,9 @@ impl VisionClient {
             }
             pending = next;
         }
-        files.sort_by_key(|f| f.key.period);
-        out.not_published.sort_by_key(|k| k.period);
+        // By start time (not by `Period`, whose derived order puts every day before every month).
+        files.sort_by_key(|f| f.key.range().start());
+        out.not_published.sort_by_key(|k| k.range().start());
         for f in files {
             out.duplicates += f.duplicates;
             let batch = slice_to_range(&f.batch, kind, range);

@@ -12,12 +12,30 @@ use crate::market::{DAY_MS, DataKind, Interval, Market, Symbol};
 use crate::time::{TimeRange, day_floor, month_floor, month_start, next_month, to_datetime};
 
 /// The period one archive file covers: a UTC day or a calendar month, by its first instant (ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Ordered by start time (a month sorts before the days it contains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Period {
     /// A daily file; the value is 00:00 UTC of that day.
     Day(i64),
     /// A monthly file; the value is 00:00 UTC on the 1st of that month.
     Month(i64),
+}
+
+impl Ord for Period {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let k = |p: &Period| match *p {
+            Period::Month(m) => (m, 0),
+            Period::Day(d) => (d, 1),
+        };
+        k(self).cmp(&k(other))
+    }
+}
+
+impl PartialOrd for Period {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Period {

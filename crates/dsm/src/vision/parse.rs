@@ -259,7 +259,7 @@ impl<'a> RowParser<'a> {
 
     fn line(&mut self, row: usize, line: &[u8]) -> Result<(), VisionError> {
         let first = line[0];
-        if !self.seen_data && !(first.is_ascii_digit() || first == b'-') {
+        if !(self.seen_data || first.is_ascii_digit() || first == b'-') {
             // A header row (futures files carry one from 2022 on; spot never).
             if row != 1 {
                 return Err(self.invalid(row, "a header row after the first line"));
