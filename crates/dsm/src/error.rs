@@ -173,6 +173,9 @@ pub enum Error {
     /// The REST API failed (see [`crate::rest::RestError`]).
     #[error(transparent)]
     Rest(#[from] crate::rest::RestError),
+    /// A Binance Vision archive failure (integrity, upstream, or cancellation).
+    #[error(transparent)]
+    Vision(#[from] crate::vision::VisionError),
 }
 
 impl Error {
@@ -185,6 +188,14 @@ impl Error {
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
             Error::Rest(e) => e.category(),
+            Error::Vision(e) => match e {
+                crate::vision::VisionError::Cancelled => ErrorCategory::Cancelled,
+                crate::vision::VisionError::Config(_) | crate::vision::VisionError::Input(_) => {
+                    ErrorCategory::Input
+                }
+                e if e.is_integrity() => ErrorCategory::Integrity,
+                _ => ErrorCategory::Upstream,
+            },
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod market;
 pub mod rest;
 pub mod schema;
 pub mod time;
+pub mod vision;
 
 pub use error::{Error, ErrorCategory, InputError, Result, UnavailableError};
 pub use manager::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy};

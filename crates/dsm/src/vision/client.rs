@@ -1,0 +1,620 @@
+//! Downloads: one pooled HTTP client, bounded concurrency, retries with jittered exponential
+//! backoff, SHA-256 computed while the bytes arrive, parsing on a blocking thread owned by the call.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arrow::array::{Array, TimestampMicrosecondArray, TimestampMillisecondArray};
+use arrow::record_batch::RecordBatch;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::key::{FileKey, fallback_days, plan};
+use super::parse::{Parsed, parse_checksum, parse_zip_inner};
+use super::{VisionConfig, VisionError};
+use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::time::TimeRange;
+
+/// A verified, parsed archive file.
+#[derive(Debug, Clone)]
+pub struct FileData {
+    /// Which file.
+    pub key: FileKey,
+    /// SHA-256 of the zip (lower-case hex), as verified against its `.CHECKSUM` (or computed, when
+    /// a missing CHECKSUM was accepted).
+    pub sha256: String,
+    /// Whether the `.CHECKSUM` was missing and the file was accepted unverified.
+    pub unverified: bool,
+    /// The zip bytes as downloaded (for a cache that keeps originals).
+    pub bytes: Bytes,
+    /// The rows, in dsm's schema for the key's market and kind, in time order.
+    pub batch: RecordBatch,
+    /// Exact duplicate rows that were dropped.
+    pub duplicates: usize,
+}
+
+/// What fetching one file gave.
+#[derive(Debug, Clone)]
+pub enum FileOutcome {
+    /// The file, verified and parsed.
+    Data(FileData),
+    /// The archive answered 404: the file is not published (yet), or never will be.
+    NotPublished,
+}
+
+/// One item of [`VisionClient::fetch_files`].
+#[derive(Debug)]
+pub struct FileResult {
+    /// Which file.
+    pub key: FileKey,
+    /// The outcome.
+    pub outcome: Result<FileOutcome, VisionError>,
+    /// HTTP requests made for this file (retries included).
+    pub requests: u64,
+    /// Body bytes received for this file.
+    pub bytes: u64,
+}
+
+/// The result of [`VisionClient::fetch_range`].
+#[derive(Debug, Clone, Default)]
+pub struct VisionRange {
+    /// The rows inside the asked range, one batch per file, in time order.
+    pub batches: Vec<RecordBatch>,
+    /// The files the batches came from, in the same order.
+    pub files: Vec<FileKey>,
+    /// Files that are not published (after falling back from monthly to daily files where Vision
+    /// has dailies). Their periods are missing from `batches`.
+    pub not_published: Vec<FileKey>,
+    /// HTTP requests made.
+    pub requests: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Exact duplicate rows dropped.
+    pub duplicates: usize,
+}
+
+/// One S3 listing, all pages followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Object keys (`Contents/Key`), in the order served (sorted).
+    pub keys: Vec<String>,
+    /// Sub-"directories" (`CommonPrefixes/Prefix`, with the delimiter `/`).
+    pub prefixes: Vec<String>,
+    /// Pages requested.
+    pub pages: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+struct Download {
+    bytes: Bytes,
+    sha256: Option<String>,
+}
+
+/// The Vision archive client. Cheap to share by reference; holds one pooled HTTP client.
+#[derive(Debug, Clone)]
+pub struct VisionClient {
+    cfg: VisionConfig,
+    http: reqwest::Client,
+}
+
+/// Sets the parse task's cancel flag when the owning future ends (normally or by being dropped).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Most listing pages followed before giving up (a broken marker must not loop forever).
+const MAX_LIST_PAGES: usize = 100_000;
+
+impl VisionClient {
+    /// A client with its own connection pool, using `cfg`'s connect and read timeouts.
+    pub fn new(cfg: VisionConfig) -> Result<VisionClient, VisionError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .pool_max_idle_per_host(cfg.concurrency.max(1))
+            .build()
+            .map_err(|e| VisionError::Config(format!("building the HTTP client: {e}")))?;
+        Ok(VisionClient { cfg, http })
+    }
+
+    /// A client sharing `http`'s connection pool. The client's own timeouts still apply, and dsm
+    /// additionally bounds every wait by `cfg.connect_timeout + cfg.read_timeout` (headers) and
+    /// `cfg.read_timeout` (each body chunk).
+    pub fn with_http_client(cfg: VisionConfig, http: reqwest::Client) -> VisionClient {
+        VisionClient { cfg, http }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VisionConfig {
+        &self.cfg
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.cfg.deadline.map(|d| Instant::now() + d)
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.cfg.backoff_min)
+            .with_max_delay(self.cfg.backoff_max.max(self.cfg.backoff_min))
+            .with_max_times(self.cfg.retries)
+            .with_jitter()
+    }
+
+    /// Downloads, verifies and parses one file.
+    ///
+    /// `Ok(NotPublished)` on 404. Transient failures are retried per request, checksum mismatches
+    /// and broken archives per file (a fresh download), then reported. Cancelling `cancel` or
+    /// dropping the future returns promptly and closes the connections in use.
+    pub async fn fetch(
+        &self,
+        key: &FileKey,
+        cancel: &CancellationToken,
+    ) -> Result<FileOutcome, VisionError> {
+        self.fetch_inner(key, cancel, self.deadline(), &Counters::default())
+            .await
+    }
+
+    async fn fetch_inner(
+        &self,
+        key: &FileKey,
+        cancel: &CancellationToken,
+        deadline: Option<Instant>,
+        counters: &Counters,
+    ) -> Result<FileOutcome, VisionError> {
+        self.guarded(cancel, deadline, self.fetch_verified(key, counters))
+            .await
+    }
+
+    /// Runs `work` until it ends, `cancel` fires, or `deadline` passes.
+    async fn guarded<T>(
+        &self,
+        cancel: &CancellationToken,
+        deadline: Option<Instant>,
+        work: impl Future<Output = Result<T, VisionError>>,
+    ) -> Result<T, VisionError> {
+        let work = async {
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                    Err(VisionError::DeadlineExceeded(
+                        self.cfg.deadline.unwrap_or_default(),
+                    ))
+                }),
+                None => work.await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(VisionError::Cancelled),
+            r = work => r,
+        }
+    }
+
+    async fn fetch_verified(
+        &self,
+        key: &FileKey,
+        counters: &Counters,
+    ) -> Result<FileOutcome, VisionError> {
+        let url = key.url(&self.cfg.base_url);
+        let checksum_url = key.checksum_url(&self.cfg.base_url);
+        (|| self.attempt(key, &url, &checksum_url, counters))
+            .retry(self.backoff())
+            .when(VisionError::is_redownloadable)
+            .notify(
+                |e, wait| tracing::warn!(error = %e, ?wait, "bad archive file, downloading again"),
+            )
+            .await
+    }
+
+    /// One verified download: the CHECKSUM first (so a fault or a re-publication between the two
+    /// requests shows up as a mismatch, not as silently accepted data), then the zip.
+    async fn attempt(
+        &self,
+        key: &FileKey,
+        url: &str,
+        checksum_url: &str,
+        counters: &Counters,
+    ) -> Result<FileOutcome, VisionError> {
+        let expected = match self.get(checksum_url, false, counters).await? {
+            Some(d) => {
+                Some(
+                    parse_checksum(&d.bytes).ok_or_else(|| VisionError::BadChecksumFile {
+                        url: url.to_owned(),
+                        content: String::from_utf8_lossy(&d.bytes[..d.bytes.len().min(120)])
+                            .into_owned(),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let Some(zip) = self.get(url, true, counters).await? else {
+            return Ok(FileOutcome::NotPublished);
+        };
+        let actual = zip.sha256.unwrap_or_default();
+        let unverified = match expected {
+            Some(expected) if expected != actual => {
+                return Err(VisionError::ChecksumMismatch {
+                    url: url.to_owned(),
+                    expected,
+                    actual,
+                });
+            }
+            Some(_) => false,
+            None if self.cfg.accept_missing_checksum => {
+                tracing::warn!(
+                    url,
+                    "no .CHECKSUM; accepting the file unverified as configured"
+                );
+                true
+            }
+            None => {
+                return Err(VisionError::MissingChecksum {
+                    url: url.to_owned(),
+                });
+            }
+        };
+        let Parsed { batch, duplicates } = self.parse_blocking(zip.bytes.clone(), key, url).await?;
+        Ok(FileOutcome::Data(FileData {
+            key: key.clone(),
+            sha256: actual,
+            unverified,
+            bytes: zip.bytes,
+            batch,
+            duplicates,
+        }))
+    }
+
+    /// Inflates and parses on a blocking thread owned by this future: dropping the future sets the
+    /// cancel flag the parser polls, so the thread stops within a few thousand rows.
+    async fn parse_blocking(
+        &self,
+        bytes: Bytes,
+        key: &FileKey,
+        url: &str,
+    ) -> Result<Parsed, VisionError> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(flag.clone());
+        let key = key.clone();
+        let name = url.to_owned();
+        let task = tokio::task::spawn_blocking(move || parse_zip_inner(&bytes, &key, &name, &flag));
+        task.await.map_err(|e| VisionError::CorruptArchive {
+            url: url.to_owned(),
+            reason: format!("the parser stopped unexpectedly: {e}"),
+        })?
+    }
+
+    /// GET with bounded, jittered retries of transient failures. `None` on 404.
+    async fn get(
+        &self,
+        url: &str,
+        hash: bool,
+        counters: &Counters,
+    ) -> Result<Option<Download>, VisionError> {
+        (|| self.get_once(url, hash, counters))
+            .retry(self.backoff())
+            .when(VisionError::is_transient)
+            .notify(|e, wait| tracing::debug!(error = %e, ?wait, "transient failure, retrying"))
+            .await
+    }
+
+    async fn get_once(
+        &self,
+        url: &str,
+        hash: bool,
+        counters: &Counters,
+    ) -> Result<Option<Download>, VisionError> {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let timeout = || VisionError::Timeout {
+            url: url.to_owned(),
+        };
+        let net = |e: reqwest::Error| {
+            if e.is_timeout() {
+                timeout()
+            } else {
+                VisionError::Network {
+                    url: url.to_owned(),
+                    source: e,
+                }
+            }
+        };
+        let send = self.http.get(url).send();
+        let resp = tokio::time::timeout(self.cfg.connect_timeout + self.cfg.read_timeout, send)
+            .await
+            .map_err(|_| timeout())?
+            .map_err(net)?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => {}
+            404 => return Ok(None),
+            _ => {
+                return Err(VisionError::Http {
+                    url: url.to_owned(),
+                    status,
+                    transient: matches!(status, 403 | 408 | 429) || status >= 500,
+                });
+            }
+        }
+        let announced = resp.content_length();
+        let cap = announced.map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(0).min(1 << 30));
+        let mut buf = Vec::with_capacity(cap);
+        let mut hasher = hash.then(Sha256::new);
+        let mut body = resp.bytes_stream();
+        loop {
+            let chunk = tokio::time::timeout(self.cfg.read_timeout, body.next())
+                .await
+                .map_err(|_| timeout())?;
+            match chunk {
+                None => break,
+                Some(Err(e)) => return Err(net(e)),
+                Some(Ok(c)) => {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&c);
+                    }
+                    counters.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    buf.extend_from_slice(&c);
+                }
+            }
+        }
+        if let Some(expected) = announced
+            && expected != buf.len() as u64
+        {
+            return Err(VisionError::Truncated {
+                url: url.to_owned(),
+                expected,
+                received: buf.len() as u64,
+            });
+        }
+        Ok(Some(Download {
+            bytes: Bytes::from(buf),
+            sha256: hasher.map(|h| hex::encode(h.finalize())),
+        }))
+    }
+
+    /// Fetches `keys` with at most `concurrency` files in flight, yielding each as it completes
+    /// (not in key order). Memory is bounded by the concurrency, not by the number of keys.
+    /// Dropping the stream cancels the files in flight.
+    pub fn fetch_files(
+        &self,
+        keys: Vec<FileKey>,
+        cancel: &CancellationToken,
+    ) -> impl Stream<Item = FileResult> + Send + '_ {
+        self.fetch_files_until(keys, cancel.clone(), self.deadline())
+    }
+
+    fn fetch_files_until(
+        &self,
+        keys: Vec<FileKey>,
+        cancel: CancellationToken,
+        deadline: Option<Instant>,
+    ) -> impl Stream<Item = FileResult> + Send + '_ {
+        futures::stream::iter(keys)
+            .map(move |key| {
+                let cancel = cancel.clone();
+                async move {
+                    let counters = Counters::default();
+                    let outcome = self.fetch_inner(&key, &cancel, deadline, &counters).await;
+                    FileResult {
+                        key,
+                        outcome,
+                        requests: counters.requests.load(Ordering::Relaxed),
+                        bytes: counters.bytes.load(Ordering::Relaxed),
+                    }
+                }
+            })
+            .buffer_unordered(self.cfg.concurrency.max(1))
+    }
+
+    /// Fetches everything Vision has for `range`: plans the fewest files ([`plan`]), falls back from
+    /// an unpublished monthly file to its daily files inside the range ([`fallback_days`]), and
+    /// returns the rows inside `range` in time order, plus the files that are not published.
+    ///
+    /// The first file that fails (after retries) fails the whole call and cancels the rest; no
+    /// unverified data is returned.
+    pub async fn fetch_range(
+        &self,
+        market: Market,
+        kind: DataKind,
+        symbol: &Symbol,
+        interval: Option<Interval>,
+        range: TimeRange,
+        cancel: &CancellationToken,
+    ) -> Result<VisionRange, VisionError> {
+        let keys = plan(market, kind, symbol, interval, range)?;
+        let deadline = self.deadline();
+        let mut out = VisionRange::default();
+        let mut files: Vec<FileData> = Vec::new();
+        let mut pending = keys;
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            let mut stream = pin!(self.fetch_files_until(pending, cancel.clone(), deadline));
+            while let Some(r) = stream.next().await {
+                out.requests += r.requests;
+                out.bytes += r.bytes;
+                match r.outcome? {
+                    FileOutcome::Data(d) => files.push(d),
+                    FileOutcome::NotPublished => {
+                        let days = fallback_days(&r.key, &range);
+                        if days.is_empty() {
+                            out.not_published.push(r.key);
+                        } else {
+                            tracing::debug!(key = %r.key, days = days.len(), "monthly file not published; using daily files");
+                            next.extend(days);
+                        }
+                    }
+                }
+            }
+            pending = next;
+        }
+        // By start time (not by `Period`, whose derived order puts every day before every month).
+        files.sort_by_key(|f| f.key.range().start());
+        out.not_published.sort_by_key(|k| k.range().start());
+        for f in files {
+            out.duplicates += f.duplicates;
+            let batch = slice_to_range(&f.batch, kind, range);
+            if batch.num_rows() > 0 {
+                out.batches.push(batch);
+            }
+            out.files.push(f.key);
+        }
+        Ok(out)
+    }
+
+    /// Lists `prefix` in the bucket (S3 ListObjects v1, delimiter `/`), following every page
+    /// (`NextMarker`, else the last key or prefix).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Listing, VisionError> {
+        self.guarded(cancel, self.deadline(), self.list_pages(prefix))
+            .await
+    }
+
+    async fn list_pages(&self, prefix: &str) -> Result<Listing, VisionError> {
+        let counters = Counters::default();
+        let mut out = Listing::default();
+        let mut marker = String::new();
+        loop {
+            let url = format!(
+                "{}?delimiter=%2F&prefix={}&marker={}",
+                self.cfg.list_url,
+                percent_encode(prefix),
+                percent_encode(&marker)
+            );
+            let bad = |reason: &str| VisionError::Listing {
+                url: url.clone(),
+                reason: reason.to_owned(),
+            };
+            let page =
+                self.get(&url, false, &counters)
+                    .await?
+                    .ok_or_else(|| VisionError::Http {
+                        url: url.clone(),
+                        status: 404,
+                        transient: false,
+                    })?;
+            let xml = std::str::from_utf8(&page.bytes).map_err(|_| bad("not UTF-8"))?;
+            if !xml.contains("<ListBucketResult") {
+                return Err(bad("not a ListBucketResult"));
+            }
+            out.pages += 1;
+            let keys: Vec<String> = blocks(xml, "Contents")
+                .filter_map(|c| blocks(c, "Key").next().map(unescape))
+                .collect();
+            let prefixes: Vec<String> = blocks(xml, "CommonPrefixes")
+                .filter_map(|c| blocks(c, "Prefix").next().map(unescape))
+                .collect();
+            let truncated = blocks(xml, "IsTruncated").next() == Some("true");
+            let last = keys.last().max(prefixes.last()).cloned();
+            out.keys.extend(keys);
+            out.prefixes.extend(prefixes);
+            if !truncated {
+                return Ok(out);
+            }
+            let next = blocks(xml, "NextMarker")
+                .next()
+                .map(unescape)
+                .filter(|m| !m.is_empty())
+                .or(last)
+                .ok_or_else(|| bad("truncated page without keys or NextMarker"))?;
+            if next <= marker || out.pages >= MAX_LIST_PAGES {
+                return Err(bad("the listing marker does not advance"));
+            }
+            marker = next;
+        }
+    }
+}
+
+/// The rows of `batch` whose time lies in `range` (the time column is sorted).
+fn slice_to_range(batch: &RecordBatch, kind: DataKind, range: TimeRange) -> RecordBatch {
+    let Some(col) = batch.column_by_name(crate::schema::time_column(kind)) else {
+        return batch.clone();
+    };
+    let (lo, hi) = if let Some(a) = col.as_any().downcast_ref::<TimestampMillisecondArray>() {
+        let v = a.values();
+        (
+            v.partition_point(|t| *t < range.start()),
+            v.partition_point(|t| *t < range.end()),
+        )
+    } else if let Some(a) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        let v = a.values();
+        let (s, e) = (range.start() * 1000, range.end() * 1000);
+        (v.partition_point(|t| *t < s), v.partition_point(|t| *t < e))
+    } else {
+        return batch.clone();
+    };
+    if lo == 0 && hi == col.len() {
+        batch.clone()
+    } else {
+        batch.slice(lo, hi.saturating_sub(lo))
+    }
+}
+
+/// The inner texts of every `<tag>…</tag>` in `xml` (no nesting of the same tag).
+fn blocks<'a>(xml: &'a str, tag: &str) -> impl Iterator<Item = &'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let len = rest[start..].find(&close)?;
+        let inner = &rest[start..start + len];
+        rest = &rest[start + len + close.len()..];
+        Some(inner)
+    })
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_blocks_ignore_the_root_prefix_echo() {
+        let xml = "<ListBucketResult><Prefix>data/</Prefix><IsTruncated>true</IsTruncated>\
+            <Contents><Key>data/a&amp;b.zip</Key><Size>1</Size></Contents>\
+            <CommonPrefixes><Prefix>data/spot/</Prefix></CommonPrefixes></ListBucketResult>";
+        let keys: Vec<String> = blocks(xml, "Contents")
+            .filter_map(|c| blocks(c, "Key").next().map(unescape))
+            .collect();
+        let prefixes: Vec<String> = blocks(xml, "CommonPrefixes")
+            .filter_map(|c| blocks(c, "Prefix").next().map(unescape))
+            .collect();
+        assert_eq!(keys, vec!["data/a&b.zip"]);
+        assert_eq!(prefixes, vec!["data/spot/"]);
+        assert_eq!(percent_encode("data/spot/"), "data%2Fspot%2F");
+    }
+}

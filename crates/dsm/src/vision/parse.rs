@@ -1,0 +1,622 @@
+//! Zip → CSV → Arrow, in memory: the single CSV entry is inflated in chunks and parsed line by line
+//! into dsm's validating builders. No temporary files, and the CSV text is never held whole.
+//!
+//! Per file: a header row is detected by its first byte (not a digit); per value: timestamps above
+//! 10^13 are microseconds (spot from 2025), below are milliseconds. Every row is checked (field
+//! count, numbers, inside the file's day or month, then the builder's own checks); the first bad row
+//! fails the whole file with its line number. Exact duplicate rows are dropped.
+
+use std::io::{Cursor, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::record_batch::RecordBatch;
+
+use super::VisionError;
+use super::key::FileKey;
+use crate::market::{DataKind, Market};
+use crate::schema::{
+    FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, Pushed, RowError, TradeBuilder,
+    TradeRecord,
+};
+
+/// Values above this are microseconds since the epoch (10^13 ms would be the year 2286).
+const MICROS_THRESHOLD: i64 = 10_000_000_000_000;
+
+/// Size of the inflate buffer.
+const CHUNK: usize = 256 * 1024;
+
+/// Check the cancel flag after this many lines.
+const CANCEL_EVERY: usize = 16 * 1024;
+
+/// The result of parsing one file.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub batch: RecordBatch,
+    pub duplicates: usize,
+}
+
+/// Parses a Vision zip (already verified) into a record batch in dsm's schema for `key`.
+///
+/// Pure and synchronous: usable from a blocking thread, a benchmark, or a cache import. Errors name
+/// the file by its object key.
+///
+/// ```no_run
+/// use dsm::vision::{FileKey, parse_zip};
+/// let path = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip";
+/// let key = FileKey::from_path(path).expect("a Vision key");
+/// let batch = parse_zip(&std::fs::read(path)?, &key)?;
+/// assert_eq!(batch.num_rows(), 1440);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn parse_zip(bytes: &[u8], key: &FileKey) -> Result<RecordBatch, VisionError> {
+    parse_zip_inner(bytes, key, &key.path(), &AtomicBool::new(false)).map(|p| p.batch)
+}
+
+/// [`parse_zip`] with a name for errors and a cancel flag checked every few thousand rows.
+pub(crate) fn parse_zip_inner(
+    bytes: &[u8],
+    key: &FileKey,
+    name: &str,
+    cancel: &AtomicBool,
+) -> Result<Parsed, VisionError> {
+    let corrupt = |reason: String| VisionError::CorruptArchive {
+        url: name.to_owned(),
+        reason,
+    };
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a zip: {e}")))?;
+    let index = csv_entry(&mut archive, key).map_err(corrupt)?;
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| corrupt(format!("cannot open the CSV entry: {e}")))?;
+    let size_hint = usize::try_from(entry.size()).unwrap_or(0);
+    let mut parser = RowParser::new(key, name, size_hint);
+    for_each_line(entry, cancel, |line_no, line| parser.line(line_no, line)).map_err(
+        |e| match e {
+            LineError::Io(e) => corrupt(format!("inflating the CSV failed: {e}")),
+            LineError::Cancelled => VisionError::Cancelled,
+            LineError::Row(e) => e,
+        },
+    )?;
+    Ok(parser.finish())
+}
+
+/// Picks the CSV entry: the one named like the zip, else the only `.csv` entry; junk such as
+/// `__MACOSX/` and directories is ignored.
+fn csv_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, key: &FileKey) -> Result<usize, String> {
+    let expected = key.file_name().replace(".zip", ".csv");
+    let mut candidates = Vec::new();
+    for i in 0..archive.len() {
+        let Some(Ok(name)) = archive.name_for_index(i) else {
+            continue;
+        };
+        let name: &str = &name;
+        let base = name.rsplit('/').next().unwrap_or(name);
+        if name.starts_with("__MACOSX/") || base.starts_with("._") || name.ends_with('/') {
+            continue;
+        }
+        if !base.to_ascii_lowercase().ends_with(".csv") {
+            continue;
+        }
+        if base == expected {
+            return Ok(i);
+        }
+        candidates.push(i);
+    }
+    match candidates.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("no CSV entry (expected {expected})")),
+        _ => Err(format!(
+            "{} CSV entries and none named {expected}",
+            candidates.len()
+        )),
+    }
+}
+
+enum LineError {
+    Io(std::io::Error),
+    Cancelled,
+    Row(VisionError),
+}
+
+/// Calls `f(line_number, line)` for every non-empty line (1-based numbers, `\r` trimmed), reading
+/// `r` in chunks.
+fn for_each_line<R: Read>(
+    mut r: R,
+    cancel: &AtomicBool,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), VisionError>,
+) -> Result<(), LineError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
+    let mut line_no = 0usize;
+    let mut next_check = CANCEL_EVERY;
+    let mut emit = |line: &[u8], line_no: &mut usize| -> Result<(), LineError> {
+        *line_no += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(());
+        }
+        f(*line_no, line).map_err(LineError::Row)
+    };
+    loop {
+        if filled == buf.len() {
+            // One line longer than the buffer: grow (bounded by the entry's size).
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match r.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LineError::Io(e)),
+        };
+        if n == 0 {
+            if filled > 0 {
+                emit(&buf[..filled], &mut line_no)?;
+            }
+            return Ok(());
+        }
+        filled += n;
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &buf[start..filled]) {
+            emit(&buf[start..start + i], &mut line_no)?;
+            start += i + 1;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if line_no >= next_check {
+            next_check = line_no + CANCEL_EVERY;
+            if cancel.load(Ordering::Relaxed) {
+                return Err(LineError::Cancelled);
+            }
+        }
+    }
+}
+
+enum Builder {
+    Kline(KlineBuilder),
+    Funding(FundingBuilder),
+    Trade(TradeBuilder),
+}
+
+struct RowParser<'a> {
+    key: &'a FileKey,
+    name: &'a str,
+    start: i64,
+    end: i64,
+    fields: usize,
+    builder: Builder,
+    duplicates: usize,
+    seen_data: bool,
+}
+
+fn expected_fields(market: Market, kind: DataKind) -> usize {
+    let spot = market == Market::Spot;
+    match kind {
+        DataKind::FundingRate => 3,
+        DataKind::AggTrades => {
+            if spot {
+                8
+            } else {
+                7
+            }
+        }
+        DataKind::Trades => {
+            if spot {
+                7
+            } else {
+                6
+            }
+        }
+        _ => 12,
+    }
+}
+
+impl<'a> RowParser<'a> {
+    fn new(key: &'a FileKey, name: &'a str, size_hint: usize) -> RowParser<'a> {
+        let range = key.range();
+        let builder = match (key.kind, key.interval) {
+            (DataKind::FundingRate, _) => Builder::Funding(FundingBuilder::new(128)),
+            (DataKind::AggTrades | DataKind::Trades, _) => Builder::Trade(TradeBuilder::new(
+                key.market,
+                key.kind,
+                (size_hint / 64).min(1 << 24),
+            )),
+            (kind, Some(interval)) => {
+                let n = interval.count_in(range.start(), range.end());
+                Builder::Kline(KlineBuilder::new(
+                    key.market,
+                    kind,
+                    interval,
+                    usize::try_from(n).unwrap_or(0).min(1 << 24),
+                ))
+            }
+            // A kline kind without an interval cannot be planned; treat it as daily minutes.
+            (kind, None) => Builder::Kline(KlineBuilder::new(
+                key.market,
+                kind,
+                crate::market::Interval::M1,
+                0,
+            )),
+        };
+        RowParser {
+            key,
+            name,
+            start: range.start(),
+            end: range.end(),
+            fields: expected_fields(key.market, key.kind),
+            builder,
+            duplicates: 0,
+            seen_data: false,
+        }
+    }
+
+    fn invalid(&self, row: usize, reason: impl Into<String>) -> VisionError {
+        VisionError::InvalidData {
+            url: self.name.to_owned(),
+            row,
+            reason: reason.into(),
+        }
+    }
+
+    fn line(&mut self, row: usize, line: &[u8]) -> Result<(), VisionError> {
+        let first = line[0];
+        if !(self.seen_data || first.is_ascii_digit() || first == b'-') {
+            // A header row (futures files carry one from 2022 on; spot never).
+            if row != 1 {
+                return Err(self.invalid(row, "a header row after the first line"));
+            }
+            let n = line.iter().filter(|b| **b == b',').count() + 1;
+            if n != self.fields {
+                return Err(self.invalid(
+                    row,
+                    format!(
+                        "header has {n} columns, {} has {}: {}",
+                        self.key.kind,
+                        self.fields,
+                        String::from_utf8_lossy(line)
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        self.seen_data = true;
+        let mut cols = [&[][..]; 12];
+        let mut n = 0;
+        for field in line.split(|b| *b == b',') {
+            if n == self.fields {
+                n += 1;
+                break;
+            }
+            cols[n] = field;
+            n += 1;
+        }
+        if n != self.fields {
+            return Err(self.invalid(
+                row,
+                format!(
+                    "expected {} comma-separated fields, found {}",
+                    self.fields,
+                    line.iter().filter(|b| **b == b',').count() + 1
+                ),
+            ));
+        }
+        let cols = &cols[..n];
+        let pushed = match &mut self.builder {
+            Builder::Kline(b) => {
+                let r = kline(cols).map_err(|e| invalid(self.name, row, e))?;
+                check_inside(self.start, self.end, r.open_time)
+                    .map_err(|e| invalid(self.name, row, e))?;
+                b.push(&r)
+            }
+            Builder::Funding(b) => {
+                let r = funding(cols).map_err(|e| invalid(self.name, row, e))?;
+                check_inside(self.start, self.end, r.funding_time)
+                    .map_err(|e| invalid(self.name, row, e))?;
+                b.push(&r)
+            }
+            Builder::Trade(b) => {
+                let r = if self.key.kind == DataKind::AggTrades {
+                    agg_trade(cols)
+                } else {
+                    trade(cols)
+                }
+                .map_err(|e| invalid(self.name, row, e))?;
+                check_inside(self.start, self.end, r.time_us.div_euclid(1000))
+                    .map_err(|e| invalid(self.name, row, e))?;
+                b.push(&r)
+            }
+        };
+        match pushed {
+            Ok(Pushed::Added) => Ok(()),
+            Ok(Pushed::Duplicate) => {
+                self.duplicates += 1;
+                Ok(())
+            }
+            Err(RowError { reason, .. }) => Err(self.invalid(row, reason)),
+        }
+    }
+
+    fn finish(self) -> Parsed {
+        if self.duplicates > 0 {
+            tracing::warn!(
+                file = self.name,
+                duplicates = self.duplicates,
+                "dropped exact duplicate rows"
+            );
+        }
+        let batch = match self.builder {
+            Builder::Kline(b) => b.finish(),
+            Builder::Funding(b) => b.finish(),
+            Builder::Trade(b) => b.finish(),
+        };
+        Parsed {
+            batch,
+            duplicates: self.duplicates,
+        }
+    }
+}
+
+fn invalid(name: &str, row: usize, reason: String) -> VisionError {
+    VisionError::InvalidData {
+        url: name.to_owned(),
+        row,
+        reason,
+    }
+}
+
+fn check_inside(start: i64, end: i64, t_ms: i64) -> Result<(), String> {
+    if t_ms < start || t_ms >= end {
+        return Err(format!(
+            "time {} is outside the file's period [{}, {})",
+            crate::time::format_ms(t_ms),
+            crate::time::format_ms(start),
+            crate::time::format_ms(end)
+        ));
+    }
+    Ok(())
+}
+
+/// A timestamp in milliseconds (microsecond values are divided down).
+fn millis(s: &[u8], what: &str) -> Result<i64, String> {
+    let v = int(s, what)?;
+    Ok(if v > MICROS_THRESHOLD {
+        v.div_euclid(1000)
+    } else {
+        v
+    })
+}
+
+/// A timestamp in microseconds (millisecond values are multiplied up).
+fn micros(s: &[u8], what: &str) -> Result<i64, String> {
+    let v = int(s, what)?;
+    Ok(if v > MICROS_THRESHOLD {
+        v
+    } else {
+        v.saturating_mul(1000)
+    })
+}
+
+fn kline(c: &[&[u8]]) -> Result<KlineRecord, String> {
+    Ok(KlineRecord {
+        open_time: millis(c[0], "open_time")?,
+        open: float(c[1], "open")?,
+        high: float(c[2], "high")?,
+        low: float(c[3], "low")?,
+        close: float(c[4], "close")?,
+        volume: float(c[5], "volume")?,
+        close_time: millis(c[6], "close_time")?,
+        quote_volume: float(c[7], "quote_volume")?,
+        count: int(c[8], "count")?,
+        taker_buy_volume: float(c[9], "taker_buy_volume")?,
+        taker_buy_quote_volume: float(c[10], "taker_buy_quote_volume")?,
+    })
+}
+
+fn funding(c: &[&[u8]]) -> Result<FundingRecord, String> {
+    let hours = int(c[1], "funding_interval_hours")?;
+    Ok(FundingRecord {
+        funding_time: millis(c[0], "calc_time")?,
+        funding_rate: float(c[2], "last_funding_rate")?,
+        funding_interval_hours: Some(
+            i32::try_from(hours)
+                .map_err(|_| format!("funding_interval_hours {hours} is too large"))?,
+        ),
+    })
+}
+
+fn agg_trade(c: &[&[u8]]) -> Result<TradeRecord, String> {
+    Ok(TradeRecord {
+        id: int(c[0], "agg_trade_id")?,
+        price: float(c[1], "price")?,
+        qty: float(c[2], "quantity")?,
+        quote_qty: 0.0,
+        first_id: int(c[3], "first_trade_id")?,
+        last_id: int(c[4], "last_trade_id")?,
+        time_us: micros(c[5], "transact_time")?,
+        is_buyer_maker: boolean(c[6], "is_buyer_maker")?,
+        is_best_match: c.get(7).map(|b| boolean(b, "is_best_match")).transpose()?,
+    })
+}
+
+fn trade(c: &[&[u8]]) -> Result<TradeRecord, String> {
+    Ok(TradeRecord {
+        id: int(c[0], "id")?,
+        price: float(c[1], "price")?,
+        qty: float(c[2], "qty")?,
+        quote_qty: float(c[3], "quote_qty")?,
+        first_id: 0,
+        last_id: 0,
+        time_us: micros(c[4], "time")?,
+        is_buyer_maker: boolean(c[5], "is_buyer_maker")?,
+        is_best_match: c.get(6).map(|b| boolean(b, "is_best_match")).transpose()?,
+    })
+}
+
+fn bad(s: &[u8], what: &str, expected: &str) -> String {
+    format!(
+        "{what} {:?} is not {expected}",
+        String::from_utf8_lossy(&s[..s.len().min(40)])
+    )
+}
+
+fn boolean(s: &[u8], what: &str) -> Result<bool, String> {
+    match s {
+        b"true" | b"True" | b"TRUE" => Ok(true),
+        b"false" | b"False" | b"FALSE" => Ok(false),
+        _ => Err(bad(s, what, "true or false")),
+    }
+}
+
+/// A decimal integer with an optional leading `-`.
+fn int(s: &[u8], what: &str) -> Result<i64, String> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(bad(s, what, "an integer"));
+    }
+    let mut v: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(bad(s, what, "an integer"));
+        }
+        v = v * 10 + i64::from(d);
+    }
+    Ok(if neg { -v } else { v })
+}
+
+/// Exact powers of ten representable in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+fn float(s: &[u8], what: &str) -> Result<f64, String> {
+    parse_f64(s).ok_or_else(|| bad(s, what, "a number"))
+}
+
+/// Parses a plain decimal (`-123.456`) exactly as `str::parse::<f64>` would.
+///
+/// Fast path (Clinger): when the digits form an integer `m <= 2^53` and there are at most 22
+/// fraction digits, `m / 10^k` is one correctly rounded IEEE division of two exact values, which is
+/// the correctly rounded decimal. Anything else (exponents, long mantissas) goes to the standard
+/// parser.
+pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
+    let (neg, body) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, s),
+    };
+    let mut mant: u64 = 0;
+    let mut digits = 0u32;
+    let mut frac: Option<usize> = None;
+    let mut ok = !body.is_empty() && body.len() <= 19;
+    if ok {
+        for (i, &b) in body.iter().enumerate() {
+            let d = b.wrapping_sub(b'0');
+            if d <= 9 {
+                mant = mant * 10 + u64::from(d);
+                digits += 1;
+            } else if b == b'.' && frac.is_none() {
+                frac = Some(body.len() - i - 1);
+            } else {
+                ok = false;
+                break;
+            }
+        }
+    }
+    let k = frac.unwrap_or(0);
+    if ok && digits > 0 && mant <= (1u64 << 53) && k < POW10.len() {
+        #[allow(clippy::cast_precision_loss)] // mant <= 2^53 is exact
+        let v = mant as f64 / POW10[k];
+        return Some(if neg { -v } else { v });
+    }
+    // Slow path: the standard library's correctly rounded parser (rejects garbage, accepts
+    // exponents and long mantissas).
+    let text = std::str::from_utf8(s).ok()?;
+    let v: f64 = text.parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
+/// Parses the text of a `.CHECKSUM` sidecar: the first whitespace-delimited token, 64 hex digits
+/// (returned lower-case). Trailing newline or CRLF, or none, are all accepted.
+pub fn parse_checksum(text: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(text).ok()?;
+    let token = text.split_whitespace().next()?;
+    (token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| token.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn checksum_files_parse_with_or_without_newline() {
+        let h = "dd579c62368ded93d3f01a1904575b932279e32936e181c062763e605793c1c2";
+        for text in [
+            format!("{h}  BTCUSDT-1m-2020-01-01.zip"),
+            format!("{h}  BTCUSDT-1m-2020-01-01.zip\n"),
+            format!("{h}  BTCUSDT-1m-2020-01-01.zip\r\n"),
+            format!("{}  x.zip", h.to_uppercase()),
+        ] {
+            assert_eq!(parse_checksum(text.as_bytes()).as_deref(), Some(h));
+        }
+        assert_eq!(parse_checksum(b""), None);
+        assert_eq!(parse_checksum(b"abc  x.zip"), None);
+        assert_eq!(
+            parse_checksum(b"<Error><Code>AccessDenied</Code></Error>"),
+            None
+        );
+    }
+
+    #[test]
+    fn floats_match_the_standard_parser() {
+        for s in [
+            "7195.24000000",
+            "0.00003449",
+            "-0.00003449",
+            "542.0",
+            "79972.8",
+            "0",
+            "1e5",
+            "371233.51835535",
+            "12345678901234567890.5",
+        ] {
+            assert_eq!(parse_f64(s.as_bytes()), s.parse::<f64>().ok(), "{s}");
+        }
+        for s in ["", "-", ".", "1.2.3", "abc", "1,0", "NaN", "inf"] {
+            assert_eq!(parse_f64(s.as_bytes()), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn ints_and_booleans() {
+        assert_eq!(int(b"-1", "x"), Ok(-1));
+        assert_eq!(int(b"1577836800000", "x"), Ok(1_577_836_800_000));
+        assert!(int(b"1.0", "x").is_err());
+        assert!(int(b"", "x").is_err());
+        assert_eq!(boolean(b"True", "x"), Ok(true));
+        assert_eq!(boolean(b"false", "x"), Ok(false));
+        assert!(boolean(b"1", "x").is_err());
+        assert_eq!(millis(b"1735689600000000", "t"), Ok(1_735_689_600_000));
+        assert_eq!(millis(b"1735693199999999", "t"), Ok(1_735_693_199_999));
+        assert_eq!(micros(b"1778198400020", "t"), Ok(1_778_198_400_020_000));
+    }
+
+    proptest! {
+        #[test]
+        fn fast_float_parser_is_exact(int_part in 0u64..10_000_000_000, frac in 0u64..100_000_000, dp in 0usize..9, neg: bool) {
+            let s = if dp == 0 {
+                format!("{}{int_part}", if neg { "-" } else { "" })
+            } else {
+                let f = format!("{:0>8}", frac);
+                format!("{}{int_part}.{}", if neg { "-" } else { "" }, &f[..dp])
+            };
+            prop_assert_eq!(parse_f64(s.as_bytes()), s.parse::<f64>().ok(), "{}", s);
+        }
+    }
+}
