@@ -164,6 +164,9 @@ pub enum Error {
     /// Building or merging Arrow data failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The local cache failed (corruption found on read is an integrity error).
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// The operation was cancelled (token, shutdown, or Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -185,6 +188,7 @@ impl Error {
             Error::Input(_) => ErrorCategory::Input,
             Error::Unavailable(_) => ErrorCategory::Unavailable,
             Error::Arrow(_) => ErrorCategory::Local,
+            Error::Cache(e) => e.category(),
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
             Error::Rest(e) => e.category(),
