@@ -1,1 +1,118 @@
-fn main() {}
+//! `dsm-emulator`: runs the offline Binance emulator until Ctrl-C / SIGTERM.
+//!
+//! Prints its base URL on the first line of stdout, then logs to stderr.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::Parser;
+use dsm_emulator::{Emulator, EmulatorConfig, Fault};
+
+/// Offline Binance emulator (Vision archive + REST) with fault injection.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to bind; loopback by default.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Folder of real files laid out as `data/...` (served byte-identical, taking precedence).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Start of the emulator clock (RFC 3339, `YYYY-MM-DD` or epoch ms); default: real time.
+    #[arg(long, value_parser = parse_time)]
+    now: Option<DateTime<Utc>>,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// A fault, `KIND[=ARG][@GLOB][#N|%P]` (repeatable), e.g. `hang@/data/spot/*#2`.
+    #[arg(long = "fault", value_parser = parse_fault)]
+    faults: Vec<Fault>,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Some(t) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(t.and_utc());
+    }
+    s.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .ok_or_else(|| format!("{s:?} is not RFC 3339, YYYY-MM-DD or epoch ms"))
+}
+
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    s.parse::<Fault>().map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = EmulatorConfig {
+        bind: SocketAddr::new(args.host, args.port),
+        seed: args.seed,
+        now: args.now,
+        root: args.root,
+        faults: args.faults,
+        ..EmulatorConfig::default()
+    };
+    if let Some(root) = &config.root
+        && !root.join("data").is_dir()
+    {
+        tracing::warn!(root = %root.display(), "root has no data/ folder; no real files will be served");
+    }
+    config
+        .symbols
+        .sort_by(|a, b| (a.market, &a.symbol).cmp(&(b.market, &b.symbol)));
+    let emu = Emulator::start(config)
+        .await
+        .context("starting the emulator")?;
+    #[allow(clippy::print_stdout)]
+    {
+        use std::io::Write as _;
+        println!("{}", emu.base_url());
+        let _ = std::io::stdout().flush();
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    emu.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
