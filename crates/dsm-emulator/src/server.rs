@@ -158,13 +158,10 @@ async fn handle(
     let reply = match response_fault {
         Some(FaultKind::Hang) => {
             record(&shared, &method, &path, &query, 0, 0);
-            shared.cancel.cancelled().await;
+            // Never answer: the connection task drops this future (and the socket) on shutdown.
+            std::future::pending::<()>().await;
             return to_response(
-                Reply::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "shutting down",
-                ),
+                Reply::new(StatusCode::SERVICE_UNAVAILABLE, "text/plain", ""),
                 None,
                 abort,
                 head,
@@ -242,7 +239,17 @@ fn to_response(
             }
             Some(FaultKind::TruncatedBody) => {
                 let part = reply.body.slice(..len / 2);
-                let stream = futures::stream::iter([Ok::<_, std::io::Error>(Frame::data(part))]);
+                let stream = futures::stream::unfold(Some(part), |part| async move {
+                    match part {
+                        Some(p) => Some((Ok::<_, std::io::Error>(Frame::data(p)), None)),
+                        None => {
+                            // Let the partial body reach the socket, then end short of Content-Length
+                            // (hyper closes the connection).
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            None
+                        }
+                    }
+                });
                 StreamBody::new(stream).boxed()
             }
             _ => full(reply.body.clone()),

@@ -399,6 +399,7 @@ impl Store {
 
     /// Candles with `lo <= open_time <= hi`, none opened after `now`, the candle containing `now`
     /// in its still-open version. `forward`: the first `limit`; else the last `limit`. Ascending.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn select(
         &self,
         s: &Series,

@@ -82,11 +82,11 @@ impl FileId {
         if segs.first() != Some(&"data") {
             return None;
         }
-        let (market, rest) = match segs.get(1)? {
-            &"spot" => (Market::Spot, &segs[2..]),
-            &"futures" => match segs.get(2)? {
-                &"um" => (Market::Um, &segs[3..]),
-                &"cm" => (Market::Cm, &segs[3..]),
+        let (market, rest) = match *segs.get(1)? {
+            "spot" => (Market::Spot, &segs[2..]),
+            "futures" => match *segs.get(2)? {
+                "um" => (Market::Um, &segs[3..]),
+                "cm" => (Market::Cm, &segs[3..]),
                 _ => return None,
             },
             _ => return None,
@@ -684,7 +684,7 @@ pub(crate) fn children(
         };
     }
     let mut v: Vec<Node> = out.into_iter().collect();
-    v.sort_by(|a, b| sort_name(a).cmp(&sort_name(b)));
+    v.sort_by_key(sort_name);
     v.dedup_by(|a, b| a.name() == b.name());
     v
 }

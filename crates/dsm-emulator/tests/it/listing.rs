@@ -33,9 +33,15 @@ async fn list(base: &str, q: &str) -> Page {
     assert!(xml.contains("<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>data.binance.vision</Name>"));
     Page {
         keys: tags(&xml, "<Key>", "</Key>"),
-        prefixes: tags(&xml, "<CommonPrefixes><Prefix>", "</Prefix></CommonPrefixes>"),
+        prefixes: tags(
+            &xml,
+            "<CommonPrefixes><Prefix>",
+            "</Prefix></CommonPrefixes>",
+        ),
         truncated: tags(&xml, "<IsTruncated>", "</IsTruncated>")[0] == "true",
-        next_marker: tags(&xml, "<NextMarker>", "</NextMarker>").into_iter().next(),
+        next_marker: tags(&xml, "<NextMarker>", "</NextMarker>")
+            .into_iter()
+            .next(),
         max_keys: tags(&xml, "<MaxKeys>", "</MaxKeys>")[0].clone(),
         xml,
     }
@@ -48,17 +54,50 @@ async fn directory_levels_with_delimiter() {
     let p = list(&b, "prefix=data/&delimiter=/").await;
     assert_eq!(p.prefixes, vec!["data/futures/", "data/spot/"]);
     assert!(p.keys.is_empty());
-    assert!(p.xml.contains("<Prefix>data/</Prefix>"), "root-level Prefix echo");
+    assert!(
+        p.xml.contains("<Prefix>data/</Prefix>"),
+        "root-level Prefix echo"
+    );
     let p = list(&b, "prefix=data/futures/&delimiter=/").await;
     assert_eq!(p.prefixes, vec!["data/futures/cm/", "data/futures/um/"]);
     let p = list(&b, "prefix=data/spot/monthly/&delimiter=/").await;
-    assert_eq!(p.prefixes, vec!["data/spot/monthly/aggTrades/", "data/spot/monthly/klines/", "data/spot/monthly/trades/"]);
-    let p = list(&b, "prefix=data/futures/cm/daily/indexPriceKlines/&delimiter=/").await;
-    assert_eq!(p.prefixes, vec!["data/futures/cm/daily/indexPriceKlines/BTCUSD/", "data/futures/cm/daily/indexPriceKlines/ETHUSD/"]);
-    let p = list(&b, "prefix=data/futures/um/daily/klines/BTCUSDT/&delimiter=/").await;
-    assert!(!p.prefixes.iter().any(|x| x.ends_with("/1s/")), "1s is spot only");
-    assert!(!p.prefixes.iter().any(|x| x.ends_with("/1w/")), "no daily 1w");
-    assert!(p.prefixes.contains(&"data/futures/um/daily/klines/BTCUSDT/1m/".to_string()));
+    assert_eq!(
+        p.prefixes,
+        vec![
+            "data/spot/monthly/aggTrades/",
+            "data/spot/monthly/klines/",
+            "data/spot/monthly/trades/"
+        ]
+    );
+    let p = list(
+        &b,
+        "prefix=data/futures/cm/daily/indexPriceKlines/&delimiter=/",
+    )
+    .await;
+    assert_eq!(
+        p.prefixes,
+        vec![
+            "data/futures/cm/daily/indexPriceKlines/BTCUSD/",
+            "data/futures/cm/daily/indexPriceKlines/ETHUSD/"
+        ]
+    );
+    let p = list(
+        &b,
+        "prefix=data/futures/um/daily/klines/BTCUSDT/&delimiter=/",
+    )
+    .await;
+    assert!(
+        !p.prefixes.iter().any(|x| x.ends_with("/1s/")),
+        "1s is spot only"
+    );
+    assert!(
+        !p.prefixes.iter().any(|x| x.ends_with("/1w/")),
+        "no daily 1w"
+    );
+    assert!(
+        p.prefixes
+            .contains(&"data/futures/um/daily/klines/BTCUSDT/1m/".to_string())
+    );
     // A partial prefix.
     let p = list(&b, "prefix=data/spot/daily/klines/BT&delimiter=/").await;
     assert_eq!(p.prefixes, vec!["data/spot/daily/klines/BTCUSDT/"]);
@@ -74,7 +113,11 @@ async fn paging_common_prefixes_with_next_marker() {
     let mut all = Vec::new();
     let mut marker = String::new();
     loop {
-        let p = list(&b, &format!("prefix=data/spot/daily/klines/&delimiter=/&max-keys=5&marker={marker}")).await;
+        let p = list(
+            &b,
+            &format!("prefix=data/spot/daily/klines/&delimiter=/&max-keys=5&marker={marker}"),
+        )
+        .await;
         assert_eq!(p.max_keys, "5");
         assert!(p.prefixes.len() <= 5);
         all.extend(p.prefixes.clone());
@@ -117,8 +160,14 @@ async fn paging_keys_without_delimiter_uses_the_last_key() {
     .num_days() as usize;
     assert_eq!(all.len(), 2 * days);
     assert_eq!(all[0], format!("{prefix}BTCUSDT-1h-2017-08-17.zip"));
-    assert_eq!(all[1], format!("{prefix}BTCUSDT-1h-2017-08-17.zip.CHECKSUM"));
-    assert_eq!(all.last().unwrap(), &format!("{prefix}BTCUSDT-1h-2024-03-09.zip.CHECKSUM"));
+    assert_eq!(
+        all[1],
+        format!("{prefix}BTCUSDT-1h-2017-08-17.zip.CHECKSUM")
+    );
+    assert_eq!(
+        all.last().unwrap(),
+        &format!("{prefix}BTCUSDT-1h-2024-03-09.zip.CHECKSUM")
+    );
     let mut sorted = all.clone();
     sorted.sort();
     sorted.dedup();
@@ -130,13 +179,22 @@ async fn paging_keys_without_delimiter_uses_the_last_key() {
     let r = get(&format!("{b}/{prefix}BTCUSDT-1h-2024-03-09.zip")).await;
     assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
     assert_eq!(r.bytes().await.unwrap().len(), size);
-    assert_eq!(tags(&p.xml, "<Size>", "</Size>")[1], "91", "CHECKSUM size = 64 + 2 + name");
+    assert_eq!(
+        tags(&p.xml, "<Size>", "</Size>")[1],
+        "91",
+        "CHECKSUM size = 64 + 2 + name"
+    );
 }
 
 #[tokio::test]
 async fn real_files_appear_in_the_listing() {
     let Some(root) = samples() else { return };
-    let emu = start(EmulatorConfig::default().with_root(&root).with_now(t(2026, 6, 10, 0))).await;
+    let emu = start(
+        EmulatorConfig::default()
+            .with_root(&root)
+            .with_now(t(2026, 6, 10, 0)),
+    )
+    .await;
     let key = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip";
     let p = list(&emu.base_url(), &format!("prefix={key}")).await;
     assert_eq!(p.keys, vec![key.to_string(), format!("{key}.CHECKSUM")]);
