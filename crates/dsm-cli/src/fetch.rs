@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,7 +17,7 @@ use dsm::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy, Sym
 
 use crate::args::FetchArgs;
 use crate::exit::{Interrupted, Signal, UsageError};
-use crate::output::{self, OutputPlan, Pending};
+use crate::output::{self, OutputPlan, Pending, WriteControl};
 use crate::printer::Printer;
 use crate::progress::ProgressUi;
 use crate::signal::Signals;
@@ -131,11 +130,11 @@ async fn write_all(
             plan.targets.len()
         );
     }
-    let cancel = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(WriteControl::default());
     let job = {
         let plan = plan.clone();
         let results = response.results.clone();
-        let cancel = cancel.clone();
+        let control = control.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PathBuf>> {
             if let Some(dir) = &plan.create_dir {
                 std::fs::create_dir_all(dir)
@@ -143,12 +142,9 @@ async fn write_all(
             }
             let mut pending: Vec<Pending> = Vec::with_capacity(results.len());
             for ((symbol, path), result) in plan.targets.iter().zip(&results) {
-                let p = output::write(path, plan.format, &result.schema, &result.batches, &cancel)
+                let p = output::write(path, plan.format, &result.schema, &result.batches, &control)
                     .with_context(|| format!("writing {symbol}"))?;
                 pending.push(p);
-            }
-            if cancel.load(Ordering::Relaxed) {
-                anyhow::bail!("cancelled");
             }
             pending.into_iter().map(Pending::commit).collect()
         })
@@ -166,10 +162,11 @@ async fn write_all(
             }
             sig = signals.recv() => {
                 if let Some(first) = interrupted {
-                    // Second signal: stop waiting for the writer.
+                    // Second signal: stop waiting for the writer, remove what it has written.
+                    control.remove_temporaries();
                     return Err(Interrupted(first).into());
                 }
-                cancel.store(true, Ordering::Relaxed);
+                control.cancel();
                 interrupted = Some(sig);
             }
         }

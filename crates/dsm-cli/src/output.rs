@@ -10,10 +10,12 @@
 //! dropped uncommitted — error, cancellation, panic unwinding — removes its temporary file.
 //! This module must never touch the network or decide exit codes.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -134,17 +136,60 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Shared between the writer thread and the code that waits for it: a cancel flag the writer checks
+/// between batches, and the temporary files that exist right now, so that a forced exit (a second
+/// Ctrl-C, when there is no time to wait for the writer) can still remove them.
+#[derive(Debug, Default)]
+pub struct WriteControl {
+    cancel: AtomicBool,
+    temps: Mutex<BTreeSet<PathBuf>>,
+}
+
+impl WriteControl {
+    /// Asks the writer to stop; nothing more will be committed.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`WriteControl::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Removes every temporary file that still exists (for a forced exit; the writer may still hold
+    /// them open, which is harmless on Unix).
+    pub fn remove_temporaries(&self) {
+        self.cancel();
+        let temps = std::mem::take(&mut *self.lock());
+        for t in temps {
+            let _ = fs::remove_file(&t);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<PathBuf>> {
+        self.temps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.is_cancelled() {
+            anyhow::bail!("cancelled");
+        }
+        Ok(())
+    }
+}
+
 /// A written, fsynced temporary file waiting to be renamed into place. Dropping it uncommitted
 /// removes the temporary file.
 #[derive(Debug)]
 pub struct Pending {
     temp: Option<PathBuf>,
     target: PathBuf,
+    control: Arc<WriteControl>,
 }
 
 impl Pending {
     /// Creates an empty temporary file beside `target` (exclusive create: never clobbers).
-    fn create(target: &Path) -> anyhow::Result<(Pending, File)> {
+    fn create(target: &Path, control: &Arc<WriteControl>) -> anyhow::Result<(Pending, File)> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = parent_dir(target);
         let name = target
@@ -160,9 +205,11 @@ impl Pending {
             let temp = dir.join(format!(".{name}.tmp-{}-{:x}{n}", std::process::id(), nanos));
             match OpenOptions::new().write(true).create_new(true).open(&temp) {
                 Ok(file) => {
+                    control.lock().insert(temp.clone());
                     let pending = Pending {
                         temp: Some(temp),
                         target: target.to_path_buf(),
+                        control: control.clone(),
                     };
                     return Ok((pending, file));
                 }
@@ -194,7 +241,16 @@ impl Pending {
                 self.target.display()
             );
         };
-        if let Err(e) = fs::rename(&temp, &self.target) {
+        // Checked last, under the registry lock: a forced exit removes temporaries under the same
+        // lock, so a file is either committed whole or removed, never both.
+        let mut temps = self.control.lock();
+        if self.control.is_cancelled() || !temps.remove(&temp) {
+            let _ = fs::remove_file(&temp);
+            anyhow::bail!("cancelled before {} was written", self.target.display());
+        }
+        let renamed = fs::rename(&temp, &self.target);
+        drop(temps);
+        if let Err(e) = renamed {
             let _ = fs::remove_file(&temp);
             return Err(e).with_context(|| format!("renaming into {}", self.target.display()));
         }
@@ -209,6 +265,7 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(temp) = self.temp.take()
+            && self.control.lock().remove(&temp)
             && let Err(e) = fs::remove_file(&temp)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -218,14 +275,15 @@ impl Drop for Pending {
 }
 
 /// Writes `batches` (all in `schema`) to a temporary file beside `target` in `format`, fsynced.
-/// Checks `cancel` between batches; a cancelled or failed write leaves no file behind.
+/// Checks `control` between batches; a cancelled or failed write leaves no file behind.
 pub fn write(
     target: &Path,
     format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    cancel: &AtomicBool,
+    control: &Arc<WriteControl>,
 ) -> anyhow::Result<Pending> {
+    let cancel = control.as_ref();
     if let Some(b) = batches
         .iter()
         .find(|b| b.schema().fields() != schema.fields())
@@ -236,7 +294,7 @@ pub fn write(
             b.schema()
         );
     }
-    let (pending, file) = Pending::create(target)?;
+    let (pending, file) = Pending::create(target, control)?;
     let what = || format!("writing {}", target.display());
     let file = match format {
         Format::Parquet => write_parquet(file, schema, batches, cancel),
@@ -248,18 +306,15 @@ pub fn write(
     Ok(pending)
 }
 
-fn check_cancel(cancel: &AtomicBool) -> anyhow::Result<()> {
-    if cancel.load(Ordering::Relaxed) {
-        anyhow::bail!("cancelled");
-    }
-    Ok(())
+fn check_cancel(cancel: &WriteControl) -> anyhow::Result<()> {
+    cancel.check()
 }
 
 fn write_parquet(
     file: File,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    cancel: &AtomicBool,
+    cancel: &WriteControl,
 ) -> anyhow::Result<File> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
@@ -277,7 +332,7 @@ fn write_arrow(
     file: File,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    cancel: &AtomicBool,
+    cancel: &WriteControl,
 ) -> anyhow::Result<File> {
     let mut w = arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), schema)?;
     for b in batches {
@@ -352,7 +407,7 @@ fn write_csv(
     file: File,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    cancel: &AtomicBool,
+    cancel: &WriteControl,
 ) -> anyhow::Result<File> {
     let fmt = csv_time_format(schema).to_owned();
     let text_schema = csv_schema(schema);
@@ -419,8 +474,8 @@ mod tests {
         )
     }
 
-    fn no_cancel() -> AtomicBool {
-        AtomicBool::new(false)
+    fn no_cancel() -> Arc<WriteControl> {
+        Arc::default()
     }
 
     fn dir_entries(dir: &Path) -> Vec<String> {
@@ -539,10 +594,16 @@ mod tests {
             schema.field_with_name("time").unwrap().data_type(),
             DataType::Timestamp(TimeUnit::Microsecond, _)
         ));
-        write(&path, Format::Csv, &schema, std::slice::from_ref(&batch), &no_cancel())
-            .unwrap()
-            .commit()
-            .unwrap();
+        write(
+            &path,
+            Format::Csv,
+            &schema,
+            std::slice::from_ref(&batch),
+            &no_cancel(),
+        )
+        .unwrap()
+        .commit()
+        .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
         let expected = chrono::DateTime::from_timestamp_micros(t_us)
@@ -576,7 +637,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
         let (schema, batches) = klines(2);
-        let cancel = AtomicBool::new(true);
+        let cancel = no_cancel();
+        cancel.cancel();
         assert!(write(&path, Format::Parquet, &schema, &batches, &cancel).is_err());
         // A batch that does not match the schema fails mid-write.
         let wrong = dsm::schema::output_schema(Market::UsdM, DataKind::FundingRate);
@@ -612,6 +674,35 @@ mod tests {
             panic!("simulated crash while holding the temporary file");
         }));
         assert!(result.is_err());
+        assert!(dir_entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_forced_exit_removes_temporaries_and_nothing_is_committed_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (schema, batches) = klines(1);
+        let control = no_cancel();
+        let a = write(
+            &dir.path().join("a.csv"),
+            Format::Csv,
+            &schema,
+            &batches,
+            &control,
+        )
+        .unwrap();
+        let b = write(
+            &dir.path().join("b.csv"),
+            Format::Csv,
+            &schema,
+            &batches,
+            &control,
+        )
+        .unwrap();
+        assert_eq!(dir_entries(dir.path()).len(), 2, "two temporaries");
+        control.remove_temporaries();
+        assert!(dir_entries(dir.path()).is_empty());
+        assert!(a.commit().is_err(), "a cancelled file is never committed");
+        drop(b);
         assert!(dir_entries(dir.path()).is_empty());
     }
 

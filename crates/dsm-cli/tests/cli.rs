@@ -1,0 +1,404 @@
+//! The `dsm` binary as a user runs it: exit codes, messages, files left behind, requests made.
+//!
+//! Every test that could touch the network points `--rest-url`/`--vision-url` at an in-process
+//! emulator on port 0 and checks its request log.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use dsm_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
+
+const DSM: &str = env!("CARGO_BIN_EXE_dsm");
+
+/// An emulator whose clock is at 2026-06-10 00:00 UTC.
+async fn emulator() -> Emulator {
+    let now = Utc.with_ymd_and_hms(2026, 6, 10, 0, 0, 0).unwrap();
+    Emulator::start(EmulatorConfig::default().with_now(now))
+        .await
+        .expect("the emulator starts")
+}
+
+/// `dsm` with a clean environment: its cache in `cache`, every URL pointed at `emu`.
+fn dsm(emu: &Emulator, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(DSM);
+    cmd.args(args)
+        .env_remove("DSM_LOG")
+        .env("DSM_CACHE_DIR", cache)
+        .env("DSM_REST_URL", emu.base_url())
+        .env("DSM_VISION_URL", emu.base_url())
+        .stdin(Stdio::null());
+    cmd
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("dsm runs"))
+        .await
+        .expect("the runner thread")
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_exits_2_says_what_is_valid_and_makes_no_request() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = |name: &str| out.path().join(name).to_string_lossy().into_owned();
+    let (csv, json) = (o("x.csv"), o("x.json"));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "btcusdt",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "did you mean BTCUSDT",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "um",
+                "--interval",
+                "1s",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "1s klines exist on spot only",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-02",
+                "--end",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "must be before end",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "must be before end",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &json,
+            ],
+            "use .parquet, .arrow or .csv",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--kind",
+                "funding",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "futures only (um, cm)",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "last tuesday",
+                "-o",
+                &csv,
+            ],
+            "use RFC 3339",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "1704067200",
+                "-o",
+                &csv,
+            ],
+            "epoch milliseconds",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "needs an interval",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spat",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "use spot, um",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--source",
+                "s3",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "use auto, cache, vision or rest",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+                "--bogus",
+            ],
+            "--bogus",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["fetch"];
+        full.extend_from_slice(&args);
+        let out = output(dsm(&emu, cache.path(), &full)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "dsm {full:?}\nstderr: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "dsm {full:?}: expected {expected:?} in\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "one clear error line: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+    }
+    assert!(
+        emu.request_log().is_empty(),
+        "no request: {:?}",
+        emu.request_log()
+    );
+    assert_eq!(emu.stats().total_connections, 0, "not even a connection");
+    assert!(
+        files_in(out.path()).is_empty(),
+        "no output file: {:?}",
+        files_in(out.path())
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_and_version_exit_0() {
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["fetch", "--help"],
+        &["cache", "--help"],
+    ] {
+        let out = output({
+            let mut c = Command::new(DSM);
+            c.args(args);
+            c
+        })
+        .await;
+        assert_eq!(out.status.code(), Some(0), "dsm {args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+    let out = output(Command::new(DSM)).await;
+    assert_eq!(out.status.code(), Some(2), "no subcommand is a usage error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_cache_with_an_empty_cache_makes_no_request() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("btc.parquet");
+    let args = [
+        "fetch",
+        "BTCUSDT",
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-02",
+        "--source",
+        "cache",
+        "-q",
+        "-o",
+    ];
+    let mut cmd = dsm(&emu, cache.path(), &args);
+    cmd.arg(&path);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    println!("exit {:?}, stderr: {stderr}", result.status.code());
+    assert!(
+        emu.request_log().is_empty(),
+        "offline: {:?}",
+        emu.request_log()
+    );
+    assert_eq!(emu.stats().total_connections, 0);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if result.status.success() {
+        // The manager reported the range as missing data rather than failing: still a valid file.
+        assert!(path.exists());
+    } else {
+        assert!(
+            files_in(out.path()).is_empty(),
+            "no partial output on failure"
+        );
+    }
+    emu.shutdown().await;
+}
+
+/// Waits until the emulator has seen a request (the fetch is under way), at most 10 s.
+async fn wait_for_request(emu: &Emulator, child: &mut Child) {
+    let t0 = Instant::now();
+    while emu.stats().total_requests == 0 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("dsm exited with {status} before making a request");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no request within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn interrupted_fetch_cleans_up(signal: nix::sys::signal::Signal, expected: i32) {
+    let emu = emulator().await;
+    emu.add_fault(Fault::new(FaultKind::Hang, "*"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("btc.csv");
+    let args = [
+        "fetch",
+        "BTCUSDT",
+        "--market",
+        "spot",
+        "--interval",
+        "1m",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-03-01",
+        "-o",
+    ];
+    let mut cmd = dsm(&emu, cache.path(), &args);
+    cmd.arg(&path).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("dsm starts");
+    wait_for_request(&emu, &mut child).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "dsm did not exit within 2 s of {signal}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(expected), "{status}");
+    assert!(
+        files_in(out.path()).is_empty(),
+        "nothing left: {:?}",
+        files_in(out.path())
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn sigint_during_a_hung_download_exits_130_promptly_without_output() {
+    interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGINT, 130).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn sigterm_during_a_hung_download_exits_143_promptly_without_output() {
+    interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGTERM, 143).await;
+}
