@@ -70,6 +70,19 @@ pub fn manager_config(args: &FetchArgs) -> anyhow::Result<ManagerConfig> {
     Ok(config)
 }
 
+/// `BTCUSDT, ETHUSDT spot 1h klines [2024-01-01T00:00:00.000Z, 2024-01-02T00:00:00.000Z)`.
+fn describe(r: &Request) -> String {
+    let symbols: Vec<&str> = r.symbols.iter().map(Symbol::as_str).collect();
+    let interval = r.interval.map(|i| format!("{i} ")).unwrap_or_default();
+    format!(
+        "{} {} {interval}{} {}",
+        symbols.join(", "),
+        r.market,
+        r.kind,
+        r.range
+    )
+}
+
 /// Runs `dsm fetch`.
 pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> anyhow::Result<()> {
     let mut request = build_request(args, dsm::time::now_ms())?;
@@ -77,14 +90,16 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
     let config = manager_config(args)?;
     tracing::debug!(?request, ?plan, "fetch");
 
-    let progress = ProgressUi::new(printer.quiet());
+    let what = describe(&request);
+    // Log lines would tear a progress bar apart, so -v turns it off.
+    let progress = ProgressUi::new(printer.quiet() || printer.verbose());
     if let Some(p) = &progress {
         request.progress = Some(p.callback());
     }
     let manager = DataSourceManager::new(config).context("starting the data source manager")?;
 
     let response = tokio::select! {
-        r = manager.get(request) => r.context("fetching")?,
+        r = manager.get(request) => r.with_context(|| format!("fetching {what}"))?,
         sig = signals.recv() => {
             // The request future is dropped here, which cancels it; let the manager stop its work.
             drop(progress);

@@ -26,6 +26,11 @@ impl Printer {
         self.quiet
     }
 
+    /// Whether `-v` was given.
+    pub fn verbose(&self) -> bool {
+        self.verbose
+    }
+
     /// Writes `text` and a newline to stdout. A closed stdout becomes [`StdoutClosed`].
     pub fn out(&self, text: &str) -> anyhow::Result<()> {
         let mut stdout = io::stdout().lock();

@@ -402,3 +402,294 @@ async fn sigint_during_a_hung_download_exits_130_promptly_without_output() {
 async fn sigterm_during_a_hung_download_exits_143_promptly_without_output() {
     interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGTERM, 143).await;
 }
+
+// ---- End to end: these need the manager (`DataSourceManager::get`), which is not implemented yet.
+
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+const JAN1: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+const JAN3: i64 = JAN1 + 2 * 86_400_000;
+const JAN_1_TO_3: (&str, &str) = ("2024-01-01", "2024-01-03");
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn fetch_writes_the_exchanges_candles_to_csv_and_summarises_them_as_json() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("btc.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "--json",
+            "-o",
+        ],
+    );
+    cmd.arg(&path);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "stderr: {stderr}");
+
+    let truth = emu.klines(
+        dsm_emulator::Market::Spot,
+        dsm_emulator::KlineKind::Klines,
+        "BTCUSDT",
+        "1h",
+        JAN1,
+        JAN3,
+    );
+    assert_eq!(truth.len(), 48);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("open_time,open,high,low,close,")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), truth.len());
+    for (row, k) in rows.iter().zip(&truth) {
+        assert_eq!(row[0], rfc3339_ms(k.open_time));
+        assert_eq!(row[4].parse::<f64>().unwrap(), k.close);
+        assert_eq!(row[6], rfc3339_ms(k.close_time));
+        assert!(
+            row[11] == "vision" || row[11] == "rest",
+            "source column: {}",
+            row[11]
+        );
+    }
+
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON on stdout");
+    let sym = &json["symbols"][0];
+    assert_eq!(sym["symbol"], "BTCUSDT");
+    assert_eq!(sym["rows"], 48);
+    assert_eq!(sym["first"], "2024-01-01T00:00:00.000Z");
+    assert_eq!(sym["last"], "2024-01-02T23:00:00.000Z");
+    assert_eq!(sym["gaps"].as_array().unwrap().len(), 0);
+    assert_eq!(json["total"]["rows"], 48);
+    let requests = json["total"]["sources"]["vision"]["requests"]
+        .as_u64()
+        .unwrap()
+        + json["total"]["sources"]["rest"]["requests"]
+            .as_u64()
+            .unwrap();
+    assert!(requests > 0);
+    assert_eq!(
+        files_in(out.path()),
+        vec![path.clone()],
+        "no temporary left"
+    );
+
+    // The second time the cache answers, offline.
+    emu.clear_log();
+    let again = out.path().join("again.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "--source",
+            "cache",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(&again);
+    let result = output(cmd).await;
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(emu.request_log().is_empty());
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn several_symbols_get_one_parquet_file_each() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("data");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "ETHUSDT",
+            "--market",
+            "um",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(&dir);
+    let result = output(cmd).await;
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        files_in(&dir),
+        vec![dir.join("BTCUSDT.parquet"), dir.join("ETHUSDT.parquet")]
+    );
+    for name in ["BTCUSDT", "ETHUSDT"] {
+        let file = std::fs::File::open(dir.join(format!("{name}.parquet"))).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        let truth = emu.klines(
+            dsm_emulator::Market::Um,
+            dsm_emulator::KlineKind::Klines,
+            name,
+            "1h",
+            JAN1,
+            JAN3,
+        );
+        assert_eq!(rows, truth.len());
+    }
+    emu.shutdown().await;
+}
+
+/// Runs a spot 1h fetch of `[start, end)` and returns (exit code, stderr); checks that a failure
+/// leaves no file.
+async fn fetch_exit(
+    emu: &Emulator,
+    symbol: &str,
+    (start, end): (&str, &str),
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "fetch",
+        symbol,
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--start",
+        start,
+        "--end",
+        end,
+    ];
+    args.extend_from_slice(extra);
+    args.push("-o");
+    let mut cmd = dsm(emu, cache.path(), &args);
+    cmd.arg(out.path().join("x.csv"));
+    let result = output(cmd).await;
+    assert!(files_in(out.path()).is_empty() || result.status.success());
+    (
+        result.status.code(),
+        String::from_utf8_lossy(&result.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn unavailable_data_exits_3() {
+    let emu = emulator().await;
+    let (code, stderr) = fetch_exit(&emu, "NOPEUSDT", JAN_1_TO_3, &[]).await;
+    assert_eq!(code, Some(3), "unknown symbol: {stderr}");
+    // Listed on 2019-01-01: a range entirely before the listing has no data at all.
+    let (code, stderr) = fetch_exit(&emu, "SYM01USDT", ("2018-01-01", "2018-02-01"), &[]).await;
+    assert_eq!(code, Some(3), "before listing: {stderr}");
+    // In the future of the exchange's clock (2026-06-10).
+    let (code, stderr) = fetch_exit(&emu, "BTCUSDT", ("2027-01-01", "2027-01-02"), &[]).await;
+    assert_eq!(code, Some(3), "future: {stderr}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn a_ban_exits_4_and_a_bad_checksum_exits_5() {
+    let emu = emulator().await;
+    emu.add_fault(Fault::new(FaultKind::Banned418, "/api/*"));
+    let (code, stderr) = fetch_exit(&emu, "BTCUSDT", JAN_1_TO_3, &["--source", "rest"]).await;
+    assert_eq!(code, Some(4), "{stderr}");
+    emu.clear_faults();
+    emu.add_fault(Fault::new(FaultKind::ChecksumMismatch, "/data/*"));
+    let (code, stderr) = fetch_exit(&emu, "BTCUSDT", JAN_1_TO_3, &["--source", "vision"]).await;
+    assert_eq!(code, Some(5), "{stderr}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn a_closed_stdout_ends_quietly() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "--json",
+            "-o",
+        ],
+    );
+    cmd.arg(out.path().join("x.arrow"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take()); // the reader goes away before dsm prints
+    let result = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+    emu.shutdown().await;
+}
