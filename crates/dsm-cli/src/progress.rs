@@ -21,6 +21,7 @@ pub struct ProgressUi {
 
 #[derive(Debug)]
 struct Counters {
+    planned: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
     started: Instant,
@@ -32,21 +33,26 @@ impl ProgressUi {
         if quiet || !std::io::stderr().is_terminal() {
             return None;
         }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files+pages  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let ui = ProgressUi::with_target(ProgressDrawTarget::stderr());
+        ui.bar.enable_steady_tick(Duration::from_millis(120));
+        Some(ui)
+    }
+
+    fn with_target(target: ProgressDrawTarget) -> ProgressUi {
+        // A spinner until the plan is known, then a bar.
+        let bar = ProgressBar::with_draw_target(None, target);
+        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] planning  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Some(ProgressUi {
+        ProgressUi {
             bar,
             counters: Arc::new(Counters {
+                planned: AtomicU64::new(0),
                 rows: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 started: Instant::now(),
             }),
-        })
+        }
     }
 
     /// The callback to put in [`dsm::Request::progress`].
@@ -54,7 +60,13 @@ impl ProgressUi {
         let bar = self.bar.clone();
         let counters = self.counters.clone();
         Arc::new(move |event: &Progress| match event {
-            Progress::Planned { files, pages } => bar.inc_length(files + pages),
+            Progress::Planned { files, pages } => {
+                let planned = counters.planned.fetch_add(files + pages, Ordering::Relaxed);
+                if planned == 0 {
+                    bar.set_style(bar_style());
+                }
+                bar.set_length(planned + files + pages);
+            }
             Progress::Fetched { rows, bytes } => {
                 let rows = counters.rows.fetch_add(*rows, Ordering::Relaxed) + rows;
                 let bytes = counters.bytes.fetch_add(*bytes, Ordering::Relaxed) + bytes;
@@ -72,6 +84,13 @@ impl Drop for ProgressUi {
     }
 }
 
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files+pages  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
 /// `rows, bytes, rate` as shown beside the bar.
 fn message(rows: u64, bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
@@ -87,6 +106,30 @@ mod tests {
     fn the_message_shows_rows_bytes_and_rate() {
         let m = message(1440, 2 * 1024 * 1024, Duration::from_secs(2));
         assert_eq!(m, "1440 rows  2.00 MiB  1.00 MiB/s");
+    }
+
+    #[test]
+    fn events_move_the_bar() {
+        let ui = ProgressUi::with_target(ProgressDrawTarget::hidden());
+        let cb = ui.callback();
+        assert_eq!(ui.bar.length(), None, "unknown until planned");
+        cb(&Progress::Planned { files: 3, pages: 2 });
+        cb(&Progress::Planned { files: 1, pages: 0 });
+        assert_eq!(ui.bar.length(), Some(6));
+        cb(&Progress::Fetched {
+            rows: 1440,
+            bytes: 1024,
+        });
+        cb(&Progress::Fetched {
+            rows: 60,
+            bytes: 1024,
+        });
+        assert_eq!(ui.bar.position(), 2);
+        assert!(
+            ui.bar.message().starts_with("1500 rows  2.00 KiB  "),
+            "{}",
+            ui.bar.message()
+        );
     }
 
     #[test]
