@@ -132,7 +132,7 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
 }
 
 /// Writes every symbol's file (off the async threads), then commits them all; a signal cancels
-/// the writer and nothing is committed.
+/// the writer and nothing more is committed (a file is only ever renamed into place whole).
 async fn write_all(
     plan: &OutputPlan,
     response: &Response,
@@ -170,9 +170,11 @@ async fn write_all(
         tokio::select! {
             joined = &mut job => {
                 let result = joined.context("the output writer stopped unexpectedly")?;
-                return match interrupted {
-                    Some(sig) => Err(Interrupted(sig).into()),
-                    None => result,
+                return match (result, interrupted) {
+                    // Every file was committed before the signal took effect: the work is done.
+                    (Ok(paths), _) => Ok(paths),
+                    (Err(_), Some(sig)) => Err(Interrupted(sig).into()),
+                    (Err(e), None) => Err(e),
                 };
             }
             sig = signals.recv() => {
