@@ -128,28 +128,29 @@ pub struct FetchArgs {
 /// `dsm cache` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// List cached partitions.
+    /// List cached partitions: dataset, span, rows, bytes, covered ranges, sources.
     Ls(CacheArgs),
-    /// Re-check every cached partition's digest; report (and with --fix remove) bad ones.
-    Verify {
-        #[command(flatten)]
-        common: CacheArgs,
-        /// Remove partitions that fail verification.
-        #[arg(long)]
-        fix: bool,
-    },
-    /// Remove cached partitions (all, or those older than --older-than days).
+    /// Re-read every cached file and check it against its manifest; bad files are quarantined
+    /// (and fetched again on next use). Exits 5 if anything was wrong.
+    Verify(CacheArgs),
+    /// Remove cached partitions: --all, or those matching every filter given.
     Prune {
         #[command(flatten)]
         common: CacheArgs,
-        /// Only partitions last used more than this many days ago.
-        #[arg(long, value_name = "DAYS")]
-        older_than: Option<u32>,
-        /// Show what would be removed without removing it.
-        #[arg(long)]
-        dry_run: bool,
+        /// Only this symbol.
+        #[arg(long, value_name = "SYMBOL")]
+        symbol: Option<String>,
+        /// Only this market (spot, um, cm).
+        #[arg(long, value_parser = parse_market)]
+        market: Option<Market>,
+        /// Only partitions whose data ends at or before TIME (RFC 3339, a date, or epoch ms).
+        #[arg(long, value_name = "TIME")]
+        older_than: Option<String>,
+        /// Everything, including quarantined files.
+        #[arg(long, conflicts_with_all = ["symbol", "market", "older_than"])]
+        all: bool,
     },
-    /// Print the cache's total size.
+    /// Print the cache's total size (data, manifests, quarantine).
     Size(CacheArgs),
 }
 

@@ -12,7 +12,7 @@ use crate::printer::Printer;
 pub fn run(command: &CacheCommand, _printer: Printer) -> anyhow::Result<()> {
     let (name, args): (&str, &CacheArgs) = match command {
         CacheCommand::Ls(a) => ("ls", a),
-        CacheCommand::Verify { common, .. } => ("verify", common),
+        CacheCommand::Verify(a) => ("verify", a),
         CacheCommand::Prune { common, .. } => ("prune", common),
         CacheCommand::Size(a) => ("size", a),
     };

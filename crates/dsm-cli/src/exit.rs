@@ -101,6 +101,11 @@ pub enum Signal {
 #[error("interrupted by {}; no output was written", match .0 { Signal::Interrupt => "SIGINT", Signal::Terminate => "SIGTERM" })]
 pub struct Interrupted(pub Signal);
 
+/// `dsm cache verify` found (and quarantined) bad cache files: an integrity failure (exit 5).
+#[derive(Debug, thiserror::Error)]
+#[error("the cache had {0} problem(s); the bad files were quarantined and will be fetched again")]
+pub struct CacheProblems(pub usize);
+
 /// Stdout was closed by its reader: stop quietly.
 #[derive(Debug, thiserror::Error)]
 #[error("stdout was closed")]
@@ -124,6 +129,9 @@ pub fn for_error(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<StdoutClosed>() {
             return Exit::StdoutClosed;
+        }
+        if cause.is::<CacheProblems>() {
+            return Exit::Integrity;
         }
     }
     Exit::Local
@@ -183,6 +191,8 @@ mod tests {
         assert_eq!(for_error(&int).code(), 130);
         let term = anyhow::Error::from(Interrupted(Signal::Terminate));
         assert_eq!(for_error(&term).code(), 143);
+        let bad_cache = anyhow::Error::from(CacheProblems(2));
+        assert_eq!(for_error(&bad_cache).code(), 5);
         let pipe = anyhow::Error::from(StdoutClosed);
         assert_eq!(for_error(&pipe).code(), 0);
         assert!(!for_error(&pipe).reports_error());
