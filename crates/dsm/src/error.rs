@@ -134,6 +134,9 @@ pub enum Error {
     /// Bad input, rejected before any network call.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The local cache failed (corruption found on read is an integrity error).
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// The operation was cancelled (token, shutdown, or Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -147,6 +150,7 @@ impl Error {
     pub fn category(&self) -> ErrorCategory {
         match self {
             Error::Input(_) => ErrorCategory::Input,
+            Error::Cache(e) => e.category(),
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
         }

@@ -25,6 +25,7 @@
 //! # Ok::<(), dsm::InputError>(())
 //! ```
 
+pub mod cache;
 pub mod error;
 pub mod manager;
 pub mod market;

@@ -1,0 +1,299 @@
+//! Where each dataset's partitions live: the versioned, Hive-style directory layout.
+//!
+//! `klines-v1/market=spot/symbol=BTCUSDT/interval=1m/year=2024/month=01/` holds one month of 1m
+//! candles. Intervals under 1h are partitioned by month, 1h and longer by year; trades and
+//! aggTrades by day; funding rates by year. The `-v1` suffix is the storage format version: a
+//! format change bumps it, which makes old entries invisible instead of misread.
+
+use chrono::Datelike;
+
+use crate::error::InputError;
+use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::time::{TimeRange, day_floor, month_floor, month_start, next_month, to_datetime};
+
+/// Storage format version, part of every dataset directory name (`klines-v1`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One dataset: a market, a kind, a symbol and (for candles) an interval.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct DatasetKey {
+    /// The market.
+    #[serde(with = "market_serde")]
+    pub market: Market,
+    /// The data kind.
+    #[serde(with = "kind_serde")]
+    pub kind: DataKind,
+    /// The symbol.
+    #[serde(with = "symbol_serde")]
+    pub symbol: Symbol,
+    /// The interval, for kline-class kinds (`None` otherwise).
+    #[serde(with = "interval_serde")]
+    pub interval: Option<Interval>,
+}
+
+impl DatasetKey {
+    /// A key, checked against the market model (kind offered on the market, interval present
+    /// exactly for candles).
+    pub fn new(
+        market: Market,
+        kind: DataKind,
+        symbol: Symbol,
+        interval: Option<Interval>,
+    ) -> Result<DatasetKey, InputError> {
+        market.check(kind, interval)?;
+        Ok(DatasetKey {
+            market,
+            kind,
+            symbol,
+            interval,
+        })
+    }
+
+    /// A klines key.
+    pub fn klines(market: Market, symbol: Symbol, interval: Interval) -> DatasetKey {
+        DatasetKey {
+            market,
+            kind: DataKind::Klines,
+            symbol,
+            interval: Some(interval),
+        }
+    }
+
+    /// Re-checks the key (fields are public, so a key may have been assembled by hand).
+    pub fn check(&self) -> Result<(), InputError> {
+        self.market.check(self.kind, self.interval)
+    }
+
+    /// The dataset directory, relative to the cache root, e.g.
+    /// `klines-v1/market=spot/symbol=BTCUSDT/interval=1m`.
+    pub fn dir(&self) -> String {
+        let mut s = format!(
+            "{}-v{FORMAT_VERSION}/market={}/symbol={}",
+            self.kind.vision_name(),
+            self.market.as_str(),
+            self.symbol.as_str()
+        );
+        if let Some(i) = self.interval {
+            s.push_str("/interval=");
+            s.push_str(i.vision_name());
+        }
+        s
+    }
+
+    /// How this dataset is split into partitions.
+    pub fn granularity(&self) -> Granularity {
+        match (self.kind, self.interval) {
+            (DataKind::AggTrades | DataKind::Trades, _) => Granularity::Day,
+            (DataKind::FundingRate, _) => Granularity::Year,
+            (_, Some(i)) if i.max_millis() < crate::market::HOUR_MS => Granularity::Month,
+            _ => Granularity::Year,
+        }
+    }
+
+    /// The partitions overlapping `range`, in time order.
+    pub fn partitions(&self, range: TimeRange) -> Vec<Partition> {
+        let g = self.granularity();
+        let mut out = Vec::new();
+        let mut start = g.floor(range.start());
+        while start < range.end() {
+            let end = g.next(start);
+            out.push(Partition {
+                dir: format!("{}/{}", self.dir(), g.dir_name(start)),
+                range: TimeRange::new(start, end).unwrap_or(range),
+            });
+            start = end;
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for DatasetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.market, self.kind, self.symbol)?;
+        if let Some(i) = self.interval {
+            write!(f, " {i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The time span of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// One UTC day (trades, aggTrades).
+    Day,
+    /// One calendar month (candles under 1h).
+    Month,
+    /// One calendar year (candles of 1h and longer, funding).
+    Year,
+}
+
+impl Granularity {
+    /// Start of the partition containing `ts`.
+    pub fn floor(self, ts: i64) -> i64 {
+        match self {
+            Granularity::Day => day_floor(ts),
+            Granularity::Month => month_floor(ts),
+            Granularity::Year => month_start(to_datetime(ts).year(), 1),
+        }
+    }
+
+    /// Start of the partition after the one starting at `start`.
+    pub fn next(self, start: i64) -> i64 {
+        match self {
+            Granularity::Day => start + crate::market::DAY_MS,
+            Granularity::Month => next_month(start),
+            Granularity::Year => month_start(to_datetime(start).year() + 1, 1),
+        }
+    }
+
+    /// The partition's directory below the dataset directory (`year=2024/month=01`).
+    pub fn dir_name(self, start: i64) -> String {
+        let d = to_datetime(start);
+        match self {
+            Granularity::Day => format!(
+                "year={:04}/month={:02}/day={:02}",
+                d.year(),
+                d.month(),
+                d.day()
+            ),
+            Granularity::Month => format!("year={:04}/month={:02}", d.year(), d.month()),
+            Granularity::Year => format!("year={:04}", d.year()),
+        }
+    }
+}
+
+/// One partition of a dataset: a directory and the time span it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Directory relative to the cache root.
+    pub dir: String,
+    /// The span of open times the partition holds.
+    pub range: TimeRange,
+}
+
+mod market_serde {
+    use super::Market;
+    pub fn serialize<S: serde::Serializer>(m: &Market, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.as_str())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Market, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod kind_serde {
+    use super::DataKind;
+    pub fn serialize<S: serde::Serializer>(k: &DataKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.vision_name())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DataKind, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod symbol_serde {
+    use super::Symbol;
+    pub fn serialize<S: serde::Serializer>(v: &Symbol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Symbol, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        Symbol::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod interval_serde {
+    use super::Interval;
+    pub fn serialize<S: serde::Serializer>(v: &Option<Interval>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(i) => s.serialize_some(i.vision_name()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Interval>, D::Error> {
+        let s: Option<String> = serde::Deserialize::deserialize(d)?;
+        s.map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::parse_instant;
+
+    fn t(s: &str) -> i64 {
+        parse_instant(s).expect("valid test time")
+    }
+
+    fn key(kind: DataKind, interval: Option<Interval>) -> DatasetKey {
+        DatasetKey::new(
+            Market::Spot,
+            kind,
+            Symbol::new("BTCUSDT").expect("symbol"),
+            interval,
+        )
+        .or_else(|_| {
+            DatasetKey::new(
+                Market::UsdM,
+                kind,
+                Symbol::new("BTCUSDT").expect("symbol"),
+                interval,
+            )
+        })
+        .expect("valid key")
+    }
+
+    #[test]
+    fn hive_paths_follow_the_granularity() {
+        let r = TimeRange::new(t("2024-01-31"), t("2024-02-02")).expect("range");
+        let k = key(DataKind::Klines, Some(Interval::M1));
+        let p = k.partitions(r);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p[0].dir,
+            "klines-v1/market=spot/symbol=BTCUSDT/interval=1m/year=2024/month=01"
+        );
+        assert_eq!(p[1].range.start(), t("2024-02-01"));
+        assert_eq!(p[1].range.end(), t("2024-03-01"));
+
+        let k = key(DataKind::Klines, Some(Interval::Mo1));
+        let p = k.partitions(r);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].dir,
+            "klines-v1/market=spot/symbol=BTCUSDT/interval=1mo/year=2024"
+        );
+        assert_eq!(p[0].range.end(), t("2025-01-01"));
+
+        let k = key(DataKind::AggTrades, None);
+        let p = k.partitions(r);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p[1].dir,
+            "aggTrades-v1/market=spot/symbol=BTCUSDT/year=2024/month=02/day=01"
+        );
+
+        let k = key(DataKind::FundingRate, None);
+        assert_eq!(k.market, Market::UsdM);
+        assert_eq!(
+            k.partitions(r)[0].dir,
+            "fundingRate-v1/market=um/symbol=BTCUSDT/year=2024"
+        );
+        assert_eq!(
+            key(DataKind::Klines, Some(Interval::H1)).granularity(),
+            Granularity::Year
+        );
+        assert_eq!(
+            key(DataKind::Klines, Some(Interval::M30)).granularity(),
+            Granularity::Month
+        );
+    }
+}

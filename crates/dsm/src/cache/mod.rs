@@ -1,0 +1,1238 @@
+//! The local cache of validated market data: sorted Parquet files in a versioned Hive-style layout,
+//! one manifest per partition that says which ranges are complete, where they came from and which
+//! ranges the exchange has no data for.
+//!
+//! This module owns the on-disk (or object-store) format and its safety rules:
+//! - **Never a partial range marked complete.** A write names the range the caller vouches for;
+//!   rows outside it, unsorted rows and still-open candles are rejected.
+//! - **Atomic and durable.** Every file is written under a temporary name, fsynced and renamed
+//!   (local) or put atomically (object store); a partition changes by publishing a new data file
+//!   and then a new manifest generation. A crash leaves the old state or the new one.
+//! - **Safe across processes.** Writers hold a per-partition lock file around read-merge-publish
+//!   (object stores use conditional manifest creation instead); readers never lock.
+//! - **Never returns bad bytes as data.** Every fetched byte range is checked against the CRC-32
+//!   recorded in the manifest; [`CacheStore::verify`] re-hashes whole files (SHA-256).
+//!
+//! It must never fetch anything from the network: the manager decides what to fetch.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dsm::cache::CacheError> {
+//! use dsm::cache::{CacheStore, DatasetKey};
+//! use dsm::{Interval, Market, Symbol, TimeRange};
+//!
+//! let cache = CacheStore::open_default()?;
+//! let key = DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
+//! let range = TimeRange::new(1_704_067_200_000, 1_704_153_600_000)?;
+//! let cov = cache.coverage(&key, range).await?;
+//! if cov.missing.is_empty() {
+//!     let batches = cache.read(&key, range).await?;
+//!     # let _ = batches;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod blobs;
+pub mod layout;
+pub mod manifest;
+mod parquet_io;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use object_store::ObjectStore;
+use sha2::Digest;
+
+use crate::error::{ErrorCategory, InputError};
+use crate::market::{DataKind, Market, Symbol};
+use crate::schema::{output_schema, schema, with_source};
+use crate::time::{TimeRange, format_ms, now_ms};
+
+use blobs::{Blobs, LocalBlobs, StoreBlobs, file_name, is_manifest_name, parent};
+pub use layout::{DatasetKey, Granularity, Partition};
+pub use manifest::{DataFile, Manifest, Provenance, Segment};
+use manifest::{is_safe_file_name, splice_segments, splice_spans};
+pub use parquet_io::{CacheCompression, DEFAULT_ROW_GROUP_ROWS, WriteOptions};
+use parquet_io::{check_crc, key_scale, key_times};
+
+/// Environment variable that overrides the default cache directory.
+pub const CACHE_DIR_ENV: &str = "DSM_CACHE_DIR";
+
+/// How long a writer waits for another writer's partition lock by default.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Rounds of read-merge-publish a writer tries when other writers keep winning (object stores).
+const MAX_PUBLISH_ATTEMPTS: u32 = 16;
+
+/// Times a reader re-reads the manifest when a writer replaced the file it was about to read.
+const MAX_READ_ATTEMPTS: u32 = 6;
+
+/// What went wrong in the cache.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The dataset key or a range is invalid.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A local file-system operation failed.
+    #[error("cache I/O error at {}: {source}; check that the cache directory is writable and the disk not full", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An object-store operation failed.
+    #[error("cache object store error at {path}: {source}")]
+    ObjectStore {
+        /// The object path.
+        path: String,
+        /// The error.
+        source: Box<object_store::Error>,
+    },
+    /// Encoding a Parquet file failed.
+    #[error("cannot encode cache file {path}: {source}")]
+    Parquet {
+        /// The data file.
+        path: String,
+        /// The error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Merging rows failed.
+    #[error("cannot merge rows for {path}: {source}")]
+    Arrow {
+        /// The partition.
+        path: String,
+        /// The error.
+        source: arrow::error::ArrowError,
+    },
+    /// A manifest cannot be parsed or contradicts itself.
+    #[error("corrupt cache manifest {path}: {reason}; run `dsm cache verify` to quarantine it")]
+    CorruptManifest {
+        /// The manifest.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A data file does not match its manifest (checksum, size, rows) or cannot be decoded.
+    #[error("corrupt cache data file {path}: {reason}; run `dsm cache verify` to quarantine it")]
+    CorruptData {
+        /// The data file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A kline that has not closed yet was offered for caching.
+    #[error(
+        "the candle opening at {} has not closed yet: open candles are never cached; end the complete range at the last closed candle",
+        format_ms(*open_time)
+    )]
+    OpenCandle {
+        /// Its open time (ms).
+        open_time: i64,
+    },
+    /// The complete range reaches into the future.
+    #[error(
+        "the range claimed complete ends at {}, after now ({}): only past data can be complete",
+        format_ms(*end),
+        format_ms(*now)
+    )]
+    NotYetComplete {
+        /// The claimed end (ms).
+        end: i64,
+        /// The time of the check (ms).
+        now: i64,
+    },
+    /// A row lies outside the range the write vouches for.
+    #[error("row {row} has time {} outside the complete range {range}: every row must lie in it", format_ms(*time))]
+    OutOfRange {
+        /// Row index in the batch.
+        row: usize,
+        /// The row's key time (ms).
+        time: i64,
+        /// The complete range of the write.
+        range: TimeRange,
+    },
+    /// Rows are not sorted or not unique on their key.
+    #[error("row {row}: {reason}; rows must be sorted by time and unique")]
+    NotSorted {
+        /// Row index in the batch.
+        row: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The batch does not have the base schema of its dataset.
+    #[error(
+        "the batch for {dataset} does not have the expected schema: expected {expected}, got {actual}"
+    )]
+    SchemaMismatch {
+        /// The dataset.
+        dataset: String,
+        /// Expected columns.
+        expected: String,
+        /// Actual columns.
+        actual: String,
+    },
+    /// Another writer held the partition lock for too long.
+    #[error("cache partition lock {} is held by another dsm process (waited {waited:?}); try again later", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this writer waited.
+        waited: Duration,
+    },
+    /// Concurrent writers kept replacing the partition.
+    #[error(
+        "cache partition {path} kept changing under concurrent writers ({attempts} attempts); try again"
+    )]
+    Conflict {
+        /// The partition.
+        path: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// No cache directory could be determined.
+    #[error("no cache directory: set {CACHE_DIR_ENV} or pass a directory")]
+    NoCacheDir,
+}
+
+impl CacheError {
+    /// The category of this error: corruption found on read is [`ErrorCategory::Integrity`], bad
+    /// input [`ErrorCategory::Input`], everything else [`ErrorCategory::Local`].
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            CacheError::Input(_) => ErrorCategory::Input,
+            CacheError::CorruptData { .. } | CacheError::CorruptManifest { .. } => {
+                ErrorCategory::Integrity
+            }
+            _ => ErrorCategory::Local,
+        }
+    }
+}
+
+/// What the cache knows about a range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Parts known complete (sorted, merged).
+    pub covered: Vec<TimeRange>,
+    /// Parts inside `covered` that the exchange has no data for (downtime), sorted, merged.
+    pub gaps: Vec<TimeRange>,
+    /// The range minus `covered`: what must be fetched.
+    pub missing: Vec<TimeRange>,
+}
+
+/// One partition, as listed by [`CacheStore::list`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionInfo {
+    /// The dataset.
+    pub dataset: DatasetKey,
+    /// Partition directory relative to the cache root.
+    pub path: String,
+    /// The partition's span.
+    pub partition: TimeRange,
+    /// Manifest generation.
+    pub generation: u64,
+    /// Covered ranges (merged).
+    pub covered: Vec<TimeRange>,
+    /// Known no-data ranges.
+    pub gaps: Vec<TimeRange>,
+    /// Rows stored.
+    pub rows: u64,
+    /// Bytes of the data file and manifest.
+    pub bytes: u64,
+    /// The data file, relative to the cache root, if any.
+    pub data_file: Option<String>,
+    /// Distinct sources of the covered ranges.
+    pub sources: Vec<Provenance>,
+}
+
+/// One problem found by [`CacheStore::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (relative to the cache root).
+    pub path: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// What [`CacheStore::verify`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Partitions checked.
+    pub partitions: usize,
+    /// Data files re-read.
+    pub files: usize,
+    /// Rows re-read.
+    pub rows: u64,
+    /// Problems found.
+    pub problems: Vec<Problem>,
+    /// Files moved to `quarantine/` (relative to the cache root, before the move).
+    pub quarantined: Vec<String>,
+    /// Unreferenced data files and stray temporaries removed.
+    pub removed: usize,
+}
+
+impl VerifyReport {
+    /// Whether nothing was wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Which partitions [`CacheStore::prune`] removes. Criteria combine with AND; `all` removes
+/// everything. A filter with no criterion removes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneFilter {
+    /// Only this symbol.
+    pub symbol: Option<Symbol>,
+    /// Only this market.
+    pub market: Option<Market>,
+    /// Only partitions whose data ends at or before this instant (ms).
+    pub older_than: Option<i64>,
+    /// Everything, including quarantined files.
+    pub all: bool,
+}
+
+/// What [`CacheStore::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Files removed.
+    pub files: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// The cache store. Cheap to clone; safe to share between tasks, threads and processes.
+#[derive(Debug, Clone)]
+pub struct CacheStore {
+    blobs: Arc<dyn Blobs>,
+    options: WriteOptions,
+    lock_wait: Duration,
+}
+
+impl CacheStore {
+    /// Opens (creating if needed) a cache in a local directory and removes stray temporaries left
+    /// by crashed writers.
+    ///
+    /// Synchronous file-system calls; call it before entering, or via `spawn_blocking` from,
+    /// latency-sensitive async code.
+    pub fn open(dir: impl AsRef<Path>) -> Result<CacheStore, CacheError> {
+        let dir = dir.as_ref().to_owned();
+        let local = LocalBlobs::new(dir.clone())?;
+        let tag = dir.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            let _ = std::fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n# dsm cache: safe to delete, re-fetched on demand.\n",
+            );
+        }
+        let removed = local.clean_temporaries_sync()?;
+        if removed > 0 {
+            tracing::info!(removed, dir = %dir.display(), "removed stray cache temporaries");
+        }
+        Ok(CacheStore::from_blobs(Arc::new(local)))
+    }
+
+    /// Opens the cache in [`CacheStore::default_dir`].
+    pub fn open_default() -> Result<CacheStore, CacheError> {
+        CacheStore::open(CacheStore::default_dir()?)
+    }
+
+    /// `$DSM_CACHE_DIR`, else the platform cache directory + `dsm` (`~/.cache/dsm` on Linux).
+    pub fn default_dir() -> Result<PathBuf, CacheError> {
+        match std::env::var_os(CACHE_DIR_ENV) {
+            Some(d) if !d.is_empty() => Ok(PathBuf::from(d)),
+            _ => dirs::cache_dir()
+                .map(|d| d.join("dsm"))
+                .ok_or(CacheError::NoCacheDir),
+        }
+    }
+
+    /// A cache on an object store (S3-compatible storage, or `InMemory` in tests), at its root.
+    pub fn with_object_store(store: Arc<dyn ObjectStore>) -> CacheStore {
+        CacheStore::from_blobs(Arc::new(StoreBlobs::new(store)))
+    }
+
+    fn from_blobs(blobs: Arc<dyn Blobs>) -> CacheStore {
+        CacheStore {
+            blobs,
+            options: WriteOptions::default(),
+            lock_wait: DEFAULT_LOCK_WAIT,
+        }
+    }
+
+    /// Sets how data files are written (compression, row-group size).
+    pub fn with_write_options(mut self, options: WriteOptions) -> CacheStore {
+        self.options = options;
+        self
+    }
+
+    /// Sets how long a writer waits for another writer's partition lock.
+    pub fn with_lock_wait(mut self, wait: Duration) -> CacheStore {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Where the cache lives (for messages).
+    pub fn location(&self) -> String {
+        self.blobs.describe()
+    }
+
+    async fn load_manifest(
+        &self,
+        key: &DatasetKey,
+        part: &Partition,
+    ) -> Result<Option<(String, Manifest)>, CacheError> {
+        let Some((path, bytes)) = self.blobs.load_manifest(part.dir.clone()).await? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| CacheError::CorruptManifest {
+            path: path.clone(),
+            reason,
+        };
+        let m = Manifest::parse(&bytes).map_err(corrupt)?;
+        if &m.dataset != key {
+            return Err(corrupt(format!("it describes {}, not {key}", m.dataset)));
+        }
+        if m.partition_range() != Some(part.range) {
+            return Err(corrupt(format!("its partition span is not {}", part.range)));
+        }
+        Ok(Some((path, m)))
+    }
+
+    /// Which parts of `range` are cached (complete), which of those are known exchange gaps, and
+    /// what is missing. Reads manifests only. A corrupt manifest counts as missing (and is logged).
+    pub async fn coverage(
+        &self,
+        key: &DatasetKey,
+        range: TimeRange,
+    ) -> Result<Coverage, CacheError> {
+        key.check()?;
+        let parts = key.partitions(range);
+        let loads = parts.iter().map(|p| self.load_manifest(key, p));
+        let manifests = futures::future::join_all(loads).await;
+        let mut covered = Vec::new();
+        let mut gaps = Vec::new();
+        for m in manifests {
+            match m {
+                Ok(Some((_, m))) => {
+                    covered.extend(
+                        m.covered_ranges()
+                            .iter()
+                            .filter_map(|r| r.intersect(&range)),
+                    );
+                    gaps.extend(
+                        m.no_data_ranges()
+                            .iter()
+                            .filter_map(|r| r.intersect(&range)),
+                    );
+                }
+                Ok(None) => {}
+                Err(e @ CacheError::CorruptManifest { .. }) => {
+                    tracing::warn!(error = %e, "treating a corrupt cache partition as missing");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let covered = TimeRange::merge_all(covered);
+        Ok(Coverage {
+            missing: range.subtract(&covered),
+            gaps: TimeRange::merge_all(gaps),
+            covered,
+        })
+    }
+
+    /// Stores `batch` (rows in the dataset's base [`schema`], sorted by time) as complete for
+    /// `complete`: every row with time in `complete` is in the batch.
+    ///
+    /// Rejects rows outside `complete`, unsorted or duplicate rows, candles that have not closed and
+    /// ranges reaching into the future. Rows are tagged with `provenance`'s source, merged with
+    /// what the partitions already hold (new rows replace cached ones inside `complete`), and
+    /// published atomically per partition. For candles, slots inside `complete` without a row are
+    /// recorded as known no-data ranges.
+    pub async fn write(
+        &self,
+        key: &DatasetKey,
+        complete: TimeRange,
+        batch: &RecordBatch,
+        provenance: Provenance,
+    ) -> Result<(), CacheError> {
+        key.check()?;
+        check_schema(key, batch)?;
+        let scale = key_scale(key.kind);
+        let times = key_times(batch, key.kind)
+            .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
+        check_rows(key, batch, times, complete, scale)?;
+        let now = now_ms();
+        if let Some(interval) = key.interval {
+            if let Some(closes) = batch
+                .column_by_name("close_time")
+                .and_then(parquet_io::timestamps)
+                && let Some(i) = closes.iter().position(|c| *c >= now)
+            {
+                return Err(CacheError::OpenCandle {
+                    open_time: times[i],
+                });
+            }
+            let last_open = interval.floor(complete.end() - 1);
+            if interval.close_time(last_open) >= now {
+                return Err(CacheError::OpenCandle {
+                    open_time: last_open,
+                });
+            }
+        } else if complete.end() > now {
+            return Err(CacheError::NotYetComplete {
+                end: complete.end(),
+                now,
+            });
+        }
+        let tagged = with_source(batch, key.market, key.kind, provenance.source());
+        for part in key.partitions(complete) {
+            let Some(sub) = complete.intersect(&part.range) else {
+                continue;
+            };
+            let a = times.partition_point(|t| *t < sub.start() * scale);
+            let z = times.partition_point(|t| *t < sub.end() * scale);
+            let rows = tagged.slice(a, z - a);
+            self.write_partition(key, &part, sub, rows, &provenance)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_partition(
+        &self,
+        key: &DatasetKey,
+        part: &Partition,
+        sub: TimeRange,
+        rows: RecordBatch,
+        provenance: &Provenance,
+    ) -> Result<(), CacheError> {
+        let gaps = match key.interval {
+            Some(interval) => kline_gaps(interval, sub, &rows)?,
+            None => Vec::new(),
+        };
+        let out_schema = output_schema(key.market, key.kind);
+        let scale = key_scale(key.kind);
+        for _attempt in 0..MAX_PUBLISH_ATTEMPTS {
+            let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
+            let mut old = match self.load_manifest(key, part).await {
+                Ok(Some((_, m))) => m,
+                Ok(None) => Manifest::empty(key.clone(), part.range),
+                Err(CacheError::CorruptManifest { path, reason }) => {
+                    tracing::warn!(%path, %reason, "quarantining a corrupt cache manifest before rewriting the partition");
+                    self.blobs.quarantine(path).await?;
+                    Manifest::empty(key.clone(), part.range)
+                }
+                Err(e) => return Err(e),
+            };
+            // Old rows are only needed if some of the old coverage lies outside this write.
+            let keeps_old = old
+                .covered_ranges()
+                .iter()
+                .any(|r| !r.subtract(&[sub]).is_empty());
+            let mut old_rows = RecordBatch::new_empty(out_schema.clone());
+            if keeps_old && let Some(f) = old.file.clone() {
+                let path = format!("{}/{}", part.dir, f.name);
+                match self.read_whole(&path, &f, key.kind, &out_schema).await {
+                    Ok(b) => old_rows = b,
+                    Err(e @ CacheError::CorruptData { .. }) => {
+                        tracing::warn!(error = %e, "dropping a corrupt cache file; its coverage will be re-fetched");
+                        self.blobs.quarantine(path).await?;
+                        let generation = old.generation;
+                        old = Manifest::empty(key.clone(), part.range);
+                        old.generation = generation;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let merged = merge_rows(&out_schema, &old_rows, &rows, sub, key.kind, scale).map_err(
+                |source| CacheError::Arrow {
+                    path: part.dir.clone(),
+                    source,
+                },
+            )?;
+            check_unique(key.kind, &merged)?;
+            let now = now_ms();
+            let mut covered = splice_segments(
+                &old.covered,
+                sub,
+                Segment {
+                    start: sub.start(),
+                    end: sub.end(),
+                    rows: 0,
+                    source: provenance.clone(),
+                    written_at: now,
+                },
+            );
+            let merged_times = key_times(&merged, key.kind)
+                .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
+            let mut counted = 0u64;
+            for s in &mut covered {
+                let a = merged_times.partition_point(|t| *t < s.start * scale);
+                let z = merged_times.partition_point(|t| *t < s.end * scale);
+                s.rows = (z - a) as u64;
+                counted += s.rows;
+            }
+            if counted != merged.num_rows() as u64 {
+                return Err(CacheError::CorruptData {
+                    path: part.dir.clone(),
+                    reason: format!(
+                        "{} cached rows lie outside every covered range",
+                        merged.num_rows() as u64 - counted
+                    ),
+                });
+            }
+            let generation = old.generation + 1;
+            let file = if merged.num_rows() > 0 {
+                let name = format!(
+                    "part-{generation:08}-{:016x}.parquet",
+                    rand::random::<u64>()
+                );
+                let path = format!("{}/{name}", part.dir);
+                let (kind, opts) = (key.kind, self.options);
+                let (bytes, info) = tokio::task::spawn_blocking(move || {
+                    parquet_io::encode(&merged, kind, name, opts)
+                })
+                .await
+                .map_err(|e| CacheError::Io {
+                    path: PathBuf::from(&path),
+                    source: std::io::Error::other(format!("encoding task failed: {e}")),
+                })?
+                .map_err(|source| CacheError::Parquet {
+                    path: path.clone(),
+                    source,
+                })?;
+                self.blobs.put(path, bytes).await?;
+                Some(info)
+            } else {
+                None
+            };
+            let manifest = Manifest {
+                generation,
+                file: file.clone(),
+                covered,
+                no_data: splice_spans(&old.no_data, sub, &gaps),
+                updated_at: now,
+                ..old.clone()
+            };
+            let published = self
+                .blobs
+                .publish_manifest(
+                    part.dir.clone(),
+                    generation,
+                    Bytes::from(manifest.to_bytes()),
+                )
+                .await?;
+            let new_name = file.as_ref().map(|f| f.name.clone());
+            if !published {
+                // Another writer published this generation first: drop our file and redo the
+                // merge on top of theirs.
+                if let Some(n) = new_name {
+                    self.blobs.delete(format!("{}/{n}", part.dir)).await?;
+                }
+                continue;
+            }
+            if let Some(f) = &old.file
+                && Some(&f.name) != new_name.as_ref()
+            {
+                self.blobs
+                    .delete(format!("{}/{}", part.dir, f.name))
+                    .await?;
+            }
+            if self.blobs.orphans_removable_under_lock() {
+                for e in self.blobs.list(part.dir.clone()).await? {
+                    let n = file_name(&e.path);
+                    if parent(&e.path) == part.dir
+                        && is_safe_file_name(n)
+                        && Some(n) != new_name.as_deref()
+                    {
+                        self.blobs.delete(e.path.clone()).await?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Err(CacheError::Conflict {
+            path: part.dir.clone(),
+            attempts: MAX_PUBLISH_ATTEMPTS,
+        })
+    }
+
+    /// Reads and fully checks a data file (size, SHA-256, decode, row count).
+    async fn read_whole(
+        &self,
+        path: &str,
+        f: &DataFile,
+        kind: DataKind,
+        out_schema: &SchemaRef,
+    ) -> Result<RecordBatch, CacheError> {
+        let corrupt = |reason: String| CacheError::CorruptData {
+            path: path.to_owned(),
+            reason,
+        };
+        let Some(buf) = self.blobs.get(path.to_owned()).await? else {
+            return Err(corrupt("the data file is missing".into()));
+        };
+        let (out_schema, f2) = (out_schema.clone(), f.clone());
+        let res = tokio::task::spawn_blocking(move || -> Result<RecordBatch, String> {
+            if buf.len() as u64 != f2.bytes {
+                return Err(format!("{} bytes, manifest says {}", buf.len(), f2.bytes));
+            }
+            let sha = hex::encode(sha2::Sha256::digest(&buf));
+            if sha != f2.sha256 {
+                return Err(format!("SHA-256 {sha}, manifest says {}", f2.sha256));
+            }
+            let batches = parquet_io::decode_all(buf, kind, &out_schema)?;
+            let b =
+                arrow::compute::concat_batches(&out_schema, &batches).map_err(|e| e.to_string())?;
+            if b.num_rows() as u64 != f2.rows {
+                return Err(format!("{} rows, manifest says {}", b.num_rows(), f2.rows));
+            }
+            Ok(b)
+        })
+        .await
+        .map_err(|e| corrupt(format!("decoding task failed: {e}")))?;
+        res.map_err(corrupt)
+    }
+
+    /// The rows with time in `[start, end)`, in the output schema ([`output_schema`]), sorted.
+    ///
+    /// Only the partitions and row groups that overlap the range are fetched, each checked
+    /// against its manifest checksum; partitions are read concurrently. Returns what is cached:
+    /// ask [`CacheStore::coverage`] first to know whether that is complete. Bytes that fail their
+    /// checksum are a [`CacheError::CorruptData`], never data.
+    pub async fn read(
+        &self,
+        key: &DatasetKey,
+        range: TimeRange,
+    ) -> Result<Vec<RecordBatch>, CacheError> {
+        key.check()?;
+        let parts = key.partitions(range);
+        let reads = parts.iter().map(|p| self.read_partition(key, p, range));
+        let per_part = futures::future::try_join_all(reads).await?;
+        Ok(per_part.into_iter().flatten().collect())
+    }
+
+    async fn read_partition(
+        &self,
+        key: &DatasetKey,
+        part: &Partition,
+        range: TimeRange,
+    ) -> Result<Vec<RecordBatch>, CacheError> {
+        let scale = key_scale(key.kind);
+        let Some(window) = range.intersect(&part.range) else {
+            return Ok(Vec::new());
+        };
+        let (lo, hi) = (window.start() * scale, window.end() * scale);
+        let mut last_generation = None;
+        for _ in 0..MAX_READ_ATTEMPTS {
+            let Some((_, m)) = self.load_manifest(key, part).await? else {
+                return Ok(Vec::new());
+            };
+            let Some(f) = m.file.clone() else {
+                return Ok(Vec::new());
+            };
+            let path = format!("{}/{}", part.dir, f.name);
+            let corrupt = |reason: String| CacheError::CorruptData {
+                path: path.clone(),
+                reason,
+            };
+            let sel: Vec<usize> = f
+                .row_groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.max >= lo && g.min < hi)
+                .map(|(i, _)| i)
+                .collect();
+            if sel.is_empty() {
+                return Ok(Vec::new());
+            }
+            // One ranged fetch: contiguous row groups coalesced, plus the footer.
+            let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+            for i in &sel {
+                let c = f.row_groups[*i].chunk;
+                match ranges.last_mut() {
+                    Some(r) if r.end == c.offset => r.end = c.offset + c.len,
+                    _ => ranges.push(c.offset..c.offset + c.len),
+                }
+            }
+            ranges.push(f.footer.offset..f.footer.offset + f.footer.len);
+            let fetched = match self.blobs.get_ranges(path.clone(), ranges.clone()).await {
+                Ok(v) => v,
+                Err(CacheError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    return Err(corrupt("the file is shorter than its manifest says".into()));
+                }
+                Err(CacheError::ObjectStore { source, .. })
+                    if matches!(*source, object_store::Error::Generic { .. }) =>
+                {
+                    return Err(corrupt(format!("ranged read failed: {source}")));
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(mut fetched) = fetched else {
+                // A writer replaced the file after we read the manifest: read the new manifest.
+                if last_generation == Some(m.generation) {
+                    return Err(corrupt("the data file is missing".into()));
+                }
+                last_generation = Some(m.generation);
+                continue;
+            };
+            if fetched.len() != ranges.len() {
+                return Err(corrupt("short ranged read".into()));
+            }
+            let footer = fetched.pop().unwrap_or_default();
+            check_crc(&f.footer, &footer).map_err(|r| corrupt(format!("footer: {r}")))?;
+            let mut chunks = Vec::with_capacity(fetched.len());
+            let mut rows_hint = 0usize;
+            for (r, bytes) in ranges.iter().zip(fetched) {
+                for i in &sel {
+                    let g = &f.row_groups[*i];
+                    if g.chunk.offset >= r.start && g.chunk.offset + g.chunk.len <= r.end {
+                        let s = (g.chunk.offset - r.start) as usize;
+                        let piece = bytes
+                            .get(s..s + g.chunk.len as usize)
+                            .map(|b| bytes.slice_ref(b))
+                            .unwrap_or_default();
+                        check_crc(&g.chunk, &piece)
+                            .map_err(|r| corrupt(format!("row group {i}: {r}")))?;
+                        rows_hint += g.rows as usize;
+                    }
+                }
+                chunks.push((r.start, bytes));
+            }
+            let sparse = parquet_io::SparseFile::new(f.bytes, chunks);
+            let (kind, out_schema) = (key.kind, output_schema(key.market, key.kind));
+            let decoded = tokio::task::spawn_blocking(move || {
+                parquet_io::decode(sparse, &footer, sel, rows_hint, kind, &out_schema, (lo, hi))
+            })
+            .await
+            .map_err(|e| corrupt(format!("decoding task failed: {e}")))?;
+            return decoded.map_err(corrupt);
+        }
+        Err(CacheError::Conflict {
+            path: part.dir.clone(),
+            attempts: MAX_READ_ATTEMPTS,
+        })
+    }
+
+    /// Directories that hold a manifest, and every stored object (quarantine excluded).
+    async fn scan(&self) -> Result<(Vec<String>, Vec<blobs::Entry>), CacheError> {
+        let entries: Vec<blobs::Entry> = self
+            .blobs
+            .list(String::new())
+            .await?
+            .into_iter()
+            .filter(|e| !e.path.starts_with(&format!("{}/", blobs::QUARANTINE_DIR)))
+            .collect();
+        let mut dirs: Vec<String> = entries
+            .iter()
+            .filter(|e| is_manifest_name(file_name(&e.path)))
+            .map(|e| parent(&e.path).to_owned())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        Ok((dirs, entries))
+    }
+
+    async fn load_manifest_at(&self, dir: &str) -> Result<Option<(String, Manifest)>, CacheError> {
+        let Some((path, bytes)) = self.blobs.load_manifest(dir.to_owned()).await? else {
+            return Ok(None);
+        };
+        let m = Manifest::parse(&bytes).map_err(|reason| CacheError::CorruptManifest {
+            path: path.clone(),
+            reason,
+        })?;
+        let expected = m
+            .dataset
+            .partitions(m.partition_range().unwrap_or(TimeRange::new(0, 1)?))
+            .into_iter()
+            .next()
+            .map(|p| p.dir);
+        if expected.as_deref() != Some(dir) {
+            return Err(CacheError::CorruptManifest {
+                path,
+                reason: format!("it describes another partition ({})", m.dataset),
+            });
+        }
+        Ok(Some((path, m)))
+    }
+
+    /// Every cached partition, with its coverage, size and sources. Reads manifests only;
+    /// partitions with a corrupt manifest are skipped (and logged): `verify` reports them.
+    pub async fn list(&self) -> Result<Vec<PartitionInfo>, CacheError> {
+        let (dirs, entries) = self.scan().await?;
+        let sizes: BTreeMap<&str, u64> =
+            entries.iter().map(|e| (e.path.as_str(), e.size)).collect();
+        let mut out = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let (mpath, m) = match self.load_manifest_at(&dir).await {
+                Ok(Some(x)) => x,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a cache partition");
+                    continue;
+                }
+            };
+            let data_file = m.file.as_ref().map(|f| format!("{dir}/{}", f.name));
+            let mut sources: Vec<Provenance> = Vec::new();
+            for s in &m.covered {
+                if !sources.contains(&s.source) {
+                    sources.push(s.source.clone());
+                }
+            }
+            let bytes = sizes.get(mpath.as_str()).copied().unwrap_or(0)
+                + m.file.as_ref().map_or(0, |f| f.bytes);
+            out.push(PartitionInfo {
+                partition: m.partition_range().unwrap_or(TimeRange::new(0, 1)?),
+                generation: m.generation,
+                covered: TimeRange::merge_all(m.covered_ranges()),
+                gaps: m.no_data_ranges(),
+                rows: m.file.as_ref().map_or(0, |f| f.rows),
+                dataset: m.dataset,
+                path: dir,
+                bytes,
+                data_file,
+                sources,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Re-reads every data file and checks it against its manifest (size, SHA-256, rows, order,
+    /// ranges). Anything bad is moved to `quarantine/` and its partition's coverage dropped, so it
+    /// is fetched again. Unreferenced data files and stray temporaries are removed.
+    pub async fn verify(&self) -> Result<VerifyReport, CacheError> {
+        let mut report = VerifyReport {
+            removed: self.blobs.clean_temporaries().await?,
+            ..VerifyReport::default()
+        };
+        let (dirs, entries) = self.scan().await?;
+        let mut data_dirs: Vec<String> = entries
+            .iter()
+            .filter(|e| is_safe_file_name(file_name(&e.path)))
+            .map(|e| parent(&e.path).to_owned())
+            .chain(dirs.iter().cloned())
+            .collect();
+        data_dirs.sort();
+        data_dirs.dedup();
+        let now = now_ms();
+        for dir in data_dirs {
+            let _guard = self.blobs.lock(dir.clone(), self.lock_wait).await?;
+            report.partitions += 1;
+            let mut referenced: Option<String> = None;
+            match self.load_manifest_at(&dir).await {
+                Ok(None) => {}
+                Err(CacheError::CorruptManifest { path, reason }) => {
+                    report.problems.push(Problem {
+                        path: path.clone(),
+                        reason,
+                    });
+                    self.blobs.quarantine(path.clone()).await?;
+                    report.quarantined.push(path);
+                    self.blobs.remove_manifests(dir.clone()).await?;
+                }
+                Err(e) => return Err(e),
+                Ok(Some((mpath, m))) => {
+                    if let Some(f) = &m.file {
+                        let path = format!("{dir}/{}", f.name);
+                        report.files += 1;
+                        let out_schema = output_schema(m.dataset.market, m.dataset.kind);
+                        let checked =
+                            match self.read_whole(&path, f, m.dataset.kind, &out_schema).await {
+                                Ok(b) => check_against_manifest(&m, &b).map_err(|reason| {
+                                    CacheError::CorruptData {
+                                        path: path.clone(),
+                                        reason,
+                                    }
+                                }),
+                                Err(e) => Err(e),
+                            };
+                        match checked {
+                            Ok(rows) => {
+                                report.rows += rows;
+                                referenced = Some(f.name.clone());
+                            }
+                            Err(CacheError::CorruptData { path, reason }) => {
+                                report.problems.push(Problem {
+                                    path: path.clone(),
+                                    reason,
+                                });
+                                // Coverage first, so no reader sees a manifest without its file.
+                                self.blobs.quarantine(mpath.clone()).await?;
+                                self.blobs.remove_manifests(dir.clone()).await?;
+                                self.blobs.quarantine(path.clone()).await?;
+                                report.quarantined.push(mpath);
+                                report.quarantined.push(path);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            // Unreferenced data files: leftovers of crashed or superseded writes.
+            for e in entries.iter().filter(|e| parent(&e.path) == dir) {
+                let n = file_name(&e.path);
+                if !is_safe_file_name(n) || Some(n) == referenced.as_deref() {
+                    continue;
+                }
+                let old_enough = now - e.modified_ms > 3_600_000;
+                if self.blobs.orphans_removable_under_lock() || old_enough {
+                    self.blobs.delete(e.path.clone()).await?;
+                    report.removed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes the partitions `filter` selects (manifest first, then data). See [`PruneFilter`].
+    pub async fn prune(&self, filter: &PruneFilter) -> Result<PruneReport, CacheError> {
+        let mut report = PruneReport::default();
+        let (dirs, entries) = if filter.all {
+            let all = self.blobs.list(String::new()).await?;
+            let dirs: Vec<String> = Vec::new();
+            (dirs, all)
+        } else {
+            self.scan().await?
+        };
+        if filter.all {
+            for e in entries {
+                if file_name(&e.path) == blobs::LOCK_FILE || e.path == "CACHEDIR.TAG" {
+                    continue;
+                }
+                self.blobs.delete(e.path.clone()).await?;
+                report.files += 1;
+                report.bytes += e.size;
+            }
+            return Ok(report);
+        }
+        if filter.symbol.is_none() && filter.market.is_none() && filter.older_than.is_none() {
+            return Ok(report);
+        }
+        for dir in dirs {
+            let m = match self.load_manifest_at(&dir).await {
+                Ok(Some((_, m))) => m,
+                Ok(None) | Err(CacheError::CorruptManifest { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let d = &m.dataset;
+            let end = m
+                .covered
+                .iter()
+                .map(|s| s.end)
+                .max()
+                .unwrap_or(m.partition.end);
+            let hit = filter.market.is_none_or(|x| x == d.market)
+                && filter.symbol.as_ref().is_none_or(|x| x == &d.symbol)
+                && filter.older_than.is_none_or(|t| end <= t);
+            if !hit {
+                continue;
+            }
+            let _guard = self.blobs.lock(dir.clone(), self.lock_wait).await?;
+            let files: Vec<&blobs::Entry> = entries
+                .iter()
+                .filter(|e| parent(&e.path) == dir && file_name(&e.path) != blobs::LOCK_FILE)
+                .collect();
+            self.blobs.remove_manifests(dir.clone()).await?;
+            for e in files {
+                self.blobs.delete(e.path.clone()).await?;
+                report.files += 1;
+                report.bytes += e.size;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Total bytes stored (data, manifests, quarantine).
+    pub async fn size(&self) -> Result<u64, CacheError> {
+        Ok(self
+            .blobs
+            .list(String::new())
+            .await?
+            .iter()
+            .map(|e| e.size)
+            .sum())
+    }
+}
+
+fn check_schema(key: &DatasetKey, batch: &RecordBatch) -> Result<(), CacheError> {
+    let expected = schema(key.market, key.kind);
+    let actual = batch.schema();
+    let same = expected.fields().len() == actual.fields().len()
+        && expected
+            .fields()
+            .iter()
+            .zip(actual.fields())
+            .all(|(e, a)| e.name() == a.name() && e.data_type() == a.data_type());
+    if same {
+        return Ok(());
+    }
+    let show = |s: &SchemaRef| {
+        s.fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(CacheError::SchemaMismatch {
+        dataset: key.to_string(),
+        expected: show(&expected),
+        actual: show(&actual),
+    })
+}
+
+/// Rows inside `complete`, sorted and unique on their key.
+fn check_rows(
+    key: &DatasetKey,
+    batch: &RecordBatch,
+    times: &[i64],
+    complete: TimeRange,
+    scale: i64,
+) -> Result<(), CacheError> {
+    let (lo, hi) = (complete.start() * scale, complete.end() * scale);
+    if let Some(row) = times.iter().position(|t| *t < lo || *t >= hi) {
+        return Err(CacheError::OutOfRange {
+            row,
+            time: times[row].div_euclid(scale),
+            range: complete,
+        });
+    }
+    check_order(key.kind, batch, times, 0)
+}
+
+fn check_order(
+    kind: DataKind,
+    batch: &RecordBatch,
+    times: &[i64],
+    from: usize,
+) -> Result<(), CacheError> {
+    let trades = matches!(kind, DataKind::Trades | DataKind::AggTrades);
+    if trades {
+        if let Some(i) = times.windows(2).skip(from).position(|w| w[1] < w[0]) {
+            return Err(CacheError::NotSorted {
+                row: from + i + 1,
+                reason: "time goes backwards".into(),
+            });
+        }
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.values().as_ref())
+            .unwrap_or(&[]);
+        if let Some(i) = ids.windows(2).skip(from).position(|w| w[1] <= w[0]) {
+            return Err(CacheError::NotSorted {
+                row: from + i + 1,
+                reason: format!("trade id {} does not increase", ids[from + i + 1]),
+            });
+        }
+    } else if let Some(i) = times.windows(2).skip(from).position(|w| w[1] <= w[0]) {
+        return Err(CacheError::NotSorted {
+            row: from + i + 1,
+            reason: "time does not increase strictly".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_unique(kind: DataKind, merged: &RecordBatch) -> Result<(), CacheError> {
+    let times =
+        key_times(merged, kind).map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
+    check_order(kind, merged, times, 0).map_err(|e| match e {
+        CacheError::NotSorted { row, reason } => CacheError::NotSorted {
+            row,
+            reason: format!("{reason} where new rows meet cached rows"),
+        },
+        other => other,
+    })
+}
+
+/// Old rows before and after `sub`, with the new rows in between.
+fn merge_rows(
+    schema: &SchemaRef,
+    old: &RecordBatch,
+    new: &RecordBatch,
+    sub: TimeRange,
+    kind: DataKind,
+    scale: i64,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if old.num_rows() == 0 {
+        return Ok(new.clone());
+    }
+    let t = key_times(old, kind).map_err(arrow::error::ArrowError::InvalidArgumentError)?;
+    let a = t.partition_point(|x| *x < sub.start() * scale);
+    let z = t.partition_point(|x| *x < sub.end() * scale);
+    let parts = [
+        old.slice(0, a),
+        new.clone(),
+        old.slice(z, old.num_rows() - z),
+    ];
+    arrow::compute::concat_batches(schema, &parts)
+}
+
+/// Slots of `interval` inside `sub` that have no candle in `rows` (sorted, in `sub`).
+fn kline_gaps(
+    interval: crate::market::Interval,
+    sub: TimeRange,
+    rows: &RecordBatch,
+) -> Result<Vec<TimeRange>, CacheError> {
+    let col = |name: &str| {
+        rows.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+            .map(|a| a.values().to_vec())
+            .ok_or_else(|| CacheError::NotSorted {
+                row: 0,
+                reason: format!("no {name} column"),
+            })
+    };
+    let (opens, closes) = (col("open_time")?, col("close_time")?);
+    let mut gaps = Vec::new();
+    let mut expected = interval.ceil(sub.start());
+    for (o, c) in opens.iter().zip(&closes) {
+        if *o > expected
+            && let Ok(g) = TimeRange::new(expected, *o)
+        {
+            gaps.push(g);
+        }
+        expected = expected.max(c + 1);
+    }
+    if expected < sub.end()
+        && let Ok(g) = TimeRange::new(expected, sub.end())
+    {
+        gaps.push(g);
+    }
+    Ok(gaps)
+}
+
+/// Checks decoded rows against the manifest's ranges and counts; returns the row count.
+fn check_against_manifest(m: &Manifest, b: &RecordBatch) -> Result<u64, String> {
+    let kind = m.dataset.kind;
+    let scale = key_scale(kind);
+    let t = key_times(b, kind)?;
+    check_order(kind, b, t, 0).map_err(|e| e.to_string())?;
+    for s in &m.covered {
+        let a = t.partition_point(|x| *x < s.start * scale);
+        let z = t.partition_point(|x| *x < s.end * scale);
+        if (z - a) as u64 != s.rows {
+            return Err(format!(
+                "covered range {}..{} holds {} rows, manifest says {}",
+                format_ms(s.start),
+                format_ms(s.end),
+                z - a,
+                s.rows
+            ));
+        }
+    }
+    let in_covered: u64 = m.covered.iter().map(|s| s.rows).sum();
+    if in_covered != b.num_rows() as u64 {
+        return Err("rows outside the covered ranges".into());
+    }
+    Ok(b.num_rows() as u64)
+}
