@@ -109,7 +109,7 @@ pub struct FetchArgs {
     #[arg(long)]
     pub include_open: bool,
     /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
-    #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR")]
+    #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub cache_dir: Option<PathBuf>,
     /// Neither read nor write the cache.
     #[arg(long)]
@@ -158,11 +158,20 @@ pub enum CacheCommand {
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
-    #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR")]
+    #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub cache_dir: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// An absolute form of a directory argument (the cache store wants absolute paths; a relative one
+/// that does not exist yet is mishandled by the library).
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("an empty path".into());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot resolve {s:?}: {e}"))
 }
 
 fn parse_market(s: &str) -> Result<Market, dsm::InputError> {

@@ -73,7 +73,7 @@ async fn run(cli: &Cli, printer: Printer) -> anyhow::Result<()> {
             let mut signals = signal::Signals::new()?;
             fetch::run(args, printer, &mut signals).await
         }
-        Command::Cache(command) => cache::run(command, printer),
+        Command::Cache(command) => cache::run(command, printer).await,
     }
 }
 

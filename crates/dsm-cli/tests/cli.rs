@@ -693,3 +693,114 @@ async fn a_closed_stdout_ends_quietly() {
     );
     emu.shutdown().await;
 }
+
+// ---- dsm cache: against a cache filled through the library's own store.
+
+async fn run_json(cmd: Command) -> (Option<i32>, serde_json::Value, String) {
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), json, stderr)
+}
+
+fn cache_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(DSM);
+    cmd.arg("cache")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(dir)
+        .env_remove("DSM_CACHE_DIR");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_ls_size_verify_and_prune() {
+    use dsm::cache::{CacheStore, DatasetKey, Provenance};
+    use dsm::schema::{KlineBuilder, KlineRecord};
+    use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = CacheStore::open(dir.path()).unwrap();
+    let key = DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::H1);
+    let day = TimeRange::new(JAN1, JAN1 + 86_400_000).unwrap();
+    let mut b = KlineBuilder::new(Market::Spot, DataKind::Klines, Interval::H1, 24);
+    for h in 0..24 {
+        let open = JAN1 + h * 3_600_000;
+        b.push(&KlineRecord {
+            open_time: open,
+            open: 100.0,
+            high: 110.0,
+            low: 90.0,
+            close: 105.0,
+            volume: 1.0,
+            close_time: open + 3_599_999,
+            quote_volume: 100.0,
+            count: 3,
+            taker_buy_volume: 0.5,
+            taker_buy_quote_volume: 50.0,
+        })
+        .unwrap();
+    }
+    let file = "BTCUSDT-1h-2024-01-01.zip".to_owned();
+    let provenance = Provenance::Vision {
+        file: file.clone(),
+        sha256: "ab".repeat(32),
+    };
+    store
+        .write(&key, day, &b.finish(), provenance)
+        .await
+        .unwrap();
+
+    let (code, ls, stderr) = run_json(cache_cmd(dir.path(), &["ls", "--json"])).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let parts = ls.as_array().expect("a JSON array");
+    assert_eq!(parts.len(), 1, "{ls}");
+    assert_eq!(parts[0]["symbol"], "BTCUSDT");
+    assert_eq!(parts[0]["market"], "spot");
+    assert_eq!(parts[0]["interval"], "1h");
+    assert_eq!(parts[0]["rows"], 24);
+    assert_eq!(parts[0]["sources"][0], format!("vision:{file}"));
+    let text = output(cache_cmd(dir.path(), &["ls"])).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("BTCUSDT"));
+
+    let (code, size, _) = run_json(cache_cmd(dir.path(), &["size", "--json"])).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(size["bytes"].as_u64(), Some(store.size().await.unwrap()));
+    assert!(size["bytes"].as_u64().unwrap() > 0);
+
+    let (code, report, stderr) = run_json(cache_cmd(dir.path(), &["verify", "--json"])).await;
+    assert_eq!(code, Some(0), "a clean cache verifies: {stderr}");
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0);
+
+    // Damage the data file: verify finds it, quarantines it, and exits 5.
+    let data = store.list().await.unwrap()[0].data_file.clone().unwrap();
+    let path = dir.path().join(&data);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let out = output(cache_cmd(dir.path(), &["verify"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("1 problems"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+
+    // Prune needs a criterion; --all conflicts with filters; --all empties the cache.
+    let out = output(cache_cmd(dir.path(), &["prune"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
+    let out = output(cache_cmd(
+        dir.path(),
+        &["prune", "--all", "--symbol", "BTCUSDT"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = output(cache_cmd(dir.path(), &["prune", "--symbol", "btcusdt"])).await;
+    assert_eq!(out.status.code(), Some(2), "symbols are validated");
+    let (code, pruned, stderr) =
+        run_json(cache_cmd(dir.path(), &["prune", "--all", "--json"])).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(pruned["files"].as_u64().unwrap() > 0);
+    let (_, ls, _) = run_json(cache_cmd(dir.path(), &["ls", "--json"])).await;
+    assert_eq!(ls, serde_json::json!([]));
+}
