@@ -1,0 +1,210 @@
+//! The command line: clap definitions for `dsm fetch` and `dsm cache`.
+//!
+//! This module owns parsing only. Values whose meaning the library defines (markets, kinds,
+//! intervals, sources) are parsed with the library's own `FromStr`, so clap's usage error carries the
+//! library's message saying what is valid. It must never do any work or touch the network.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use dsm::{DataKind, Interval, Market, SourcePolicy};
+
+/// dsm: fetch Binance market data (klines, funding, trades) from the cheapest correct source — the
+/// local cache, the Binance Vision archive or the REST API — into Parquet, Arrow or CSV files.
+#[derive(Debug, Parser)]
+#[command(name = "dsm", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); also prints error causes.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress bars and no summary on stderr (errors are still printed).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch data for one or more symbols into a file (or one file per symbol in a directory).
+    #[command(after_help = FETCH_EXAMPLES)]
+    Fetch(Box<FetchArgs>),
+    /// Inspect and maintain the local cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+const FETCH_EXAMPLES: &str = "\
+Examples:
+  dsm fetch BTCUSDT --market spot --interval 1m --start 2024-01-01 --end 2024-02-01 -o btc.parquet
+  dsm fetch BTCUSDT ETHUSDT --market um --kind funding --start 2023-01-01 -o funding/ --format csv
+  dsm fetch BTCUSD_PERP --market cm --interval 1h --start 2024-01-01T00:00:00Z -o cm.arrow --json
+
+TIME is RFC 3339 (2024-01-01T12:00:00Z), a date (2024-01-01 = 00:00 UTC) or epoch milliseconds.
+The range is half-open: [start, end) on open time.";
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Apache Parquet, zstd-compressed (`.parquet`).
+    Parquet,
+    /// Arrow IPC file (`.arrow`).
+    Arrow,
+    /// CSV with a header row, RFC 3339 UTC timestamps (`.csv`).
+    Csv,
+}
+
+impl Format {
+    /// The file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
+            Format::Csv => "csv",
+        }
+    }
+
+    /// The format for a file extension (case-insensitive), if known.
+    pub fn from_extension(ext: &str) -> Option<Format> {
+        [Format::Parquet, Format::Arrow, Format::Csv]
+            .into_iter()
+            .find(|f| ext.eq_ignore_ascii_case(f.extension()))
+    }
+}
+
+/// `dsm fetch` arguments.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Symbols, upper-case as Binance spells them (BTCUSDT; BTCUSD_PERP on cm).
+    #[arg(required = true, value_name = "SYMBOL")]
+    pub symbols: Vec<String>,
+    /// Market: spot, um (USD-M futures) or cm (COIN-M futures).
+    #[arg(long, value_parser = parse_market)]
+    pub market: Market,
+    /// Data kind: klines, mark-klines, index-klines, premium-klines, funding, aggtrades, trades.
+    #[arg(long, default_value = "klines", value_parser = parse_kind)]
+    pub kind: DataKind,
+    /// Candle interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M); kline kinds only.
+    #[arg(long, value_parser = parse_interval)]
+    pub interval: Option<Interval>,
+    /// Start of the range (inclusive): RFC 3339, a date, or epoch milliseconds.
+    #[arg(long, value_name = "TIME")]
+    pub start: String,
+    /// End of the range (exclusive); default: now.
+    #[arg(long, value_name = "TIME")]
+    pub end: Option<String>,
+    /// Output: a file whose extension picks the format (.parquet, .arrow, .csv); with several
+    /// symbols (or an existing directory) a directory that gets one SYMBOL.EXT file per symbol.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Output format; default: from the extension of --output (parquet for a directory).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Sources to use: auto (cache, then Vision, then REST), cache (offline), vision or rest.
+    #[arg(long, default_value = "auto", value_parser = parse_source)]
+    pub source: SourcePolicy,
+    /// Include the still-open candle (never cached).
+    #[arg(long)]
+    pub include_open: bool,
+    /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
+    #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Binance Vision archive base URL.
+    #[arg(long, env = "DSM_VISION_URL", value_name = "URL")]
+    pub vision_url: Option<String>,
+    /// REST base URL for all three markets (e.g. an emulator); default: Binance's per-market hosts.
+    #[arg(long, env = "DSM_REST_URL", value_name = "URL")]
+    pub rest_url: Option<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dsm cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cached partitions: dataset, span, rows, bytes, covered ranges, sources.
+    Ls(CacheArgs),
+    /// Re-read every cached file and check it against its manifest; bad files are quarantined
+    /// (and fetched again on next use). Exits 5 if anything was wrong.
+    Verify(CacheArgs),
+    /// Remove cached partitions: --all, or those matching every filter given.
+    Prune {
+        #[command(flatten)]
+        common: CacheArgs,
+        /// Only this symbol.
+        #[arg(long, value_name = "SYMBOL")]
+        symbol: Option<String>,
+        /// Only this market (spot, um, cm).
+        #[arg(long, value_parser = parse_market)]
+        market: Option<Market>,
+        /// Only partitions whose data ends at or before TIME (RFC 3339, a date, or epoch ms).
+        #[arg(long, value_name = "TIME")]
+        older_than: Option<String>,
+        /// Everything, including quarantined files.
+        #[arg(long, conflicts_with_all = ["symbol", "market", "older_than"])]
+        all: bool,
+    },
+    /// Print the cache's total size (data, manifests, quarantine).
+    Size(CacheArgs),
+}
+
+/// Arguments shared by the `dsm cache` subcommands.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
+    #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An absolute form of a directory argument (the cache store wants absolute paths; a relative one
+/// that does not exist yet is mishandled by the library).
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("an empty path".into());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot resolve {s:?}: {e}"))
+}
+
+fn parse_market(s: &str) -> Result<Market, dsm::InputError> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<DataKind, dsm::InputError> {
+    s.parse()
+}
+
+fn parse_interval(s: &str) -> Result<Interval, dsm::InputError> {
+    s.parse()
+}
+
+fn parse_source(s: &str) -> Result<SourcePolicy, dsm::InputError> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn formats_follow_extensions() {
+        assert_eq!(Format::from_extension("PARQUET"), Some(Format::Parquet));
+        assert_eq!(Format::from_extension("arrow"), Some(Format::Arrow));
+        assert_eq!(Format::from_extension("csv"), Some(Format::Csv));
+        assert_eq!(Format::from_extension("json"), None);
+    }
+}

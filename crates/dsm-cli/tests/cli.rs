@@ -1,0 +1,806 @@
+//! The `dsm` binary as a user runs it: exit codes, messages, files left behind, requests made.
+//!
+//! Every test that could touch the network points `--rest-url`/`--vision-url` at an in-process
+//! emulator on port 0 and checks its request log.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use dsm_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
+
+const DSM: &str = env!("CARGO_BIN_EXE_dsm");
+
+/// An emulator whose clock is at 2026-06-10 00:00 UTC.
+async fn emulator() -> Emulator {
+    let now = Utc.with_ymd_and_hms(2026, 6, 10, 0, 0, 0).unwrap();
+    Emulator::start(EmulatorConfig::default().with_now(now))
+        .await
+        .expect("the emulator starts")
+}
+
+/// `dsm` with a clean environment: its cache in `cache`, every URL pointed at `emu`.
+fn dsm(emu: &Emulator, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(DSM);
+    cmd.args(args)
+        .env_remove("DSM_LOG")
+        .env("DSM_CACHE_DIR", cache)
+        .env("DSM_REST_URL", emu.base_url())
+        .env("DSM_VISION_URL", emu.base_url())
+        .stdin(Stdio::null());
+    cmd
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("dsm runs"))
+        .await
+        .expect("the runner thread")
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_exits_2_says_what_is_valid_and_makes_no_request() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = |name: &str| out.path().join(name).to_string_lossy().into_owned();
+    let (csv, json) = (o("x.csv"), o("x.json"));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "btcusdt",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "did you mean BTCUSDT",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "um",
+                "--interval",
+                "1s",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "1s klines exist on spot only",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-02",
+                "--end",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "must be before end",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "must be before end",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &json,
+            ],
+            "use .parquet, .arrow or .csv",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--kind",
+                "funding",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "futures only (um, cm)",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "last tuesday",
+                "-o",
+                &csv,
+            ],
+            "use RFC 3339",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "1704067200",
+                "-o",
+                &csv,
+            ],
+            "epoch milliseconds",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "needs an interval",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spat",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "use spot, um",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--source",
+                "s3",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+            ],
+            "use auto, cache, vision or rest",
+        ),
+        (
+            vec![
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-01-01",
+                "-o",
+                &csv,
+                "--bogus",
+            ],
+            "--bogus",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["fetch"];
+        full.extend_from_slice(&args);
+        let out = output(dsm(&emu, cache.path(), &full)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "dsm {full:?}\nstderr: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "dsm {full:?}: expected {expected:?} in\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "one clear error line: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+    }
+    assert!(
+        emu.request_log().is_empty(),
+        "no request: {:?}",
+        emu.request_log()
+    );
+    assert_eq!(emu.stats().total_connections, 0, "not even a connection");
+    assert!(
+        files_in(out.path()).is_empty(),
+        "no output file: {:?}",
+        files_in(out.path())
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_and_version_exit_0() {
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["fetch", "--help"],
+        &["cache", "--help"],
+    ] {
+        let out = output({
+            let mut c = Command::new(DSM);
+            c.args(args);
+            c
+        })
+        .await;
+        assert_eq!(out.status.code(), Some(0), "dsm {args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+    let out = output(Command::new(DSM)).await;
+    assert_eq!(out.status.code(), Some(2), "no subcommand is a usage error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_cache_with_an_empty_cache_makes_no_request() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("btc.parquet");
+    let args = [
+        "fetch",
+        "BTCUSDT",
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-02",
+        "--source",
+        "cache",
+        "-q",
+        "-o",
+    ];
+    let mut cmd = dsm(&emu, cache.path(), &args);
+    cmd.arg(&path);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    println!("exit {:?}, stderr: {stderr}", result.status.code());
+    assert!(
+        emu.request_log().is_empty(),
+        "offline: {:?}",
+        emu.request_log()
+    );
+    assert_eq!(emu.stats().total_connections, 0);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if result.status.success() {
+        // The manager reported the range as missing data rather than failing: still a valid file.
+        assert!(path.exists());
+    } else {
+        assert!(
+            files_in(out.path()).is_empty(),
+            "no partial output on failure"
+        );
+    }
+    emu.shutdown().await;
+}
+
+/// Waits until the emulator has seen a request (the fetch is under way), at most 10 s.
+async fn wait_for_request(emu: &Emulator, child: &mut Child) {
+    let t0 = Instant::now();
+    while emu.stats().total_requests == 0 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("dsm exited with {status} before making a request");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no request within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn interrupted_fetch_cleans_up(signal: nix::sys::signal::Signal, expected: i32) {
+    let emu = emulator().await;
+    emu.add_fault(Fault::new(FaultKind::Hang, "*"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("btc.csv");
+    let args = [
+        "fetch",
+        "BTCUSDT",
+        "--market",
+        "spot",
+        "--interval",
+        "1m",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-03-01",
+        "-o",
+    ];
+    let mut cmd = dsm(&emu, cache.path(), &args);
+    cmd.arg(&path).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("dsm starts");
+    wait_for_request(&emu, &mut child).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "dsm did not exit within 2 s of {signal}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(expected), "{status}");
+    assert!(
+        files_in(out.path()).is_empty(),
+        "nothing left: {:?}",
+        files_in(out.path())
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn sigint_during_a_hung_download_exits_130_promptly_without_output() {
+    interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGINT, 130).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn sigterm_during_a_hung_download_exits_143_promptly_without_output() {
+    interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGTERM, 143).await;
+}
+
+// ---- End to end: these need the manager (`DataSourceManager::get`), which is not implemented yet.
+
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+const JAN1: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+const JAN3: i64 = JAN1 + 2 * 86_400_000;
+const JAN_1_TO_3: (&str, &str) = ("2024-01-01", "2024-01-03");
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn fetch_writes_the_exchanges_candles_to_csv_and_summarises_them_as_json() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("btc.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "--json",
+            "-o",
+        ],
+    );
+    cmd.arg(&path);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "stderr: {stderr}");
+
+    let truth = emu.klines(
+        dsm_emulator::Market::Spot,
+        dsm_emulator::KlineKind::Klines,
+        "BTCUSDT",
+        "1h",
+        JAN1,
+        JAN3,
+    );
+    assert_eq!(truth.len(), 48);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("open_time,open,high,low,close,")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), truth.len());
+    for (row, k) in rows.iter().zip(&truth) {
+        assert_eq!(row[0], rfc3339_ms(k.open_time));
+        assert_eq!(row[4].parse::<f64>().unwrap(), k.close);
+        assert_eq!(row[6], rfc3339_ms(k.close_time));
+        assert!(
+            row[11] == "vision" || row[11] == "rest",
+            "source column: {}",
+            row[11]
+        );
+    }
+
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON on stdout");
+    let sym = &json["symbols"][0];
+    assert_eq!(sym["symbol"], "BTCUSDT");
+    assert_eq!(sym["rows"], 48);
+    assert_eq!(sym["first"], "2024-01-01T00:00:00.000Z");
+    assert_eq!(sym["last"], "2024-01-02T23:00:00.000Z");
+    assert_eq!(sym["gaps"].as_array().unwrap().len(), 0);
+    assert_eq!(json["total"]["rows"], 48);
+    let requests = json["total"]["sources"]["vision"]["requests"]
+        .as_u64()
+        .unwrap()
+        + json["total"]["sources"]["rest"]["requests"]
+            .as_u64()
+            .unwrap();
+    assert!(requests > 0);
+    assert_eq!(
+        files_in(out.path()),
+        vec![path.clone()],
+        "no temporary left"
+    );
+
+    // The second time the cache answers, offline.
+    emu.clear_log();
+    let again = out.path().join("again.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "--source",
+            "cache",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(&again);
+    let result = output(cmd).await;
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(emu.request_log().is_empty());
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn several_symbols_get_one_parquet_file_each() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("data");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "ETHUSDT",
+            "--market",
+            "um",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(&dir);
+    let result = output(cmd).await;
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        files_in(&dir),
+        vec![dir.join("BTCUSDT.parquet"), dir.join("ETHUSDT.parquet")]
+    );
+    for name in ["BTCUSDT", "ETHUSDT"] {
+        let file = std::fs::File::open(dir.join(format!("{name}.parquet"))).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        let truth = emu.klines(
+            dsm_emulator::Market::Um,
+            dsm_emulator::KlineKind::Klines,
+            name,
+            "1h",
+            JAN1,
+            JAN3,
+        );
+        assert_eq!(rows, truth.len());
+    }
+    emu.shutdown().await;
+}
+
+/// Runs a spot 1h fetch of `[start, end)` and returns (exit code, stderr); checks that a failure
+/// leaves no file.
+async fn fetch_exit(
+    emu: &Emulator,
+    symbol: &str,
+    (start, end): (&str, &str),
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "fetch",
+        symbol,
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--start",
+        start,
+        "--end",
+        end,
+    ];
+    args.extend_from_slice(extra);
+    args.push("-o");
+    let mut cmd = dsm(emu, cache.path(), &args);
+    cmd.arg(out.path().join("x.csv"));
+    let result = output(cmd).await;
+    assert!(files_in(out.path()).is_empty() || result.status.success());
+    (
+        result.status.code(),
+        String::from_utf8_lossy(&result.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn unavailable_data_exits_3() {
+    let emu = emulator().await;
+    let (code, stderr) = fetch_exit(&emu, "NOPEUSDT", JAN_1_TO_3, &[]).await;
+    assert_eq!(code, Some(3), "unknown symbol: {stderr}");
+    // Listed on 2019-01-01: a range entirely before the listing has no data at all.
+    let (code, stderr) = fetch_exit(&emu, "SYM01USDT", ("2018-01-01", "2018-02-01"), &[]).await;
+    assert_eq!(code, Some(3), "before listing: {stderr}");
+    // In the future of the exchange's clock (2026-06-10).
+    let (code, stderr) = fetch_exit(&emu, "BTCUSDT", ("2027-01-01", "2027-01-02"), &[]).await;
+    assert_eq!(code, Some(3), "future: {stderr}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn a_ban_exits_4_and_a_bad_checksum_exits_5() {
+    let emu = emulator().await;
+    emu.add_fault(Fault::new(FaultKind::Banned418, "/api/*"));
+    let (code, stderr) = fetch_exit(&emu, "BTCUSDT", JAN_1_TO_3, &["--source", "rest"]).await;
+    assert_eq!(code, Some(4), "{stderr}");
+    emu.clear_faults();
+    emu.add_fault(Fault::new(FaultKind::ChecksumMismatch, "/data/*"));
+    let (code, stderr) = fetch_exit(&emu, "BTCUSDT", JAN_1_TO_3, &["--source", "vision"]).await;
+    assert_eq!(code, Some(5), "{stderr}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs manager"]
+async fn a_closed_stdout_ends_quietly() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "--json",
+            "-o",
+        ],
+    );
+    cmd.arg(out.path().join("x.arrow"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take()); // the reader goes away before dsm prints
+    let result = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+    emu.shutdown().await;
+}
+
+// ---- dsm cache: against a cache filled through the library's own store.
+
+async fn run_json(cmd: Command) -> (Option<i32>, serde_json::Value, String) {
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), json, stderr)
+}
+
+fn cache_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(DSM);
+    cmd.arg("cache")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(dir)
+        .env_remove("DSM_CACHE_DIR");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_ls_size_verify_and_prune() {
+    use dsm::cache::{CacheStore, DatasetKey, Provenance};
+    use dsm::schema::{KlineBuilder, KlineRecord};
+    use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = CacheStore::open(dir.path()).unwrap();
+    let key = DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::H1);
+    let day = TimeRange::new(JAN1, JAN1 + 86_400_000).unwrap();
+    let mut b = KlineBuilder::new(Market::Spot, DataKind::Klines, Interval::H1, 24);
+    for h in 0..24 {
+        let open = JAN1 + h * 3_600_000;
+        b.push(&KlineRecord {
+            open_time: open,
+            open: 100.0,
+            high: 110.0,
+            low: 90.0,
+            close: 105.0,
+            volume: 1.0,
+            close_time: open + 3_599_999,
+            quote_volume: 100.0,
+            count: 3,
+            taker_buy_volume: 0.5,
+            taker_buy_quote_volume: 50.0,
+        })
+        .unwrap();
+    }
+    let file = "BTCUSDT-1h-2024-01-01.zip".to_owned();
+    let provenance = Provenance::Vision {
+        file: file.clone(),
+        sha256: "ab".repeat(32),
+    };
+    store
+        .write(&key, day, &b.finish(), provenance)
+        .await
+        .unwrap();
+
+    let (code, ls, stderr) = run_json(cache_cmd(dir.path(), &["ls", "--json"])).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let parts = ls.as_array().expect("a JSON array");
+    assert_eq!(parts.len(), 1, "{ls}");
+    assert_eq!(parts[0]["symbol"], "BTCUSDT");
+    assert_eq!(parts[0]["market"], "spot");
+    assert_eq!(parts[0]["interval"], "1h");
+    assert_eq!(parts[0]["rows"], 24);
+    assert_eq!(parts[0]["sources"][0], format!("vision:{file}"));
+    let text = output(cache_cmd(dir.path(), &["ls"])).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("BTCUSDT"));
+
+    let (code, size, _) = run_json(cache_cmd(dir.path(), &["size", "--json"])).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(size["bytes"].as_u64(), Some(store.size().await.unwrap()));
+    assert!(size["bytes"].as_u64().unwrap() > 0);
+
+    let (code, report, stderr) = run_json(cache_cmd(dir.path(), &["verify", "--json"])).await;
+    assert_eq!(code, Some(0), "a clean cache verifies: {stderr}");
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0);
+
+    // Damage the data file: verify finds it, quarantines it, and exits 5.
+    let data = store.list().await.unwrap()[0].data_file.clone().unwrap();
+    let path = dir.path().join(&data);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let out = output(cache_cmd(dir.path(), &["verify"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("1 problems"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+
+    // Prune needs a criterion; --all conflicts with filters; --all empties the cache.
+    let out = output(cache_cmd(dir.path(), &["prune"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
+    let out = output(cache_cmd(
+        dir.path(),
+        &["prune", "--all", "--symbol", "BTCUSDT"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = output(cache_cmd(dir.path(), &["prune", "--symbol", "btcusdt"])).await;
+    assert_eq!(out.status.code(), Some(2), "symbols are validated");
+    let (code, pruned, stderr) =
+        run_json(cache_cmd(dir.path(), &["prune", "--all", "--json"])).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(pruned["files"].as_u64().unwrap() > 0);
+    let (_, ls, _) = run_json(cache_cmd(dir.path(), &["ls", "--json"])).await;
+    assert_eq!(ls, serde_json::json!([]));
+}
