@@ -35,6 +35,8 @@ pub mod time;
 pub mod vision;
 
 pub use error::{Error, ErrorCategory, InputError, Result, UnavailableError};
-pub use manager::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy};
+pub use manager::{
+    BlockingManager, DataSourceManager, ManagerConfig, Request, Response, SourcePolicy,
+};
 pub use market::{DataKind, Interval, Market, Symbol};
 pub use time::TimeRange;

@@ -111,11 +111,6 @@ pub(crate) fn kline_gaps(
     Ok(gaps)
 }
 
-/// Number of rows across `batches`.
-pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(|b| b.num_rows()).sum()
-}
-
 /// The first and last values of the time column, in milliseconds.
 pub(crate) fn first_last_ms(batch: &RecordBatch, kind: DataKind) -> Option<(i64, i64)> {
     let t = times(batch, kind).ok()?;

@@ -1,11 +1,13 @@
 //! The DataSourceManager: plans a request against the cache, the Vision archive and the REST API,
 //! runs the plan under one owner, and returns one sorted, de-duplicated, gap-reported answer.
 //!
-//! API only for now: the planner and executor land with the Vision, REST and cache modules.
+//! The manager owns one pooled HTTP client (shared by the Vision and REST clients), the cache
+//! handle, a root cancellation token and a task tracker. Every request runs inside the caller's
+//! future under a child token: dropping the future, cancelling, or `shutdown` stops it, and the
+//! guards of the modules below (temporary files, blocking parsers) clean up synchronously.
 
-#[allow(dead_code)] // wired in by the executor
+mod exec;
 mod merge;
-#[allow(dead_code)] // wired in by the executor
 mod plan;
 
 use std::fmt;
@@ -16,9 +18,15 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::CacheStore;
 use crate::error::{Error, InputError, Result};
 use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::rest::{RestClient, RestConfig};
 use crate::time::TimeRange;
+use crate::vision::{VisionClient, VisionConfig};
 
 /// Which sources a request may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -292,6 +300,13 @@ pub struct SymbolResult {
     pub batches: Vec<RecordBatch>,
     /// Ranges the exchange has no data for (downtime, before listing): reported, never padded.
     pub gaps: Vec<TimeRange>,
+    /// Ranges no allowed source could supply (e.g. not in the cache with `--source cache`, not yet
+    /// on Vision with `--source vision`): reported so a partial answer never looks complete.
+    pub missing: Vec<TimeRange>,
+    /// Time (ms) of the first row, if any.
+    pub first_time: Option<i64>,
+    /// Time (ms) of the last row, if any.
+    pub last_time: Option<i64>,
     /// What this symbol cost.
     pub summary: Summary,
 }
@@ -313,15 +328,83 @@ pub struct Response {
 }
 
 /// The Data Source Manager. Owns its HTTP client, cache handle and every task it starts.
+///
+/// ```no_run
+/// use dsm::{DataSourceManager, Interval, ManagerConfig, Market, Request, Symbol, TimeRange};
+/// use dsm::time::parse_instant;
+///
+/// # async fn run() -> dsm::Result<()> {
+/// let manager = DataSourceManager::new(ManagerConfig::default())?;
+/// let range = TimeRange::new(parse_instant("2024-01-01")?, parse_instant("2024-02-01")?)?;
+/// let request = Request::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1, range);
+/// let response = manager.get(request).await?;
+/// let btc = &response.results[0];
+/// println!("{} candles, gaps: {:?}", btc.num_rows(), btc.gaps);
+/// manager.shutdown(std::time::Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DataSourceManager {
     config: ManagerConfig,
+    vision: VisionClient,
+    rest: RestClient,
+    cache: Option<CacheStore>,
+    frontier: exec::Frontier,
+    root: CancellationToken,
+    tracker: TaskTracker,
 }
 
 impl DataSourceManager {
-    /// A manager with `config`.
+    /// A manager with `config`: one pooled HTTP client shared by the Vision and REST clients, and
+    /// the cache (unless `use_cache` is off). No network call happens here.
     pub fn new(config: ManagerConfig) -> Result<DataSourceManager> {
-        Ok(DataSourceManager { config })
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("dsm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::Input(InputError::Invalid {
+                    what: "HTTP client",
+                    reason: e.to_string(),
+                })
+            })?;
+        let vision_cfg = VisionConfig {
+            concurrency: config.vision_concurrency.max(1),
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
+            retries: config.retries as usize,
+            accept_missing_checksum: config.accept_missing_checksum,
+            ..VisionConfig::for_base(&config.vision_url)
+        };
+        let rest_cfg = RestConfig {
+            urls: config.rest_urls.clone(),
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
+            retries: config.retries,
+            spot_weight_per_minute: config.spot_weight_per_minute,
+            futures_weight_per_minute: config.futures_weight_per_minute,
+            ..RestConfig::default()
+        };
+        let cache = if config.use_cache {
+            Some(match &config.cache_dir {
+                Some(dir) => CacheStore::open(dir)?,
+                None => CacheStore::open_default()?,
+            })
+        } else {
+            None
+        };
+        Ok(DataSourceManager {
+            vision: VisionClient::with_http_client(vision_cfg, http.clone()),
+            rest: RestClient::with_http_client(rest_cfg, http),
+            cache,
+            frontier: exec::Frontier::default(),
+            root: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            config,
+        })
     }
 
     /// The configuration.
@@ -329,17 +412,153 @@ impl DataSourceManager {
         &self.config
     }
 
-    /// Answers `request`.
-    pub async fn get(&self, request: Request) -> Result<Response> {
-        request.validate()?;
-        Err(Error::Input(InputError::Invalid {
-            what: "request",
-            reason: "the manager is not implemented yet".into(),
-        }))
+    /// The cache store, unless the cache is off.
+    pub fn cache(&self) -> Option<&CacheStore> {
+        self.cache.as_ref()
     }
 
-    /// Cancels in-flight work and waits for it to stop, at most `deadline`.
+    /// Answers `request`: every row in `[start, end)` for each symbol, from the cheapest correct
+    /// source, with gaps and what it cost.
+    ///
+    /// Bad input fails before any network call. The symbols run concurrently and share one weight
+    /// budget and one cache; the first failure fails the request (no partial answer is returned as
+    /// if complete). Dropping the future cancels everything it started; verified pieces already
+    /// written to the cache stay there, so a rerun resumes.
+    pub async fn get(&self, request: Request) -> Result<Response> {
+        request.validate()?;
+        if self.root.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let cancel = self.root.child_token();
+        // Dropping this future (or returning early) cancels the work it started.
+        let _guard = cancel.clone().drop_guard();
+        let started = std::time::Instant::now();
+        let policy = request.source.unwrap_or(self.config.source);
+        let ctx = exec::Ctx {
+            vision: &self.vision,
+            rest: &self.rest,
+            cache: self.cache.as_ref(),
+            frontier: &self.frontier,
+            publish_delay_ms: self.config.vision_publish_delay.as_millis() as i64,
+            policy,
+            cancel: &cancel,
+        };
+        let work = futures::future::try_join_all(
+            request
+                .symbols
+                .iter()
+                .map(|s| exec::fetch_symbol(&ctx, &request, s)),
+        );
+        let results = self
+            .tracker
+            .track_future(async {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Err(Error::Cancelled),
+                    r = work => r,
+                }
+            })
+            .await?;
+        let mut summary = Summary::default();
+        for r in &results {
+            summary.add(&r.summary);
+        }
+        summary.elapsed = started.elapsed();
+        Ok(Response { results, summary })
+    }
+
+    /// Cancels in-flight work and waits for it to stop, at most `deadline`. Later requests fail
+    /// with [`Error::Cancelled`].
     pub async fn shutdown(&self, deadline: Duration) {
-        let _ = deadline;
+        self.root.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "shutdown deadline passed with work still stopping"
+            );
+        }
+    }
+}
+
+impl Drop for DataSourceManager {
+    fn drop(&mut self) {
+        self.root.cancel();
+    }
+}
+
+impl Summary {
+    fn add(&mut self, other: &Summary) {
+        self.rows += other.rows;
+        self.cache_rows += other.cache_rows;
+        self.cache_hits += other.cache_hits;
+        self.vision.requests += other.vision.requests;
+        self.vision.bytes += other.vision.bytes;
+        self.vision.rows += other.vision.rows;
+        self.rest.requests += other.rest.requests;
+        self.rest.bytes += other.rest.bytes;
+        self.rest.rows += other.rest.rows;
+        self.rest_weight += other.rest_weight;
+        self.failures.extend(other.failures.iter().cloned());
+    }
+}
+
+/// A blocking front for callers without an async runtime: owns a small runtime and a manager.
+///
+/// ```no_run
+/// use dsm::{BlockingManager, Interval, ManagerConfig, Market, Request, Symbol, TimeRange};
+/// let manager = BlockingManager::new(ManagerConfig::default())?;
+/// let range = TimeRange::new(1_704_067_200_000, 1_704_153_600_000)?;
+/// let request = Request::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::H1, range);
+/// let response = manager.get(request)?;
+/// assert_eq!(response.results.len(), 1);
+/// # Ok::<(), dsm::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct BlockingManager {
+    runtime: tokio::runtime::Runtime,
+    inner: Option<DataSourceManager>,
+}
+
+impl BlockingManager {
+    /// A manager and a runtime to drive it. Must not be called from inside an async runtime.
+    pub fn new(config: ManagerConfig) -> Result<BlockingManager> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("dsm")
+            .build()
+            .map_err(|e| {
+                Error::Input(InputError::Invalid {
+                    what: "runtime",
+                    reason: e.to_string(),
+                })
+            })?;
+        let inner = {
+            let _enter = runtime.enter();
+            DataSourceManager::new(config)?
+        };
+        Ok(BlockingManager {
+            runtime,
+            inner: Some(inner),
+        })
+    }
+
+    /// Answers `request`, blocking the calling thread.
+    pub fn get(&self, request: Request) -> Result<Response> {
+        match &self.inner {
+            Some(m) => self.runtime.block_on(m.get(request)),
+            None => Err(Error::Cancelled),
+        }
+    }
+}
+
+impl Drop for BlockingManager {
+    fn drop(&mut self) {
+        if let Some(m) = self.inner.take() {
+            self.runtime.block_on(m.shutdown(Duration::from_secs(2)));
+        }
     }
 }

@@ -1,0 +1,390 @@
+//! Executing one symbol's request: cache first, then Vision files, then REST, streaming every
+//! verified piece into the cache as it arrives, then one merged answer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::merge::{first_last_ms, kline_gaps, merge};
+use super::plan::{PlanInput, plan, vision_until};
+use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
+use crate::cache::{CacheStore, DatasetKey, Provenance};
+use crate::error::{Error, Result, UnavailableError};
+use crate::market::{DataKind, Market, Symbol};
+use crate::rest::{RestClient, RestError};
+use crate::schema::{KlineBuilder, Source, output_schema, with_source};
+use crate::time::{TimeRange, day_floor, now_ms};
+use crate::vision::{FileOutcome, VisionClient, VisionError, fallback_days};
+
+/// How long a learnt "Vision has nothing from this day on" stays trusted before Vision is asked again.
+const FRONTIER_TTL: Duration = Duration::from_secs(3600);
+/// A 404 for a day older than this is a permanent hole in the archive, not the publication frontier.
+const FRONTIER_WINDOW_MS: i64 = 10 * crate::market::DAY_MS;
+
+/// Where Vision's publication currently ends, learnt per dataset from 404s.
+#[derive(Debug, Default)]
+pub(crate) struct Frontier {
+    inner:
+        Mutex<HashMap<(Market, DataKind, String, Option<crate::market::Interval>), (i64, Instant)>>,
+}
+
+impl Frontier {
+    fn key(r: &Request, s: &Symbol) -> (Market, DataKind, String, Option<crate::market::Interval>) {
+        (r.market, r.kind, s.as_str().to_owned(), r.interval)
+    }
+
+    fn get(&self, r: &Request, s: &Symbol) -> Option<i64> {
+        let map = self.inner.lock().ok()?;
+        map.get(&Self::key(r, s))
+            .and_then(|(day, at)| (at.elapsed() < FRONTIER_TTL).then_some(*day))
+    }
+
+    fn learn(&self, r: &Request, s: &Symbol, day: i64) {
+        if let Ok(mut map) = self.inner.lock() {
+            let e = map.entry(Self::key(r, s)).or_insert((day, Instant::now()));
+            if day <= e.0 || e.1.elapsed() >= FRONTIER_TTL {
+                *e = (day, Instant::now());
+            }
+        }
+    }
+}
+
+/// Everything one symbol's execution needs from the manager.
+pub(crate) struct Ctx<'a> {
+    pub vision: &'a VisionClient,
+    pub rest: &'a RestClient,
+    pub cache: Option<&'a CacheStore>,
+    pub frontier: &'a Frontier,
+    pub publish_delay_ms: i64,
+    pub policy: SourcePolicy,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Whether the REST client serves `kind` (candles and funding; trades come from Vision only).
+fn rest_supported(kind: DataKind) -> bool {
+    kind.has_interval() || kind == DataKind::FundingRate
+}
+
+fn progress(req: &Request, p: Progress) {
+    if let Some(f) = &req.progress {
+        f(&p);
+    }
+}
+
+/// Answers `req` for `symbol`.
+pub(crate) async fn fetch_symbol(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    symbol: &Symbol,
+) -> Result<SymbolResult> {
+    let started = Instant::now();
+    let market = req.market;
+    let kind = req.kind;
+    let range = req.range;
+    let schema = output_schema(market, kind);
+    let mut summary = Summary::default();
+    let local_now = now_ms();
+    if range.start() > local_now + 60_000 {
+        return Err(UnavailableError::Future {
+            symbol: symbol.clone(),
+            start: range.start(),
+        }
+        .into());
+    }
+    let key = DatasetKey {
+        market,
+        kind,
+        symbol: symbol.clone(),
+        interval: req.interval,
+    };
+
+    // 1. The cache: what it covers is read, what it knows to be empty is not fetched again.
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let missing = match ctx.cache {
+        Some(cache) => {
+            let cov = cache.coverage(&key, range).await?;
+            if !cov.covered.is_empty() {
+                let cached = cache.read(&key, range).await?;
+                summary.cache_rows = cached.iter().map(|b| b.num_rows() as u64).sum();
+                summary.cache_hits = cov.covered.len() as u64;
+                batches.extend(cached);
+            }
+            cov.missing
+        }
+        None => vec![range],
+    };
+
+    let mut open_row: Option<RecordBatch> = None;
+    let mut closed_until = range.end();
+    let mut unavailable: Vec<TimeRange> = Vec::new();
+    if !missing.is_empty() {
+        let rest_supported = rest_supported(kind);
+        let uses_rest =
+            rest_supported && matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Rest);
+        // The exchange's clock decides what is closed and what is published; ask it when REST is
+        // allowed (one request of weight 1), else trust the local clock.
+        let now = if uses_rest {
+            ctx.rest
+                .server_time(market, ctx.cancel)
+                .await
+                .map_err(rest_err)?
+        } else {
+            local_now
+        };
+        if range.start() >= now {
+            return Err(UnavailableError::Future {
+                symbol: symbol.clone(),
+                start: range.start(),
+            }
+            .into());
+        }
+        closed_until = match req.interval {
+            Some(i) => i.floor(now),
+            None => now,
+        };
+        let until = vision_until(
+            kind,
+            req.interval,
+            now,
+            ctx.publish_delay_ms,
+            ctx.frontier.get(req, symbol),
+        );
+        let p = plan(&PlanInput {
+            missing: &missing,
+            policy: ctx.policy,
+            kind,
+            interval: req.interval,
+            vision_until: until,
+            rest_supported,
+        });
+        unavailable.extend(p.unavailable.iter().copied());
+        let mut rest_ranges = p.rest.clone();
+
+        // 2. Vision: the fewest files, downloaded concurrently, each cached as soon as it verifies.
+        if !p.vision.is_empty() {
+            let fallback = fetch_vision(
+                ctx,
+                req,
+                symbol,
+                &key,
+                &p.vision,
+                &mut batches,
+                &mut summary,
+            )
+            .await?;
+            for r in fallback {
+                // Whatever Vision lacks goes to REST when allowed (and only for the missing part).
+                let parts: Vec<TimeRange> =
+                    missing.iter().filter_map(|m| m.intersect(&r)).collect();
+                if uses_rest {
+                    rest_ranges.extend(parts);
+                } else {
+                    unavailable.extend(parts);
+                }
+            }
+        }
+
+        // 3. REST: recent data and whatever Vision did not have.
+        for r in TimeRange::merge_all(rest_ranges) {
+            let data = match (kind, req.interval) {
+                (DataKind::FundingRate, _) => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
+                (_, Some(interval)) => {
+                    ctx.rest
+                        .klines(market, kind, symbol, interval, r, ctx.cancel)
+                        .await
+                }
+                _ => continue,
+            }
+            .map_err(rest_err)?;
+            summary.rest.requests += data.requests;
+            summary.rest.bytes += data.bytes;
+            summary.rest.rows += data.batch.num_rows() as u64;
+            summary.rest_weight += data.weight;
+            progress(
+                req,
+                Progress::Fetched {
+                    rows: data.batch.num_rows() as u64,
+                    bytes: data.bytes,
+                },
+            );
+            let complete_end = r.end().min(closed_until);
+            if let (Some(cache), Ok(complete)) =
+                (ctx.cache, TimeRange::new(r.start(), complete_end))
+            {
+                cache
+                    .write(&key, complete, &data.batch, Provenance::Rest)
+                    .await?;
+            }
+            if req.include_open
+                && let (Some(open), Some(interval)) = (data.open_candle, req.interval)
+                && range.contains(open.open_time)
+            {
+                let mut b = KlineBuilder::new(market, kind, interval, 1);
+                if b.push(&open).is_ok() {
+                    open_row = Some(with_source(&b.finish(), market, kind, Source::Rest));
+                }
+            }
+            batches.push(with_source(&data.batch, market, kind, Source::Rest));
+        }
+    }
+
+    // 4. One sorted, de-duplicated answer for exactly [start, end), gaps reported beside it.
+    let mut merged = merge(&schema, kind, &batches, range).map_err(Error::Arrow)?;
+    let gaps = match req.interval {
+        Some(interval) => {
+            let mut g = kline_gaps(&merged, interval, range, closed_until).map_err(Error::Arrow)?;
+            // Parts no allowed source could supply are reported as missing, not as downtime.
+            g = g
+                .into_iter()
+                .flat_map(|gap| gap.subtract(&unavailable))
+                .collect();
+            g
+        }
+        None => Vec::new(),
+    };
+    if let Some(open) = open_row {
+        merged = arrow::compute::concat_batches(&schema, [&merged, &open]).map_err(Error::Arrow)?;
+    }
+    summary.rows = merged.num_rows() as u64;
+    summary.elapsed = started.elapsed();
+    summary.failures.extend(
+        unavailable
+            .iter()
+            .map(|r| format!("not available from the allowed sources: {r}")),
+    );
+    if summary.rows == 0 && unavailable.is_empty() && ctx.policy != SourcePolicy::Cache {
+        return Err(UnavailableError::NoData {
+            symbol: symbol.clone(),
+            range,
+        }
+        .into());
+    }
+    let (first, last) = first_last_ms(&merged, kind).unzip();
+    Ok(SymbolResult {
+        symbol: symbol.clone(),
+        schema,
+        batches: if merged.num_rows() == 0 {
+            Vec::new()
+        } else {
+            vec![merged]
+        },
+        gaps: TimeRange::merge_all(gaps),
+        missing: TimeRange::merge_all(unavailable),
+        first_time: first,
+        last_time: last,
+        summary,
+    })
+}
+
+fn rest_err(e: RestError) -> Error {
+    match e {
+        RestError::Cancelled => Error::Cancelled,
+        other => Error::Rest(other),
+    }
+}
+
+/// Downloads the Vision files for `ranges`, caching each verified file. Returns the ranges Vision
+/// could not supply (not published, or failed integrity after retries).
+async fn fetch_vision(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    symbol: &Symbol,
+    key: &DatasetKey,
+    ranges: &[TimeRange],
+    batches: &mut Vec<RecordBatch>,
+    summary: &mut Summary,
+) -> Result<Vec<TimeRange>> {
+    let (market, kind) = (req.market, req.kind);
+    let mut keys = Vec::new();
+    for r in ranges {
+        keys.extend(crate::vision::plan(market, kind, symbol, req.interval, *r)?);
+    }
+    progress(
+        req,
+        Progress::Planned {
+            files: keys.len() as u64,
+            pages: 0,
+        },
+    );
+    let mut lacking = Vec::new();
+    let mut round = 0;
+    while !keys.is_empty() && round < 2 {
+        round += 1;
+        let mut retry_daily = Vec::new();
+        let mut stream = std::pin::pin!(ctx.vision.fetch_files(keys, ctx.cancel));
+        while let Some(result) = stream.next().await {
+            let file_key = result.key;
+            summary.vision.requests += result.requests;
+            summary.vision.bytes += result.bytes;
+            match result.outcome {
+                Ok(FileOutcome::Data(file)) => {
+                    let rows = file.batch.num_rows() as u64;
+                    summary.vision.rows += rows;
+                    progress(
+                        req,
+                        Progress::Fetched {
+                            rows,
+                            bytes: result.bytes,
+                        },
+                    );
+                    if let Some(cache) = ctx.cache {
+                        let prov = Provenance::Vision {
+                            file: file_key.file_name(),
+                            sha256: file.sha256.clone(),
+                        };
+                        cache
+                            .write(key, file_key.range(), &file.batch, prov)
+                            .await?;
+                    }
+                    batches.push(with_source(&file.batch, market, kind, Source::Vision));
+                }
+                Ok(FileOutcome::NotPublished) => {
+                    let r = file_key.range();
+                    let days: Vec<_> = if round == 1 {
+                        ranges
+                            .iter()
+                            .flat_map(|x| fallback_days(&file_key, x))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    if days.is_empty() {
+                        if !file_key.period.is_month()
+                            && r.start() >= day_floor(now_ms()) - FRONTIER_WINDOW_MS
+                        {
+                            ctx.frontier.learn(req, symbol, r.start());
+                        }
+                        lacking.push(r);
+                    } else {
+                        // A month not published yet: its days may be.
+                        progress(
+                            req,
+                            Progress::Planned {
+                                files: days.len() as u64,
+                                pages: 0,
+                            },
+                        );
+                        retry_daily.extend(days);
+                    }
+                }
+                Err(VisionError::Cancelled) => return Err(Error::Cancelled),
+                Err(e)
+                    if e.is_integrity()
+                        && ctx.policy == SourcePolicy::Auto
+                        && rest_supported(kind) =>
+                {
+                    tracing::warn!(file = %file_key.path(), error = %e, "Vision file failed integrity checks; using REST instead");
+                    summary.failures.push(format!("{}: {e}", file_key.path()));
+                    lacking.push(file_key.range());
+                }
+                Err(e) => return Err(Error::Vision(e)),
+            }
+        }
+        keys = retry_daily;
+    }
+    Ok(TimeRange::merge_all(lacking))
+}
