@@ -25,15 +25,18 @@ const FRONTIER_TTL: Duration = Duration::from_secs(3600);
 /// A 404 for a day older than this is a permanent hole in the archive, not the publication frontier.
 const FRONTIER_WINDOW_MS: i64 = 10 * crate::market::DAY_MS;
 
-/// Where Vision's publication currently ends, learnt per dataset from 404s.
+/// A dataset: market, kind, symbol, interval.
+type DatasetId = (Market, DataKind, String, Option<crate::market::Interval>);
+
+/// Where Vision's publication currently ends, learnt per dataset from 404s: the first missing day
+/// and when it was learnt.
 #[derive(Debug, Default)]
 pub(crate) struct Frontier {
-    inner:
-        Mutex<HashMap<(Market, DataKind, String, Option<crate::market::Interval>), (i64, Instant)>>,
+    inner: Mutex<HashMap<DatasetId, (i64, Instant)>>,
 }
 
 impl Frontier {
-    fn key(r: &Request, s: &Symbol) -> (Market, DataKind, String, Option<crate::market::Interval>) {
+    fn key(r: &Request, s: &Symbol) -> DatasetId {
         (r.market, r.kind, s.as_str().to_owned(), r.interval)
     }
 
