@@ -392,13 +392,13 @@ async fn interrupted_fetch_cleans_up(signal: nix::sys::signal::Signal, expected:
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn sigint_during_a_hung_download_exits_130_promptly_without_output() {
     interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGINT, 130).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn sigterm_during_a_hung_download_exits_143_promptly_without_output() {
     interrupted_fetch_cleans_up(nix::sys::signal::Signal::SIGTERM, 143).await;
 }
@@ -416,7 +416,7 @@ const JAN3: i64 = JAN1 + 2 * 86_400_000;
 const JAN_1_TO_3: (&str, &str) = ("2024-01-01", "2024-01-03");
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn fetch_writes_the_exchanges_candles_to_csv_and_summarises_them_as_json() {
     let emu = emulator().await;
     let cache = tempfile::tempdir().unwrap();
@@ -533,7 +533,7 @@ async fn fetch_writes_the_exchanges_candles_to_csv_and_summarises_them_as_json()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn several_symbols_get_one_parquet_file_each() {
     let emu = emulator().await;
     let cache = tempfile::tempdir().unwrap();
@@ -625,7 +625,7 @@ async fn fetch_exit(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn unavailable_data_exits_3() {
     let emu = emulator().await;
     let (code, stderr) = fetch_exit(&emu, "NOPEUSDT", JAN_1_TO_3, &[]).await;
@@ -640,7 +640,7 @@ async fn unavailable_data_exits_3() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn a_ban_exits_4_and_a_bad_checksum_exits_5() {
     let emu = emulator().await;
     emu.add_fault(Fault::new(FaultKind::Banned418, "/api/*"));
@@ -654,7 +654,7 @@ async fn a_ban_exits_4_and_a_bad_checksum_exits_5() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs manager"]
+
 async fn a_closed_stdout_ends_quietly() {
     let emu = emulator().await;
     let cache = tempfile::tempdir().unwrap();
