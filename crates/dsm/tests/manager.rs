@@ -533,6 +533,19 @@ async fn coin_m_perpetual_and_delivery_contracts() {
     let truth = env.truth(EM::Cm, "BTCUSD_250627", "1h", r);
     assert_eq!(truth.last().unwrap().open_time, t("2025-06-27T07:00:00Z"));
     assert_klines(one(&resp), &truth);
+    // After delivery the exchange has nothing: reported as a gap, never padded.
+    assert_eq!(
+        one(&resp).gaps,
+        vec![range(t("2025-06-27T08:00:00Z"), r.end())]
+    );
+    env.emu.clear_log();
+    let again = env
+        .m
+        .get(kreq(Market::CoinM, "BTCUSD_250627", Interval::H1, r))
+        .await
+        .expect("again");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+    assert_klines(one(&again), &truth);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -724,7 +737,12 @@ async fn open_candle_only_on_request_and_never_cached() {
     let truth = env.truth(EM::Spot, "BTCUSDT", "1m", r);
     assert_eq!(truth.len(), 45);
     assert_klines(one(&resp), &truth);
-    assert!(truth[30].volume >= partial_volume);
+    // The open candle really was partial (so a cached copy would have been caught above).
+    assert!(
+        truth[30].volume > partial_volume,
+        "{} vs {partial_volume}",
+        truth[30].volume
+    );
 }
 
 #[tokio::test]
@@ -1104,4 +1122,39 @@ async fn an_interrupted_run_resumes_with_only_what_is_missing() {
     assert_eq!(zips, want);
     assert_eq!(resp.summary.cache_rows, 4 * 24);
     assert!(env.rest_data_queries().is_empty());
+}
+
+#[tokio::test]
+async fn an_unpublished_monthly_file_falls_back_to_dailies_or_rest() {
+    // Mar 2 14:00: with the 36 h delay February is due, but the emulator publishes monthly files
+    // two days after the month (Mar 3): the monthly file 404s.
+    let env = setup("2024-03-02T14:00:00Z").await;
+    let r = range(t("2024-02-01"), t("2024-03-01"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::H1, r))
+        .await
+        .expect("klines");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+    let zips = env.zips();
+    let monthly = zips.iter().filter(|p| p.contains("/monthly/")).count();
+    let daily = zips.iter().filter(|p| p.contains("/daily/")).count();
+    assert_eq!((monthly, daily), (1, 29), "{zips:?}");
+    assert!(env.rest_data_queries().is_empty());
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "vision"));
+
+    // Funding has no daily files: the unpublished month comes from REST.
+    env.emu.clear_log();
+    let req = Request::new(
+        Market::UsdM,
+        DataKind::FundingRate,
+        vec![sym("BTCUSDT")],
+        None,
+        r,
+    );
+    let resp = env.m.get(req).await.expect("funding");
+    assert_funding(&env, EM::Um, "BTCUSDT", r, one(&resp));
+    assert_eq!(env.zips().len(), 1);
+    assert!(!env.rest_data_queries().is_empty());
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
 }
