@@ -1,58 +1,1160 @@
 //! End-to-end tests of the DataSourceManager against the in-process emulator.
+//!
+//! Expected values always come from the emulator's truth accessors (`Emulator::klines`, `funding`,
+//! `trades`, `agg_trades`), built independently of dsm's parsers, and request counts from the
+//! emulator's request log.
 
-use chrono::{TimeZone, Utc};
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use chrono::{DateTime, Datelike, TimeZone, Utc, Weekday};
+use dsm::manager::SymbolResult;
 use dsm::time::parse_instant;
-use dsm::{DataSourceManager, Interval, ManagerConfig, Market, Request, Symbol, TimeRange};
-use dsm_emulator::{Emulator, EmulatorConfig};
+use dsm::{
+    DataKind, DataSourceManager, ErrorCategory, Interval, ManagerConfig, Market, Request,
+    SourcePolicy, Symbol, TimeRange,
+};
+use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind, KlineRow};
+
+const MIN: i64 = 60_000;
 
 fn t(s: &str) -> i64 {
     parse_instant(s).expect("valid time")
 }
 
-async fn setup(now: &str) -> (Emulator, DataSourceManager, tempfile::TempDir) {
-    let now = Utc
-        .timestamp_millis_opt(t(now))
+fn dt(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
         .single()
-        .expect("valid now");
-    let emu = Emulator::start(EmulatorConfig::default().with_now(now))
+        .expect("valid instant")
+}
+
+fn range(a: i64, b: i64) -> TimeRange {
+    TimeRange::new(a, b).expect("valid range")
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::new(s).expect("valid symbol")
+}
+
+fn fault(s: &str) -> Fault {
+    s.parse().expect("valid fault")
+}
+
+struct Env {
+    emu: Emulator,
+    m: DataSourceManager,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup_with(
+    now: &str,
+    emu_cfg: impl FnOnce(EmulatorConfig) -> EmulatorConfig,
+    mgr_cfg: impl FnOnce(ManagerConfig) -> ManagerConfig,
+) -> Env {
+    let emu = Emulator::start(emu_cfg(EmulatorConfig::default().with_now(dt(t(now)))))
         .await
         .expect("emulator starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = ManagerConfig {
+    let config = mgr_cfg(ManagerConfig {
         cache_dir: Some(dir.path().to_path_buf()),
         vision_url: emu.base_url(),
         rest_urls: dsm::manager::RestUrls::all(&emu.base_url()),
         retries: 2,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(5),
         ..ManagerConfig::default()
-    };
+    });
     let m = DataSourceManager::new(config).expect("manager");
-    (emu, m, dir)
+    Env { emu, m, _dir: dir }
 }
+
+async fn setup(now: &str) -> Env {
+    setup_with(now, |c| c, |c| c).await
+}
+
+impl Env {
+    fn paths(&self) -> Vec<String> {
+        self.emu.request_log().into_iter().map(|l| l.path).collect()
+    }
+    /// Zip downloads (not `.CHECKSUM`) in the log.
+    fn zips(&self) -> Vec<String> {
+        self.paths()
+            .into_iter()
+            .filter(|p| p.ends_with(".zip"))
+            .collect()
+    }
+    fn vision_requests(&self) -> Vec<String> {
+        self.paths()
+            .into_iter()
+            .filter(|p| p.starts_with("/data/"))
+            .collect()
+    }
+    fn rest_requests(&self) -> Vec<String> {
+        self.paths()
+            .into_iter()
+            .filter(|p| !p.starts_with("/data/"))
+            .collect()
+    }
+    /// Query strings of REST data (not `/time`) requests.
+    fn rest_data_queries(&self) -> Vec<String> {
+        self.emu
+            .request_log()
+            .into_iter()
+            .filter(|l| !l.path.starts_with("/data/") && !l.path.ends_with("/time"))
+            .map(|l| l.query)
+            .collect()
+    }
+    fn truth(
+        &self,
+        market: dsm_emulator::Market,
+        s: &str,
+        iv: &str,
+        r: TimeRange,
+    ) -> Vec<KlineRow> {
+        self.emu
+            .klines(market, KlineKind::Klines, s, iv, r.start(), r.end())
+    }
+}
+
+/// An integer query parameter.
+fn param(query: &str, name: &str) -> i64 {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {query}"))
+        .parse()
+        .expect("integer parameter")
+}
+
+fn one(resp: &dsm::Response) -> &SymbolResult {
+    assert_eq!(resp.results.len(), 1);
+    &resp.results[0]
+}
+
+fn concat(r: &SymbolResult) -> RecordBatch {
+    arrow::compute::concat_batches(&r.schema, &r.batches).expect("concat")
+}
+
+fn i64_col(b: &RecordBatch, name: &str) -> Vec<i64> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    let c = arrow::compute::cast(c, &DataType::Int64).expect("cast to i64");
+    c.as_primitive::<Int64Type>().values().to_vec()
+}
+
+fn f64_col(b: &RecordBatch, name: &str) -> Vec<f64> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    c.as_primitive::<Float64Type>().values().to_vec()
+}
+
+fn bool_col(b: &RecordBatch, name: &str) -> Vec<bool> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    let c = c.as_boolean();
+    (0..c.len()).map(|i| c.value(i)).collect()
+}
+
+fn sources(b: &RecordBatch) -> Vec<String> {
+    let c = b.column_by_name("source").expect("source column");
+    let c = arrow::compute::cast(c, &DataType::Utf8).expect("cast source");
+    let c = c.as_string::<i32>();
+    (0..c.len()).map(|i| c.value(i).to_owned()).collect()
+}
+
+/// The result's candles as the emulator's rows.
+fn klines_of(r: &SymbolResult) -> Vec<KlineRow> {
+    let b = concat(r);
+    let open = i64_col(&b, "open_time");
+    let (o, h, l, c, v) = (
+        f64_col(&b, "open"),
+        f64_col(&b, "high"),
+        f64_col(&b, "low"),
+        f64_col(&b, "close"),
+        f64_col(&b, "volume"),
+    );
+    let close_time = i64_col(&b, "close_time");
+    let (qv, n, tb, tq) = (
+        f64_col(&b, "quote_volume"),
+        i64_col(&b, "count"),
+        f64_col(&b, "taker_buy_volume"),
+        f64_col(&b, "taker_buy_quote_volume"),
+    );
+    (0..b.num_rows())
+        .map(|i| KlineRow {
+            open_time: open[i],
+            open: o[i],
+            high: h[i],
+            low: l[i],
+            close: c[i],
+            volume: v[i],
+            close_time: close_time[i],
+            quote_volume: qv[i],
+            count: n[i],
+            taker_buy_volume: tb[i],
+            taker_buy_quote_volume: tq[i],
+        })
+        .collect()
+}
+
+/// Every field of every row equals the truth, in order.
+fn assert_klines(r: &SymbolResult, truth: &[KlineRow]) {
+    let got = klines_of(r);
+    assert!(!truth.is_empty(), "empty truth: a test bug");
+    assert_eq!(got.len(), truth.len(), "row count");
+    for (i, (g, w)) in got.iter().zip(truth).enumerate() {
+        assert_eq!(g, w, "row {i}");
+    }
+    assert_eq!(r.first_time, truth.first().map(|k| k.open_time));
+    assert_eq!(r.last_time, truth.last().map(|k| k.open_time));
+}
+
+fn kreq(market: Market, s: &str, interval: Interval, r: TimeRange) -> Request {
+    Request::klines(market, sym(s), interval, r)
+}
+
+use dsm_emulator::Market as EM;
+
+// ---------------------------------------------------------------------------------------------
+// Planning, caching and truth
+// ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn smoke_year_of_hours_then_cache() {
-    let (emu, m, _dir) = setup("2024-06-15T12:30:00Z").await;
-    let range = TimeRange::new(t("2023-01-01"), t("2024-01-01")).expect("range");
-    let req = Request::klines(
-        Market::Spot,
-        Symbol::new("BTCUSDT").expect("sym"),
-        Interval::H1,
-        range,
-    );
-    let resp = m.get(req.clone()).await.expect("get");
-    let r = &resp.results[0];
-    assert_eq!(r.num_rows(), 365 * 24, "{:?}", resp.summary);
-    let log = emu.request_log();
-    eprintln!(
-        "{} requests: {:?}",
-        log.len(),
-        log.iter().map(|l| l.path.clone()).collect::<Vec<_>>()
-    );
-    emu.clear_log();
-    let resp2 = m.get(req).await.expect("get again");
-    assert_eq!(resp2.results[0].num_rows(), 365 * 24);
+    let env = setup("2024-06-15T12:30:00Z").await;
+    let r = range(t("2023-01-01"), t("2024-01-01"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
+    let resp = env.m.get(req.clone()).await.expect("get");
+    assert_eq!(one(&resp).num_rows(), 365 * 24, "{:?}", resp.summary);
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+    // A cold old year: 12 monthly files, not 365 dailies.
+    let zips = env.zips();
+    assert_eq!(zips.len(), 12, "{zips:?}");
     assert!(
-        emu.request_log().is_empty(),
-        "second request hit the network"
+        zips.iter()
+            .all(|p| p.contains("/monthly/klines/BTCUSDT/1h/"))
     );
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "vision"));
+    assert_eq!(resp.summary.vision.rows, 365 * 24);
+    assert_eq!(resp.summary.cache_rows, 0);
+
+    env.emu.clear_log();
+    let resp2 = env.m.get(req).await.expect("get again");
+    assert_klines(one(&resp2), &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+    assert!(env.paths().is_empty(), "second request hit the network");
+    assert_eq!(resp2.summary.cache_rows, 365 * 24);
+    assert_eq!(resp2.summary.vision, Default::default());
+    assert_eq!(resp2.summary.rest, Default::default());
+    // Cached rows keep the source they were fetched from.
+    assert!(sources(&concat(one(&resp2))).iter().all(|s| s == "vision"));
+}
+
+#[tokio::test]
+async fn cache_monthly_daily_and_rest_mix_into_the_truth() {
+    // Default delay 36 h: Vision is used before Mar 2; Mar 2 onward is REST.
+    let env = setup("2024-03-03T12:00:00Z").await;
+    // 1. Prime the cache with Jan 31 (its daily file is cached whole).
+    let prime = range(t("2024-01-31T10:00:00Z"), t("2024-01-31T14:00:00Z"));
+    env.m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, prime))
+        .await
+        .expect("prime");
+    env.emu.clear_log();
+
+    // 2. Off-grid start and end, across two month boundaries.
+    let r = range(
+        t("2024-01-30T23:58:30Z"),
+        t("2024-03-02T06:00:30Z"), // the 06:00 candle opens before the end: included
+    );
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect("get");
+    let res = one(&resp);
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1m", r);
+    assert_eq!(truth.first().unwrap().open_time, t("2024-01-30T23:59:00Z"));
+    assert_eq!(truth.last().unwrap().open_time, t("2024-03-02T06:00:00Z"));
+    assert_klines(res, &truth);
+    assert!(res.gaps.is_empty(), "{:?}", res.gaps);
+    assert!(res.missing.is_empty(), "{:?}", res.missing);
+
+    // Jan 31 came from the cache; Jan 30 and Mar 1 from dailies; February from its monthly file.
+    let mut zips = env.zips();
+    zips.sort();
+    assert_eq!(
+        zips,
+        vec![
+            "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-30.zip",
+            "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-01.zip",
+            "/data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02.zip",
+        ]
+    );
+    // REST was asked only for Mar 2.
+    let queries = env.rest_data_queries();
+    assert!(!queries.is_empty());
+    for q in &queries {
+        assert!(param(q, "startTime") >= t("2024-03-02"), "{q}");
+    }
+    // Per-row source: vision before Mar 2, rest from Mar 2.
+    let b = concat(res);
+    for (open, src) in i64_col(&b, "open_time").iter().zip(sources(&b)) {
+        let want = if *open < t("2024-03-02") {
+            "vision"
+        } else {
+            "rest"
+        };
+        assert_eq!(src, want, "row at {open}");
+    }
+    let s = &resp.summary;
+    assert_eq!(s.cache_rows, 1440);
+    assert_eq!(s.rest.rows, 361);
+    assert_eq!(s.rows, truth.len() as u64);
+    assert_eq!(
+        s.vision.requests,
+        env.vision_requests().len() as u64,
+        "vision requests in the summary vs the log"
+    );
+    assert_eq!(
+        s.rest.requests,
+        env.rest_requests().len() as u64,
+        "rest requests in the summary vs the log"
+    );
+    let logged_bytes = |vision: bool| -> u64 {
+        env.emu
+            .request_log()
+            .iter()
+            .filter(|l| l.path.starts_with("/data/") == vision)
+            .map(|l| l.bytes)
+            .sum()
+    };
+    assert_eq!(s.vision.bytes, logged_bytes(true));
+    assert_eq!(s.rest.bytes, logged_bytes(false));
+
+    // 3. The same request again: all from the cache, zero requests.
+    env.emu.clear_log();
+    let again = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect("again");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+    assert_klines(one(&again), &truth);
+    assert_eq!(again.summary.cache_rows, truth.len() as u64);
+    assert_eq!(sources(&concat(one(&again))), sources(&b));
+}
+
+#[tokio::test]
+async fn publish_delay_is_configuration_and_a_404_moves_the_frontier() {
+    let now = "2024-03-05T03:00:00Z";
+    let day = range(t("2024-03-03"), t("2024-03-03T01:00:00Z"));
+    // 36 h delay: Mar 3 is not expected on Vision yet → REST only.
+    let env = setup(now).await;
+    env.m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, day))
+        .await
+        .expect("get");
+    assert!(env.vision_requests().is_empty(), "{:?}", env.paths());
+    // 1 h delay: Mar 3 is old enough → its daily file (published Mar 4 08:00).
+    let env = setup_with(
+        now,
+        |c| c,
+        |c| ManagerConfig {
+            vision_publish_delay: Duration::from_secs(3600),
+            ..c
+        },
+    )
+    .await;
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, day))
+        .await
+        .expect("get");
+    assert_eq!(
+        env.zips(),
+        vec!["/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-03.zip"]
+    );
+    assert_eq!(env.rest_data_queries().len(), 0);
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+
+    // With 1 h, Mar 4 is asked from Vision too, but the emulator publishes it only at Mar 5 08:00:
+    // 404 → REST, and the planner learns it.
+    env.emu.clear_log();
+    let first = range(t("2024-03-04T00:00:00Z"), t("2024-03-04T01:00:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, first))
+        .await
+        .expect("get");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", first));
+    assert_eq!(
+        env.zips(),
+        vec!["/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-04.zip"]
+    );
+    assert!(!env.rest_data_queries().is_empty());
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
+
+    // Right after the 404, another part of that day goes straight to REST.
+    env.emu.clear_log();
+    let second = range(t("2024-03-04T02:00:00Z"), t("2024-03-04T03:00:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, second))
+        .await
+        .expect("get");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", second));
+    assert!(
+        env.vision_requests().is_empty(),
+        "asked Vision again for a day it just said it does not have: {:?}",
+        env.paths()
+    );
+    assert_eq!(env.rest_data_queries().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edges and intervals
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn one_second_candles_for_a_day_with_off_grid_edges() {
+    // 2025: spot files in microseconds.
+    let env = setup("2025-03-10T00:00:00Z").await;
+    let r = range(t("2025-02-03") + 500, t("2025-02-04") - 1500);
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::S1, r))
+        .await
+        .expect("get");
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1s", r);
+    assert_eq!(truth.len(), 86_400 - 2);
+    assert_klines(one(&resp), &truth);
+    assert_eq!(one(&resp).first_time, Some(t("2025-02-03") + 1000));
+    assert_eq!(one(&resp).last_time, Some(t("2025-02-04") - 2000));
+    assert_eq!(env.zips().len(), 1);
+}
+
+#[tokio::test]
+async fn one_minute_end_is_exclusive_on_the_grid() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let r = range(t("2024-02-10T10:00:00Z"), t("2024-02-10T11:00:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect("get");
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1m", r);
+    assert_eq!(truth.len(), 60);
+    assert_klines(one(&resp), &truth);
+    assert_eq!(one(&resp).last_time, Some(t("2024-02-10T10:59:00Z")));
+}
+
+#[tokio::test]
+async fn daily_weekly_and_monthly_candles() {
+    let env = setup("2024-03-10T12:00:00Z").await;
+    // 1d across a year boundary, off-grid start (the Nov 15 candle opened before it: excluded).
+    let r = range(t("2023-11-15T13:00:00Z"), t("2024-02-03"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::D1, r))
+        .await
+        .expect("1d");
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1d", r);
+    assert_eq!(truth.first().unwrap().open_time, t("2023-11-16"));
+    assert_eq!(truth.len(), 15 + 31 + 31 + 2);
+    assert_klines(one(&resp), &truth);
+
+    // 1w: weeks open on Monday; the first Monday at or after Dec 1 2023 is Dec 4.
+    env.emu.clear_log();
+    let r = range(t("2023-12-01"), t("2024-03-01"));
+    let resp = env
+        .m
+        .get(kreq(Market::UsdM, "BTCUSDT", Interval::W1, r))
+        .await
+        .expect("1w");
+    let truth = env.truth(EM::Um, "BTCUSDT", "1w", r);
+    assert_eq!(truth.first().unwrap().open_time, t("2023-12-04"));
+    assert_klines(one(&resp), &truth);
+    for open in i64_col(&concat(one(&resp)), "open_time") {
+        assert_eq!(dt(open).weekday(), Weekday::Mon);
+    }
+    // Monthly-only data: monthly files only.
+    assert!(
+        env.zips().iter().all(|p| p.contains("/monthly/")),
+        "{:?}",
+        env.zips()
+    );
+
+    // 1M: calendar months; Feb 2023 opened before the start.
+    env.emu.clear_log();
+    let r = range(t("2023-02-15"), t("2024-01-01"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "ETHUSDT", Interval::Mo1, r))
+        .await
+        .expect("1M");
+    let truth = env.truth(EM::Spot, "ETHUSDT", "1M", r);
+    assert_eq!(truth.len(), 10);
+    assert_klines(one(&resp), &truth);
+    for (open, close) in truth.iter().map(|k| (k.open_time, k.close_time)) {
+        assert_eq!(dt(open).day(), 1);
+        assert_eq!(dt(close + 1).day(), 1);
+    }
+}
+
+#[tokio::test]
+async fn coin_m_perpetual_and_delivery_contracts() {
+    let env = setup("2025-07-10T00:00:00Z").await;
+    let r = range(t("2024-12-30T05:00:00Z"), t("2025-01-02T07:30:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::CoinM, "BTCUSD_PERP", Interval::H1, r))
+        .await
+        .expect("perp");
+    assert_klines(one(&resp), &env.truth(EM::Cm, "BTCUSD_PERP", "1h", r));
+    assert!(
+        env.zips()
+            .iter()
+            .all(|p| p.starts_with("/data/futures/cm/"))
+    );
+
+    // The quarterly contract: no candle after its delivery (2025-06-27 08:00), none invented.
+    let r = range(t("2025-06-26T00:00:00Z"), t("2025-06-28"));
+    let resp = env
+        .m
+        .get(kreq(Market::CoinM, "BTCUSD_250627", Interval::H1, r))
+        .await
+        .expect("delivery");
+    let truth = env.truth(EM::Cm, "BTCUSD_250627", "1h", r);
+    assert_eq!(truth.last().unwrap().open_time, t("2025-06-27T07:00:00Z"));
+    assert_klines(one(&resp), &truth);
+    // After delivery the exchange has nothing: reported as a gap, never padded.
+    assert_eq!(
+        one(&resp).gaps,
+        vec![range(t("2025-06-27T08:00:00Z"), r.end())]
+    );
+    env.emu.clear_log();
+    let again = env
+        .m
+        .get(kreq(Market::CoinM, "BTCUSD_250627", Interval::H1, r))
+        .await
+        .expect("again");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+    assert_klines(one(&again), &truth);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Funding and trades
+// ---------------------------------------------------------------------------------------------
+
+fn assert_funding(env: &Env, market: EM, s: &str, r: TimeRange, res: &SymbolResult) {
+    let truth = env.emu.funding(market, s, r.start(), r.end());
+    assert!(!truth.is_empty());
+    let b = concat(res);
+    let times = i64_col(&b, "funding_time");
+    let rates = f64_col(&b, "funding_rate");
+    let hours = b
+        .column_by_name("funding_interval_hours")
+        .expect("hours")
+        .as_primitive::<Int32Type>()
+        .clone();
+    let src = sources(&b);
+    assert_eq!(times.len(), truth.len());
+    for (i, f) in truth.iter().enumerate() {
+        assert_eq!(times[i], f.funding_time, "row {i}");
+        assert_eq!(rates[i], f.funding_rate, "row {i}");
+        // Vision files carry the interval; REST does not say (null), never a wrong value.
+        if src[i] == "vision" || hours.is_valid(i) {
+            assert_eq!(hours.value(i), f.funding_interval_hours, "row {i}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn funding_rates_on_um_and_cm() {
+    let env = setup("2024-03-10T12:00:00Z").await;
+    let r = range(t("2024-01-15"), t("2024-03-09T12:00:00Z"));
+    for (market, em, s) in [
+        (Market::UsdM, EM::Um, "BTCUSDT"),
+        (Market::CoinM, EM::Cm, "BTCUSD_PERP"),
+    ] {
+        env.emu.clear_log();
+        let req = Request::new(market, DataKind::FundingRate, vec![sym(s)], None, r);
+        let resp = env.m.get(req).await.expect("funding");
+        assert_funding(&env, em, s, r, one(&resp));
+        // January and February from monthly files, March from REST.
+        let zips = env.zips();
+        assert_eq!(zips.len(), 2, "{zips:?}");
+        assert!(zips.iter().all(|p| p.contains("/monthly/fundingRate/")));
+        let b = concat(one(&resp));
+        for (time, src) in i64_col(&b, "funding_time").iter().zip(sources(&b)) {
+            let want = if *time < t("2024-03-01") {
+                "vision"
+            } else {
+                "rest"
+            };
+            assert_eq!(src, want);
+        }
+    }
+}
+
+#[tokio::test]
+async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let r = range(t("2024-03-02T06:00:00Z"), t("2024-03-05T06:00:00Z"));
+    // Trades have no REST source, so the manager does not ask the exchange's clock and tries every
+    // day's file: the emulator (8 h delay) has published through Mar 4; Mar 5 is missing.
+    let published = range(r.start(), t("2024-03-05"));
+
+    let req = Request::new(
+        Market::Spot,
+        DataKind::Trades,
+        vec![sym("BTCUSDT")],
+        None,
+        r,
+    );
+    let resp = env.m.get(req).await.expect("trades");
+    let res = one(&resp);
+    let truth = env
+        .emu
+        .trades(EM::Spot, "BTCUSDT", published.start(), published.end());
+    assert!(!truth.is_empty());
+    let b = concat(res);
+    assert_eq!(b.num_rows(), truth.len());
+    let (id, price, qty, qq, time, maker) = (
+        i64_col(&b, "id"),
+        f64_col(&b, "price"),
+        f64_col(&b, "qty"),
+        f64_col(&b, "quote_qty"),
+        i64_col(&b, "time"),
+        bool_col(&b, "is_buyer_maker"),
+    );
+    for (i, w) in truth.iter().enumerate() {
+        assert_eq!(
+            (id[i], price[i], qty[i], qq[i], time[i], maker[i]),
+            (
+                w.id,
+                w.price,
+                w.qty,
+                w.quote_qty,
+                w.time * 1000,
+                w.is_buyer_maker
+            ),
+            "trade row {i}"
+        );
+    }
+    assert_eq!(res.missing, vec![range(t("2024-03-05"), r.end())]);
+    assert!(env.rest_requests().is_empty(), "{:?}", env.paths());
+    assert!(sources(&b).iter().all(|s| s == "vision"));
+
+    let req = Request::new(
+        Market::UsdM,
+        DataKind::AggTrades,
+        vec![sym("BTCUSDT")],
+        None,
+        r,
+    );
+    let resp = env.m.get(req).await.expect("aggTrades");
+    let res = one(&resp);
+    let truth = env
+        .emu
+        .agg_trades(EM::Um, "BTCUSDT", published.start(), published.end());
+    assert!(!truth.is_empty());
+    let b = concat(res);
+    assert_eq!(b.num_rows(), truth.len());
+    let (id, price, qty, first, last, time, maker) = (
+        i64_col(&b, "agg_trade_id"),
+        f64_col(&b, "price"),
+        f64_col(&b, "quantity"),
+        i64_col(&b, "first_trade_id"),
+        i64_col(&b, "last_trade_id"),
+        i64_col(&b, "transact_time"),
+        bool_col(&b, "is_buyer_maker"),
+    );
+    for (i, w) in truth.iter().enumerate() {
+        assert_eq!(
+            (
+                id[i], price[i], qty[i], first[i], last[i], time[i], maker[i]
+            ),
+            (
+                w.agg_id,
+                w.price,
+                w.qty,
+                w.first_trade_id,
+                w.last_trade_id,
+                w.time * 1000,
+                w.is_buyer_maker
+            ),
+            "aggTrade row {i}"
+        );
+    }
+    assert_eq!(res.missing, vec![range(t("2024-03-05"), r.end())]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open candle, gaps
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn open_candle_only_on_request_and_never_cached() {
+    let env = setup("2024-03-05T12:30:20Z").await;
+    let r = range(t("2024-03-05T12:00:00Z"), t("2024-03-05T13:00:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect("closed only");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", r));
+    assert_eq!(one(&resp).num_rows(), 30);
+    assert!(one(&resp).gaps.is_empty(), "{:?}", one(&resp).gaps);
+
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    req.include_open = true;
+    let resp = env.m.get(req).await.expect("with open");
+    let res = one(&resp);
+    assert_eq!(res.num_rows(), 31);
+    let b = concat(res);
+    assert_eq!(
+        *i64_col(&b, "open_time").last().unwrap(),
+        t("2024-03-05T12:30:00Z")
+    );
+    assert_eq!(sources(&b).last().unwrap(), "rest");
+    assert_eq!(res.last_time, Some(t("2024-03-05T12:30:00Z")));
+    let partial_volume = *f64_col(&b, "volume").last().unwrap();
+
+    // The clock moves on: the 12:30 candle closed; its final values are served, not the partial.
+    env.emu.set_now(dt(t("2024-03-05T12:45:00Z")));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect("later");
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1m", r);
+    assert_eq!(truth.len(), 45);
+    assert_klines(one(&resp), &truth);
+    // The open candle really was partial (so a cached copy would have been caught above).
+    assert!(
+        truth[30].volume > partial_volume,
+        "{} vs {partial_volume}",
+        truth[30].volume
+    );
+}
+
+#[tokio::test]
+async fn exchange_gaps_are_reported_not_invented_and_not_refetched() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| {
+            c.with_fault(fault(
+                "gap=2024-02-10T03:00:00Z..2024-02-10T05:30:00Z:BTCUSDT",
+            ))
+            .with_fault(fault(
+                "gap=2024-03-05T01:00:00Z..2024-03-05T01:10:00Z:BTCUSDT",
+            ))
+        },
+        |c| c,
+    )
+    .await;
+    let r = range(t("2024-02-09T22:00:00Z"), t("2024-02-11T02:00:00Z"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    let resp = env.m.get(req.clone()).await.expect("vision gap");
+    let res = one(&resp);
+    let gap = range(t("2024-02-10T03:00:00Z"), t("2024-02-10T05:30:00Z"));
+    assert_eq!(res.gaps, vec![gap]);
+    assert!(res.missing.is_empty());
+    assert_eq!(
+        res.num_rows() as i64,
+        (r.duration_ms() - gap.duration_ms()) / MIN
+    );
+    assert_klines(res, &env.truth(EM::Spot, "BTCUSDT", "1m", r));
+    // ETHUSDT has no gap there.
+    let eth = env
+        .m
+        .get(kreq(Market::Spot, "ETHUSDT", Interval::M1, r))
+        .await
+        .expect("eth");
+    assert!(one(&eth).gaps.is_empty());
+
+    env.emu.clear_log();
+    let again = env.m.get(req).await.expect("again");
+    assert!(
+        env.paths().is_empty(),
+        "re-fetched a known gap: {:?}",
+        env.paths()
+    );
+    assert_eq!(one(&again).gaps, vec![gap]);
+
+    // A gap in recent (REST) data.
+    let r = range(t("2024-03-05T00:00:00Z"), t("2024-03-05T02:00:00Z"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    let resp = env.m.get(req.clone()).await.expect("rest gap");
+    let gap = range(t("2024-03-05T01:00:00Z"), t("2024-03-05T01:10:00Z"));
+    assert_eq!(one(&resp).gaps, vec![gap]);
+    assert_eq!(one(&resp).num_rows(), 110);
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", r));
+    env.emu.clear_log();
+    let again = env.m.get(req).await.expect("again");
+    assert!(
+        env.paths().is_empty(),
+        "re-fetched a known gap: {:?}",
+        env.paths()
+    );
+    assert_eq!(one(&again).gaps, vec![gap]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source policies, several symbols
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn source_policies_restrict_what_is_asked() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let r = range(t("2024-03-01"), t("2024-03-05T06:00:00Z"));
+
+    // Cache only, empty cache: nothing asked, everything missing, not an error.
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
+    req.source = Some(SourcePolicy::Cache);
+    let resp = env.m.get(req).await.expect("cache policy");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+    assert_eq!(one(&resp).num_rows(), 0);
+    assert_eq!(one(&resp).missing, vec![r]);
+    assert!(one(&resp).gaps.is_empty());
+
+    // Vision only: only archive paths; what is not published is missing.
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
+    req.source = Some(SourcePolicy::Vision);
+    let resp = env.m.get(req).await.expect("vision policy");
+    assert!(!env.paths().is_empty());
+    assert!(env.rest_requests().is_empty(), "{:?}", env.paths());
+    // Without REST the local clock decides what is asked; what the archive lacks (Mar 5, not
+    // published until Mar 6 08:00) is missing, not a gap.
+    let published = range(r.start(), t("2024-03-05"));
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", published));
+    assert_eq!(one(&resp).missing, vec![range(t("2024-03-05"), r.end())]);
+    assert!(one(&resp).gaps.is_empty(), "{:?}", one(&resp).gaps);
+
+    // REST only, on a range Vision has.
+    env.emu.clear_log();
+    let r = range(t("2024-02-01"), t("2024-02-02"));
+    let mut req = kreq(Market::Spot, "ETHUSDT", Interval::M1, r);
+    req.source = Some(SourcePolicy::Rest);
+    let resp = env.m.get(req).await.expect("rest policy");
+    assert!(env.vision_requests().is_empty(), "{:?}", env.paths());
+    assert!(env.rest_data_queries().len() >= 2); // 1440 rows need two pages of 1000
+    assert_klines(one(&resp), &env.truth(EM::Spot, "ETHUSDT", "1m", r));
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
+
+    // Cache only, now that it is cached: served, nothing asked.
+    env.emu.clear_log();
+    let mut req = kreq(Market::Spot, "ETHUSDT", Interval::M1, r);
+    req.source = Some(SourcePolicy::Cache);
+    let resp = env.m.get(req).await.expect("cache policy, cached");
+    assert!(env.paths().is_empty());
+    assert_klines(one(&resp), &env.truth(EM::Spot, "ETHUSDT", "1m", r));
+    assert!(one(&resp).missing.is_empty());
+}
+
+#[tokio::test]
+async fn several_symbols_share_one_budget_and_one_cache() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let r = range(t("2024-02-27T13:00:00Z"), t("2024-03-05T06:00:00Z"));
+    let names = ["BTCUSDT", "ETHUSDT", "BNBUSDT"];
+    let req = Request::new(
+        Market::Spot,
+        DataKind::Klines,
+        names.iter().map(|s| sym(s)).collect(),
+        Some(Interval::H1),
+        r,
+    );
+    let resp = env.m.get(req.clone()).await.expect("multi");
+    assert_eq!(resp.results.len(), 3);
+    for (res, name) in resp.results.iter().zip(names) {
+        assert_eq!(res.symbol.as_str(), name);
+        assert_klines(res, &env.truth(EM::Spot, name, "1h", r));
+    }
+    let total: u64 = resp.results.iter().map(|x| x.summary.rows).sum();
+    assert_eq!(resp.summary.rows, total);
+    // One weight budget: what the exchange counted is what the summary reports.
+    assert_eq!(
+        u64::from(env.emu.used_weight(EM::Spot)),
+        resp.summary.rest_weight
+    );
+    assert_eq!(resp.summary.rest.requests, env.rest_requests().len() as u64);
+    // One cache: each symbol is there, and the second run asks nothing.
+    let parts = env.m.cache().expect("cache").list().await.expect("list");
+    for name in names {
+        assert!(
+            parts.iter().any(|p| p.dataset.symbol.as_str() == name),
+            "{name}"
+        );
+    }
+    env.emu.clear_log();
+    let again = env.m.get(req).await.expect("again");
+    assert!(env.paths().is_empty());
+    for (res, name) in again.results.iter().zip(names) {
+        assert_klines(res, &env.truth(EM::Spot, name, "1h", r));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed errors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_input_future_and_unknown_data_are_typed_errors() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let old = range(t("2024-02-01"), t("2024-02-02"));
+
+    // Bad input: no request made.
+    let bad = [
+        Request::new(
+            Market::Spot,
+            DataKind::Klines,
+            vec![sym("BTCUSDT")],
+            None,
+            old,
+        ),
+        kreq(Market::UsdM, "BTCUSDT", Interval::S1, old),
+        Request::new(
+            Market::Spot,
+            DataKind::FundingRate,
+            vec![sym("BTCUSDT")],
+            None,
+            old,
+        ),
+        Request::new(
+            Market::Spot,
+            DataKind::Klines,
+            vec![],
+            Some(Interval::M1),
+            old,
+        ),
+        kreq(Market::CoinM, "BTCUSDT", Interval::M1, old),
+    ];
+    for req in bad {
+        let e = env.m.get(req.clone()).await.expect_err("bad input");
+        assert_eq!(e.category(), ErrorCategory::Input, "{req:?}: {e}");
+        assert!(matches!(e, dsm::Error::Input(_)), "{e:?}");
+    }
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+
+    // Far in the future: no request at all.
+    let future = range(t("2100-01-01"), t("2100-01-02"));
+    let e = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, future))
+        .await
+        .expect_err("future");
+    assert_eq!(e.category(), ErrorCategory::Unavailable, "{e}");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+
+    // After the exchange's clock: only its time is asked, no data.
+    let later = range(t("2024-04-01"), t("2024-04-02"));
+    let e = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, later))
+        .await
+        .expect_err("after exchange now");
+    assert_eq!(e.category(), ErrorCategory::Unavailable, "{e}");
+    assert!(env.vision_requests().is_empty(), "{:?}", env.paths());
+    assert!(env.rest_data_queries().is_empty(), "{:?}", env.paths());
+
+    // Unknown symbol: REST -1121.
+    let e = env
+        .m
+        .get(kreq(Market::Spot, "NOPEUSDT", Interval::H1, old))
+        .await
+        .expect_err("unknown symbol");
+    assert_eq!(e.category(), ErrorCategory::Unavailable, "{e}");
+    assert!(matches!(e, dsm::Error::Rest(_)), "{e:?}");
+
+    // Entirely before listing (BNBUSDT listed 2017-11-06).
+    let before = range(t("2017-10-01"), t("2017-10-05"));
+    let e = env
+        .m
+        .get(kreq(Market::Spot, "BNBUSDT", Interval::H1, before))
+        .await
+        .expect_err("before listing");
+    assert_eq!(e.category(), ErrorCategory::Unavailable, "{e}");
+}
+
+#[tokio::test]
+async fn a_ban_is_an_upstream_error() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault("status418@/api/v3/klines")),
+        |c| c,
+    )
+    .await;
+    let r = range(t("2024-03-05T00:00:00Z"), t("2024-03-05T02:00:00Z"));
+    let started = std::time::Instant::now();
+    let e = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect_err("banned");
+    assert_eq!(e.category(), ErrorCategory::Upstream, "{e}");
+    assert!(
+        matches!(e, dsm::Error::Rest(dsm::rest::RestError::Banned { .. })),
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+const BAD_FILE: &str = "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-10.zip";
+
+#[tokio::test]
+async fn integrity_failure_is_an_error_under_vision_and_replaced_by_rest_under_auto() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault(&format!("checksum-mismatch@{BAD_FILE}"))),
+        |c| c,
+    )
+    .await;
+    let r = range(t("2024-02-09T20:00:00Z"), t("2024-02-11T04:00:00Z"));
+
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    req.source = Some(SourcePolicy::Vision);
+    let e = env.m.get(req).await.expect_err("integrity");
+    assert_eq!(e.category(), ErrorCategory::Integrity, "{e}");
+
+    env.emu.clear_log();
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, r))
+        .await
+        .expect("auto");
+    let res = one(&resp);
+    assert_klines(res, &env.truth(EM::Spot, "BTCUSDT", "1m", r));
+    let b = concat(res);
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    for (open, src) in i64_col(&b, "open_time").iter().zip(sources(&b)) {
+        let want = if day.contains(*open) {
+            "rest"
+        } else {
+            "vision"
+        };
+        assert_eq!(src, want, "row at {open}");
+    }
+    assert!(
+        resp.summary
+            .failures
+            .iter()
+            .any(|f| f.contains("BTCUSDT-1m-2024-02-10.zip")),
+        "{:?}",
+        resp.summary.failures
+    );
+    // REST was asked only for the bad day.
+    let queries = env.rest_data_queries();
+    assert!(!queries.is_empty());
+    for q in queries {
+        let (a, b) = (param(&q, "startTime"), param(&q, "endTime"));
+        assert!(day.start() <= a && b < day.end(), "{q}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupted runs
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_interrupted_run_resumes_with_only_what_is_missing() {
+    let slow_days = ["2024-01-07", "2024-01-08", "2024-01-09"];
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |mut c| {
+            for d in slow_days {
+                c = c.with_fault(fault(&format!("slow=50@*BTCUSDT-1h-{d}.zip")));
+            }
+            c
+        },
+        |c| c,
+    )
+    .await;
+    let r = range(t("2024-01-03"), t("2024-01-10"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
+    let cache = env.m.cache().expect("cache").clone();
+    let key = dsm::cache::DatasetKey {
+        market: Market::Spot,
+        kind: DataKind::Klines,
+        symbol: sym("BTCUSDT"),
+        interval: Some(Interval::H1),
+    };
+    // Drop the request once the fast days are cached.
+    let fast = range(t("2024-01-03"), t("2024-01-07"));
+    {
+        let get = env.m.get(req.clone());
+        tokio::pin!(get);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::select! {
+                r = &mut get => panic!("finished despite slow files: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            let cov = cache.coverage(&key, fast).await.expect("coverage");
+            if cov.missing.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fast days never cached"
+            );
+        }
+    } // dropped here
+    let cov = cache.coverage(&key, r).await.expect("coverage");
+    assert_eq!(cov.missing, vec![range(t("2024-01-07"), t("2024-01-10"))]);
+
+    env.emu.clear_faults();
+    env.emu.clear_log();
+    let resp = env.m.get(req).await.expect("rerun");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+    let mut zips = env.zips();
+    zips.sort();
+    let want: Vec<String> = slow_days
+        .iter()
+        .map(|d| format!("/data/spot/daily/klines/BTCUSDT/1h/BTCUSDT-1h-{d}.zip"))
+        .collect();
+    assert_eq!(zips, want);
+    assert_eq!(resp.summary.cache_rows, 4 * 24);
+    assert!(env.rest_data_queries().is_empty());
+}
+
+#[tokio::test]
+async fn an_unpublished_monthly_file_falls_back_to_dailies_or_rest() {
+    // Mar 2 14:00: with the 36 h delay February is due, but the emulator publishes monthly files
+    // two days after the month (Mar 3): the monthly file 404s.
+    let env = setup("2024-03-02T14:00:00Z").await;
+    let r = range(t("2024-02-01"), t("2024-03-01"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::H1, r))
+        .await
+        .expect("klines");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+    let zips = env.zips();
+    let monthly = zips.iter().filter(|p| p.contains("/monthly/")).count();
+    let daily = zips.iter().filter(|p| p.contains("/daily/")).count();
+    assert_eq!((monthly, daily), (1, 29), "{zips:?}");
+    assert!(env.rest_data_queries().is_empty());
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "vision"));
+
+    // Funding has no daily files: the unpublished month comes from REST.
+    env.emu.clear_log();
+    let req = Request::new(
+        Market::UsdM,
+        DataKind::FundingRate,
+        vec![sym("BTCUSDT")],
+        None,
+        r,
+    );
+    let resp = env.m.get(req).await.expect("funding");
+    assert_funding(&env, EM::Um, "BTCUSDT", r, one(&resp));
+    assert_eq!(env.zips().len(), 1);
+    assert!(!env.rest_data_queries().is_empty());
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
 }

@@ -131,10 +131,16 @@ pub(crate) async fn fetch_symbol(
         // The exchange's clock decides what is closed and what is published; ask it when REST is
         // allowed (one request of weight 1), else trust the local clock.
         let now = if uses_rest {
-            ctx.rest
-                .server_time(market, ctx.cancel)
+            let (now, cost) = ctx
+                .rest
+                .server_time_with_cost(market, ctx.cancel)
                 .await
-                .map_err(rest_err)?
+                .map_err(rest_err)?;
+            // The clock request is a REST request like any other: it counts in the summary.
+            summary.rest.requests += cost.requests;
+            summary.rest.bytes += cost.bytes;
+            summary.rest_weight += cost.weight;
+            now
         } else {
             local_now
         };
@@ -175,6 +181,7 @@ pub(crate) async fn fetch_symbol(
                 symbol,
                 &key,
                 &p.vision,
+                now,
                 &mut batches,
                 &mut summary,
             )
@@ -291,13 +298,16 @@ fn rest_err(e: RestError) -> Error {
 }
 
 /// Downloads the Vision files for `ranges`, caching each verified file. Returns the ranges Vision
-/// could not supply (not published, or failed integrity after retries).
+/// could not supply (not published, or failed integrity after retries). `now` is the exchange's
+/// clock (the local one when REST is not used): a 404 near it marks the publication frontier.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_vision(
     ctx: &Ctx<'_>,
     req: &Request,
     symbol: &Symbol,
     key: &DatasetKey,
     ranges: &[TimeRange],
+    now: i64,
     batches: &mut Vec<RecordBatch>,
     summary: &mut Summary,
 ) -> Result<Vec<TimeRange>> {
@@ -357,7 +367,7 @@ async fn fetch_vision(
                     };
                     if days.is_empty() {
                         if !file_key.period.is_month()
-                            && r.start() >= day_floor(now_ms()) - FRONTIER_WINDOW_MS
+                            && r.start() >= day_floor(now) - FRONTIER_WINDOW_MS
                         {
                             ctx.frontier.learn(req, symbol, r.start());
                         }

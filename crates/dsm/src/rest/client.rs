@@ -19,7 +19,7 @@ use crate::time::TimeRange;
 
 use super::paging::{self, Window};
 use super::weight::{self, Acquire, Refusal, Ticket, WeightBudget};
-use super::{RestConfig, RestData, RestError, SymbolInfo, parse};
+use super::{CallCost, RestConfig, RestData, RestError, SymbolInfo, parse};
 
 /// Most funding records one request may return (USD-M and COIN-M).
 const FUNDING_LIMIT: u32 = 1000;
@@ -129,6 +129,24 @@ impl RestClient {
         cancel: &CancellationToken,
     ) -> Result<i64, RestError> {
         self.call(cancel).server_time(market).await
+    }
+
+    /// Like [`RestClient::server_time`], and what the call cost, so callers can account for it.
+    pub async fn server_time_with_cost(
+        &self,
+        market: Market,
+        cancel: &CancellationToken,
+    ) -> Result<(i64, CallCost), RestError> {
+        let call = self.call(cancel);
+        let now = call.server_time(market).await?;
+        Ok((
+            now,
+            CallCost {
+                requests: call.requests.load(Ordering::Relaxed),
+                bytes: call.bytes.load(Ordering::Relaxed),
+                weight: call.weight.load(Ordering::Relaxed),
+            },
+        ))
     }
 
     /// The symbols of `market`'s `exchangeInfo` (weight 20 on spot, 1 on futures). Binance lists

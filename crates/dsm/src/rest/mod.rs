@@ -164,6 +164,17 @@ pub struct RestData {
     pub weight: u64,
 }
 
+/// What one REST call cost, for calls that return no rows (e.g. the server's time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCost {
+    /// HTTP requests sent (retries included).
+    pub requests: u64,
+    /// Response body bytes received.
+    pub bytes: u64,
+    /// Request weight spent.
+    pub weight: u64,
+}
+
 /// One symbol of a market's `exchangeInfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SymbolInfo {
