@@ -285,8 +285,13 @@ pub struct Summary {
     pub rest_weight: u64,
     /// Parts that could not be had (each a one-line description).
     pub failures: Vec<String>,
-    /// Wall time.
+    /// Wall time (serialised as milliseconds, `elapsed_ms`).
+    #[serde(rename = "elapsed_ms", serialize_with = "serialize_ms")]
     pub elapsed: Duration,
+}
+
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
 /// The answer for one symbol.
