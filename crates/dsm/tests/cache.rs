@@ -318,7 +318,7 @@ async fn round_trip_every_kind(be: Backend) {
         assert_eq!(base(&got), base(&want), "{k}");
         assert!(sources(&got).iter().all(|s| s == "vision"), "{k}");
     }
-    // Trades are stored per day: four day partitions for this range.
+    // Trades are stored per day: Jan 30, Jan 31 and Feb 1 for this range.
     let list = store.list().await.unwrap();
     let trade_parts = list
         .iter()
