@@ -1048,7 +1048,7 @@ async fn large_volume_ci_sized_has_bounded_memory() {
         &["BTCUSDT", "ETHUSDT"],
         range("2024-01-01", "2024-03-01"),
         range("2024-05-01", "2024-05-02"),
-        512,
+        256,
     )
     .await;
 }
@@ -1140,5 +1140,92 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
         assert_truth(&emu, Market::Spot, Interval::M1, r, &resp.results[0]);
         assert!(resp.summary.cache_hits >= 1, "{:?}", resp.summary);
     }
+    emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Never hang
+// ---------------------------------------------------------------------------------------------
+
+/// A server that accepts every request and never answers: every wait is bounded by the read
+/// timeout, the retries by their count, and the call ends with a typed timeout error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_gives_a_timeout_error_not_a_hang() {
+    let emu = emulator().await;
+    emu.add_fault("hang@*".parse::<Fault>().expect("fault"));
+    let base = snapshot(&emu);
+    for (what, r, source) in [
+        (
+            "recent (REST)",
+            range("2024-06-15T06:00:00Z", "2024-06-15T12:00:00Z"),
+            dsm::manager::SourcePolicy::Auto,
+        ),
+        (
+            "historical (Vision only)",
+            range("2024-01-01", "2024-02-01"),
+            dsm::manager::SourcePolicy::Vision,
+        ),
+    ] {
+        let cfg = ManagerConfig {
+            connect_timeout: Duration::from_millis(200),
+            read_timeout: Duration::from_millis(200),
+            retries: 1,
+            ..config(&emu, None)
+        };
+        let m = DataSourceManager::new(cfg).expect("manager");
+        let t0 = Instant::now();
+        let mut req = Request::klines(Market::Spot, sym("BTCUSDT"), Interval::H1, r);
+        req.source = Some(source);
+        let err = tokio::time::timeout(Duration::from_secs(20), m.get(req))
+            .await
+            .expect("bounded by the timeouts")
+            .expect_err("nothing answers");
+        let took = t0.elapsed();
+        eprintln!("{what}: {err} after {took:?}");
+        assert_eq!(err.category(), ErrorCategory::Upstream, "{err:?}");
+        assert!(took < Duration::from_secs(5), "{what}: {took:?}");
+        drop(m);
+        settle("released", Duration::from_secs(1), || {
+            let s = snapshot(&emu);
+            s.conns == 0 && s.tasks == base.tasks
+        })
+        .await;
+    }
+    emu.shutdown().await;
+}
+
+/// The blocking front owns its runtime: dropping it stops everything and closes every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocking_manager_drops_cleanly() {
+    let emu = emulator().await;
+    let base = snapshot(&emu);
+    let cfg = config(&emu, None);
+    let r = range("2024-06-12", "2024-06-15T06:00:00Z");
+    let (rows, dropped_in) = tokio::task::spawn_blocking(move || {
+        let m = dsm::BlockingManager::new(cfg).expect("blocking manager");
+        let resp = m
+            .get(Request::klines(
+                Market::Spot,
+                sym("BTCUSDT"),
+                Interval::M1,
+                r,
+            ))
+            .expect("blocking get");
+        let t0 = Instant::now();
+        drop(m);
+        (resp.results[0].num_rows(), t0.elapsed())
+    })
+    .await
+    .expect("blocking thread");
+    assert_eq!(rows as i64, r.duration_ms() / 60_000);
+    let released = settle("released", Duration::from_secs(1), || {
+        let s = snapshot(&emu);
+        s.conns == 0 && s.tasks == base.tasks
+    })
+    .await;
+    eprintln!(
+        "blocking manager: dropped in {dropped_in:?}, connections closed within {released:?}"
+    );
+    assert!(dropped_in < Duration::from_millis(500), "{dropped_in:?}");
     emu.shutdown().await;
 }
