@@ -717,10 +717,19 @@ mod tests {
             "1e5",
             "371233.51835535",
             "12345678901234567890.5",
+            "1.",
+            ".5",
+            "-.5",
+            "+1.5",
+            "00012.50",
+            "9007199254740993",
+            "0.9007199254740993",
         ] {
             assert_eq!(parse_f64(s.as_bytes()), s.parse::<f64>().ok(), "{s}");
         }
-        for s in ["", "-", ".", "1.2.3", "abc", "1,0", "NaN", "inf"] {
+        for s in [
+            "", "-", ".", "1.2.3", "abc", "1,0", "NaN", "inf", "1.5x", "1..5", "-.", "1-",
+        ] {
             assert_eq!(parse_f64(s.as_bytes()), None, "{s}");
         }
     }
@@ -833,6 +842,34 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_row_with_too_many_or_too_few_fields_names_its_line() {
+        let Some((_, csv)) = real_file() else {
+            return;
+        };
+        let key = FileKey::from_path(REAL_1M).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let extra = format!("{},0", lines[1]);
+        let short = lines[2].rsplit_once(',').unwrap().0;
+        for (edited, found) in [(extra.as_str(), 13), (short, 11)] {
+            let mut rows = lines.clone();
+            rows[1] = edited;
+            if found == 11 {
+                rows[1] = lines[1];
+                rows[2] = edited;
+            }
+            let z = rezip(rows.join("\n").as_bytes(), zip::CompressionMethod::Deflated);
+            let err = parse_zip(&z, &key).unwrap_err();
+            let line = if found == 11 { 3 } else { 2 };
+            assert!(
+                matches!(&err, VisionError::InvalidData { row, reason, .. }
+                    if *row == line && reason.contains(&format!("found {found}"))),
+                "{err:?}"
+            );
+        }
     }
 
     proptest! {
