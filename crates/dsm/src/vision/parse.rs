@@ -7,6 +7,8 @@
 //! fails the whole file with its line number. Exact duplicate rows are dropped.
 
 use std::io::{Cursor, Read};
+
+use flate2::{Decompress, FlushDecompress, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::record_batch::RecordBatch;
@@ -66,10 +68,8 @@ pub(crate) fn parse_zip_inner(
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a zip: {e}")))?;
     let index = csv_entry(&mut archive, key).map_err(corrupt)?;
-    let entry = archive
-        .by_index(index)
-        .map_err(|e| corrupt(format!("cannot open the CSV entry: {e}")))?;
-    let size_hint = usize::try_from(entry.size()).unwrap_or(0);
+    let entry = EntryReader::open(&mut archive, bytes, index).map_err(corrupt)?;
+    let size_hint = usize::try_from(entry.size).unwrap_or(0);
     let mut parser = RowParser::new(key, name, size_hint);
     for_each_line(entry, cancel, |line_no, line| parser.line(line_no, line)).map_err(
         |e| match e {
@@ -110,6 +110,138 @@ fn csv_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, key: &FileKey) -> Res
             "{} CSV entries and none named {expected}",
             candidates.len()
         )),
+    }
+}
+
+/// The CSV entry's bytes, inflated straight from the in-memory zip (no zip-reader buffering layers),
+/// with the central directory's uncompressed size and CRC-32 checked at the end.
+struct EntryReader<'z> {
+    /// The entry's compressed (or stored) data.
+    data: &'z [u8],
+    /// `None` for a stored entry.
+    inflate: Option<Decompress>,
+    /// Bytes of `data` consumed (stored entries).
+    pos: usize,
+    size: u64,
+    crc: u32,
+    hasher: crc32fast::Hasher,
+    out: u64,
+    /// The deflate stream reached its end marker.
+    ended: bool,
+    done: bool,
+}
+
+impl<'z> EntryReader<'z> {
+    fn open(
+        archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+        bytes: &'z [u8],
+        index: usize,
+    ) -> Result<EntryReader<'z>, String> {
+        let entry = archive
+            .by_index_raw(index)
+            .map_err(|e| format!("cannot open the CSV entry: {e}"))?;
+        if entry.encrypted() {
+            return Err("the CSV entry is encrypted".into());
+        }
+        let inflate = match entry.compression() {
+            zip::CompressionMethod::Stored => None,
+            zip::CompressionMethod::Deflated => Some(Decompress::new(false)),
+            other => return Err(format!("unsupported compression method {other}")),
+        };
+        let data = entry
+            .data_start()
+            .and_then(|start| {
+                let start = usize::try_from(start).ok()?;
+                let len = usize::try_from(entry.compressed_size()).ok()?;
+                bytes.get(start..start.checked_add(len)?)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "the CSV entry's data ({} compressed bytes) lies outside the {}-byte zip",
+                    entry.compressed_size(),
+                    bytes.len()
+                )
+            })?;
+        Ok(EntryReader {
+            data,
+            inflate,
+            pos: 0,
+            size: entry.size(),
+            crc: entry.crc32(),
+            hasher: crc32fast::Hasher::new(),
+            out: 0,
+            ended: false,
+            done: false,
+        })
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        let n = match &mut self.inflate {
+            None => {
+                let n = buf.len().min(self.data.len() - self.pos);
+                buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+                self.pos += n;
+                n
+            }
+            Some(_) if self.ended => 0,
+            Some(d) => loop {
+                let (out_before, in_before) = (d.total_out(), d.total_in());
+                let input = usize::try_from(in_before)
+                    .ok()
+                    .and_then(|i| self.data.get(i..))
+                    .unwrap_or_default();
+                let status = d
+                    .decompress(input, buf, FlushDecompress::None)
+                    .map_err(|e| format!("corrupt deflate data: {e}"))?;
+                let n = usize::try_from(d.total_out() - out_before).unwrap_or(0);
+                if status == Status::StreamEnd {
+                    self.ended = true;
+                }
+                if n > 0 || self.ended || buf.is_empty() {
+                    break n;
+                }
+                if d.total_in() == in_before {
+                    return Err(format!(
+                        "the deflate stream ends early after {} of {} bytes",
+                        self.out, self.size
+                    ));
+                }
+            },
+        };
+        self.hasher.update(&buf[..n]);
+        self.out += n as u64;
+        if self.out > self.size {
+            return Err(format!(
+                "the CSV entry inflates past its declared {} bytes",
+                self.size
+            ));
+        }
+        if n == 0 {
+            self.done = true;
+            if self.out != self.size {
+                return Err(format!(
+                    "the CSV entry inflated to {} bytes, its header says {}",
+                    self.out, self.size
+                ));
+            }
+            let crc = self.hasher.clone().finalize();
+            if crc != self.crc {
+                return Err(format!(
+                    "CRC-32 mismatch: computed {crc:08x}, the zip says {:08x}",
+                    self.crc
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        self.fill(buf).map_err(std::io::Error::other)
     }
 }
 
@@ -585,10 +717,19 @@ mod tests {
             "1e5",
             "371233.51835535",
             "12345678901234567890.5",
+            "1.",
+            ".5",
+            "-.5",
+            "+1.5",
+            "00012.50",
+            "9007199254740993",
+            "0.9007199254740993",
         ] {
             assert_eq!(parse_f64(s.as_bytes()), s.parse::<f64>().ok(), "{s}");
         }
-        for s in ["", "-", ".", "1.2.3", "abc", "1,0", "NaN", "inf"] {
+        for s in [
+            "", "-", ".", "1.2.3", "abc", "1,0", "NaN", "inf", "1.5x", "1..5", "-.", "1-",
+        ] {
             assert_eq!(parse_f64(s.as_bytes()), None, "{s}");
         }
     }
@@ -605,6 +746,130 @@ mod tests {
         assert_eq!(millis(b"1735689600000000", "t"), Ok(1_735_689_600_000));
         assert_eq!(millis(b"1735693199999999", "t"), Ok(1_735_693_199_999));
         assert_eq!(micros(b"1778198400020", "t"), Ok(1_778_198_400_020_000));
+    }
+
+    const REAL_1M: &str = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip";
+
+    /// The real 2020-01-01 1m zip and its CSV text, or `None` (skipped) without the samples.
+    fn real_file() -> Option<(Vec<u8>, Vec<u8>)> {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/binance-vision-samples"
+        );
+        let Ok(zip_bytes) = std::fs::read(format!("{dir}/{REAL_1M}")) else {
+            eprintln!("skipped: {dir}/{REAL_1M} not found");
+            return None;
+        };
+        let mut z = zip::ZipArchive::new(Cursor::new(&zip_bytes[..])).unwrap();
+        let mut csv = Vec::new();
+        z.by_index(0).unwrap().read_to_end(&mut csv).unwrap();
+        Some((zip_bytes, csv))
+    }
+
+    fn rezip(csv: &[u8], method: zip::CompressionMethod) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        w.start_file("BTCUSDT-1m-2020-01-01.csv", opts).unwrap();
+        w.write_all(csv).unwrap();
+        w.finish().unwrap().into_inner()
+    }
+
+    /// Offsets of every occurrence of a 4-byte little-endian zip signature.
+    fn signatures(zip: &[u8], sig: u32) -> Vec<usize> {
+        let sig = sig.to_le_bytes();
+        (0..zip.len().saturating_sub(3))
+            .filter(|&i| zip[i..i + 4] == sig)
+            .collect()
+    }
+
+    #[test]
+    fn stored_and_deflated_entries_parse_like_the_real_file() {
+        let Some((zip_bytes, csv)) = real_file() else {
+            return;
+        };
+        let key = FileKey::from_path(REAL_1M).unwrap();
+        let real = parse_zip(&zip_bytes, &key).unwrap();
+        // One row per line of the real CSV (spot files have no header).
+        let lines = csv.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        assert_eq!(real.num_rows(), lines);
+        for method in [
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        ] {
+            let again = parse_zip(&rezip(&csv, method), &key).unwrap();
+            assert_eq!(again, real, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_crc_or_truncated_data_is_a_corrupt_archive() {
+        let Some((_, csv)) = real_file() else {
+            return;
+        };
+        let key = FileKey::from_path(REAL_1M).unwrap();
+        for method in [
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        ] {
+            // Flip the CRC-32 in both the local header (offset 14) and the central directory
+            // (offset 16): the data inflates fine but does not match.
+            let mut z = rezip(&csv, method);
+            for i in signatures(&z, 0x0403_4b50) {
+                z[i + 14] ^= 0xff;
+            }
+            for i in signatures(&z, 0x0201_4b50) {
+                z[i + 16] ^= 0xff;
+            }
+            let err = parse_zip(&z, &key).unwrap_err();
+            assert!(
+                matches!(&err, VisionError::CorruptArchive { reason, .. } if reason.contains("CRC")),
+                "{method:?}: {err:?}"
+            );
+        }
+        // Damage the middle of the deflate stream: an inflate error, a size or a CRC mismatch,
+        // never a silently different batch.
+        let mut z = rezip(&csv, zip::CompressionMethod::Deflated);
+        let mid = z.len() / 2;
+        for b in &mut z[mid..mid + 64] {
+            *b = !*b;
+        }
+        let err = parse_zip(&z, &key).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VisionError::CorruptArchive { .. } | VisionError::InvalidData { .. }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_row_with_too_many_or_too_few_fields_names_its_line() {
+        let Some((_, csv)) = real_file() else {
+            return;
+        };
+        let key = FileKey::from_path(REAL_1M).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let extra = format!("{},0", lines[1]);
+        let short = lines[2].rsplit_once(',').unwrap().0;
+        for (edited, found) in [(extra.as_str(), 13), (short, 11)] {
+            let mut rows = lines.clone();
+            rows[1] = edited;
+            if found == 11 {
+                rows[1] = lines[1];
+                rows[2] = edited;
+            }
+            let z = rezip(rows.join("\n").as_bytes(), zip::CompressionMethod::Deflated);
+            let err = parse_zip(&z, &key).unwrap_err();
+            let line = if found == 11 { 3 } else { 2 };
+            assert!(
+                matches!(&err, VisionError::InvalidData { row, reason, .. }
+                    if *row == line && reason.contains(&format!("found {found}"))),
+                "{err:?}"
+            );
+        }
     }
 
     proptest! {
