@@ -790,6 +790,12 @@ async fn cancel_at(point: Point, how: How) {
         }
     };
     let at_cancel = fetched.load(Ordering::SeqCst);
+    // Cleanup is synchronous: no temporary survives the return (or the drop) of the future.
+    assert!(
+        temp_files(cache.path()).is_empty(),
+        "{point:?}/{how:?}: temporaries at return: {:?}",
+        temp_files(cache.path())
+    );
     match &outcome {
         None => {}
         Some(Err(Error::Cancelled)) => {}
@@ -1139,6 +1145,7 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
         };
         let latency = t0.elapsed();
         let temps_at_return = temp_files(cache.path()).len();
+        assert_eq!(temps_at_return, 0, "{delay_ms} ms: temporaries at return");
         drop(m);
         let released = settle("released", Duration::from_secs(1), || {
             let s = snapshot(&emu);
