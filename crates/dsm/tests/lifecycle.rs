@@ -999,7 +999,13 @@ async fn large_volume(
     let emu = emulator().await;
     let base = snapshot(&emu);
     let cache = tempfile::tempdir().expect("temp dir");
-    let m = manager(&emu, Some(cache.path()));
+    // The emulator synthesises a month of 1s candles (2.6 M rows) before it answers the first
+    // request for it: give it time.
+    let m = DataSourceManager::new(ManagerConfig {
+        read_timeout: Duration::from_secs(120),
+        ..config(&emu, Some(cache.path()))
+    })
+    .expect("manager");
     let t0 = Instant::now();
     let mut rows = 0;
     for s in symbols {
