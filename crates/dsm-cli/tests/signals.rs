@@ -134,6 +134,7 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// `dsm cache verify --json`: exit code and stdout (stderr is printed).
 async fn verify_cache(cache: &Path) -> (Option<i32>, String) {
     let mut cmd = Command::new(DSM);
     cmd.args(["cache", "verify", "--json", "--cache-dir"])
@@ -143,13 +144,12 @@ async fn verify_cache(cache: &Path) -> (Option<i32>, String) {
     let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
+    if !o.stderr.is_empty() {
+        eprintln!("dsm cache verify: {}", String::from_utf8_lossy(&o.stderr));
+    }
     (
         o.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
     )
 }
 
@@ -210,8 +210,26 @@ async fn a_second_sigint_still_exits_130_at_once() {
     signal_mid_download(&[Signal::SIGINT, Signal::SIGINT], 130).await;
 }
 
+/// When a SIGKILL lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillAt {
+    /// The first cache temporary exists: a write is half done.
+    FirstTemporary,
+    /// The first file is published (its manifest exists): later files are under way.
+    FirstPublished,
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_mid_write_leaves_a_cache_that_verifies_and_a_rerun_completes() {
+async fn sigkill_mid_cache_write_leaves_a_cache_that_verifies_and_a_rerun_completes() {
+    sigkill_at(KillAt::FirstTemporary).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_after_a_file_is_cached_the_rerun_reuses_it() {
+    sigkill_at(KillAt::FirstPublished).await;
+}
+
+async fn sigkill_at(at: KillAt) {
     let emu = emulator().await;
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -220,12 +238,15 @@ async fn sigkill_mid_write_leaves_a_cache_that_verifies_and_a_rerun_completes() 
         .args(fetch_args(&target))
         .spawn()
         .unwrap();
-    // Kill it as soon as the first file is published in the cache (its manifest is there): the
-    // next ones are being downloaded, parsed or written.
-    wait_until("a file is published in the cache", &mut child, || {
-        walk(cache.path())
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| n == "manifest.json"))
+    wait_until("the kill point", &mut child, || {
+        walk(cache.path()).iter().any(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let n = n.as_deref().unwrap_or("");
+            match at {
+                KillAt::FirstTemporary => n.starts_with(".tmp-"),
+                KillAt::FirstPublished => n == "manifest.json",
+            }
+        })
     })
     .await;
     kill(&child, Signal::SIGKILL);
@@ -241,8 +262,14 @@ async fn sigkill_mid_write_leaves_a_cache_that_verifies_and_a_rerun_completes() 
     let (code, report) = verify_cache(cache.path()).await;
     assert_eq!(code, Some(0), "verify after SIGKILL: {report}");
     assert!(cache_temporaries(cache.path()).is_empty());
+    let json: serde_json::Value = serde_json::from_str(&report).expect("verify --json");
+    let removed = json["removed"].as_u64().expect("removed");
+    assert!(
+        removed >= leftovers as u64,
+        "verify reports the {leftovers} leftovers it cleaned: {report}"
+    );
     eprintln!(
-        "SIGKILL mid-write: {leftovers} temporaries left by the killed process; verify: {report}"
+        "SIGKILL at {at:?}: {leftovers} temporaries left by the killed process, verify exit 0, {removed} removed"
     );
 
     emu.clear_log();
@@ -262,10 +289,12 @@ async fn sigkill_mid_write_leaves_a_cache_that_verifies_and_a_rerun_completes() 
         .iter()
         .filter(|l| l.path.ends_with(".zip"))
         .count();
-    assert!(
-        zips < 4,
-        "the rerun reuses what was cached: {zips} of 4 files fetched"
-    );
+    if at == KillAt::FirstPublished {
+        assert!(
+            zips < 4,
+            "the rerun reuses what was cached: {zips} of 4 files fetched"
+        );
+    }
     // The CSV has a header and every candle, exactly as the exchange has them.
     let truth = emu.klines(
         Market::Spot,

@@ -109,6 +109,45 @@ fn random_hex() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// The state of one local write, shared by the blocking thread doing it and the future waiting
+/// for it. A blocking thread can not be interrupted, so a dropped future would otherwise leave
+/// the thread writing a temporary file (and renaming it into place) after its owner is gone, with
+/// the partition lock already released. Instead the future's [`AbandonOnDrop`] marks the write
+/// abandoned and removes the temporary synchronously; the thread checks the mark (under the same
+/// mutex) before creating the temporary and before renaming it, so nothing is published.
+#[derive(Debug, Default)]
+pub(crate) struct TempSlot {
+    state: std::sync::Mutex<TempState>,
+}
+
+#[derive(Debug, Default)]
+struct TempState {
+    abandoned: bool,
+    done: bool,
+    temp: Option<PathBuf>,
+}
+
+impl TempSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TempState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Abandons a local write when the future waiting for it is dropped (a no-op once it is done).
+struct AbandonOnDrop(Arc<TempSlot>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        if !state.done {
+            state.abandoned = true;
+            if let Some(tmp) = state.temp.take() {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
 ) -> Result<T, CacheError> {
@@ -160,28 +199,60 @@ impl LocalBlobs {
         }
     }
 
-    fn put_sync(root: &Path, rel: &str, data: &[u8]) -> Result<(), CacheError> {
+    /// Writes `data` under a temporary name, fsyncs it and renames it to `rel`. `slot` lets the
+    /// future that asked for the write abandon it: see [`TempSlot`].
+    fn put_sync(root: &Path, rel: &str, data: &[u8], slot: &TempSlot) -> Result<(), CacheError> {
         let target = root.join(rel);
         let dir = target.parent().unwrap_or(root).to_owned();
         create_dirs(&dir, root)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}-{}", random_hex(), file_name(rel)));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
+        let abandoned = || CacheError::Io {
+            path: target.clone(),
+            source: std::io::Error::other("the write was abandoned (its future was dropped)"),
+        };
+        let mut f = {
+            let mut state = slot.lock();
+            if state.abandoned {
+                return Err(abandoned());
+            }
+            let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            state.temp = Some(tmp.clone());
+            f
         };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e));
-        }
-        if let Err(e) = std::fs::rename(&tmp, &target) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(&target)(e));
+        // The slow part runs unlocked: an abandoning future removes the temporary meanwhile (the
+        // open handle keeps writing to the unlinked file, which vanishes when it is closed).
+        let written = f.write_all(data).and_then(|()| f.sync_all());
+        drop(f);
+        {
+            let mut state = slot.lock();
+            state.temp = None;
+            if state.abandoned {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(abandoned());
+            }
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_err(&tmp)(e));
+            }
+            if let Err(e) = std::fs::rename(&tmp, &target) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_err(&target)(e));
+            }
+            state.done = true;
         }
         fsync_dir(&dir)
+    }
+
+    /// Runs [`LocalBlobs::put_sync`] on a blocking thread; dropping the returned future abandons
+    /// the write and removes its temporary file before `drop` returns.
+    async fn put_owned(root: Arc<PathBuf>, rel: String, data: Bytes) -> Result<(), CacheError> {
+        let slot = Arc::new(TempSlot::default());
+        let _abandon = AbandonOnDrop(slot.clone());
+        blocking(move || LocalBlobs::put_sync(&root, &rel, &data, &slot)).await
     }
 
     fn list_sync(root: &Path, prefix: &str) -> Result<Vec<Entry>, CacheError> {
@@ -337,7 +408,7 @@ impl Blobs for LocalBlobs {
 
     fn put(&self, path: String, data: Bytes) -> BoxFut<'_, ()> {
         let root = self.root.clone();
-        Box::pin(blocking(move || LocalBlobs::put_sync(&root, &path, &data)))
+        Box::pin(LocalBlobs::put_owned(root, path, data))
     }
 
     fn delete(&self, path: String) -> BoxFut<'_, ()> {
@@ -367,9 +438,11 @@ impl Blobs for LocalBlobs {
     fn publish_manifest(&self, dir: String, _generation: u64, data: Bytes) -> BoxFut<'_, bool> {
         // The caller holds the partition lock, so no other writer can publish in between.
         let root = self.root.clone();
-        Box::pin(blocking(move || {
-            LocalBlobs::put_sync(&root, &join(&dir, LOCAL_MANIFEST), &data).map(|()| true)
-        }))
+        Box::pin(async move {
+            LocalBlobs::put_owned(root, join(&dir, LOCAL_MANIFEST), data)
+                .await
+                .map(|()| true)
+        })
     }
 
     fn remove_manifests(&self, dir: String) -> BoxFut<'_, ()> {
@@ -671,5 +744,82 @@ impl Blobs for StoreBlobs {
     fn orphans_removable_under_lock(&self) -> bool {
         // Another process may have put its data file and not yet published its manifest.
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn temporaries(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_abandoned_write_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = TempSlot::default();
+        slot.lock().abandoned = true;
+        assert!(LocalBlobs::put_sync(dir.path(), "a/x.parquet", b"data", &slot).is_err());
+        assert!(!dir.path().join("a/x.parquet").exists());
+        assert!(temporaries(&dir.path().join("a")).is_empty());
+    }
+
+    #[test]
+    fn a_finished_write_is_not_undone_by_the_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = Arc::new(TempSlot::default());
+        let guard = AbandonOnDrop(slot.clone());
+        LocalBlobs::put_sync(dir.path(), "x.parquet", b"data", &slot).unwrap();
+        drop(guard);
+        assert_eq!(
+            std::fs::read(dir.path().join("x.parquet")).unwrap(),
+            b"data"
+        );
+    }
+
+    /// Dropping the future while the blocking thread writes removes the temporary before `drop`
+    /// returns, and the thread never renames it into place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_a_put_mid_write_removes_its_temporary_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Arc::new(dir.path().to_path_buf());
+        let data = Bytes::from(vec![7u8; 64 << 20]);
+        let mut put = Box::pin(LocalBlobs::put_owned(root, "x.parquet".into(), data));
+        let t0 = Instant::now();
+        // Drive the put until its temporary exists (the thread is writing 64 MiB).
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut put => panic!("finished before the test could drop it: {r:?}"),
+                () = tokio::time::sleep(Duration::from_micros(200)) => {}
+            }
+            if !temporaries(dir.path()).is_empty() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no temporary appeared"
+            );
+        }
+        drop(put);
+        assert!(
+            temporaries(dir.path()).is_empty(),
+            "{:?}",
+            temporaries(dir.path())
+        );
+        // The thread finishes its write to the unlinked file and publishes nothing.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(temporaries(dir.path()).is_empty());
+        assert!(!dir.path().join("x.parquet").exists());
     }
 }

@@ -312,6 +312,10 @@ pub struct CacheStore {
     blobs: Arc<dyn Blobs>,
     options: WriteOptions,
     lock_wait: Duration,
+    /// Stray temporaries [`CacheStore::open`] removed, not yet counted in a [`VerifyReport`] (so
+    /// `verify` right after a crash reports the leftovers it found, even though `open` removed
+    /// them first).
+    removed_at_open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CacheStore {
@@ -334,7 +338,11 @@ impl CacheStore {
         if removed > 0 {
             tracing::info!(removed, dir = %dir.display(), "removed stray cache temporaries");
         }
-        Ok(CacheStore::from_blobs(Arc::new(local)))
+        let store = CacheStore::from_blobs(Arc::new(local));
+        store
+            .removed_at_open
+            .store(removed, std::sync::atomic::Ordering::Relaxed);
+        Ok(store)
     }
 
     /// Opens the cache in [`CacheStore::default_dir`].
@@ -362,6 +370,7 @@ impl CacheStore {
             blobs,
             options: WriteOptions::default(),
             lock_wait: DEFAULT_LOCK_WAIT,
+            removed_at_open: Arc::default(),
         }
     }
 
@@ -909,8 +918,11 @@ impl CacheStore {
     /// ranges). Anything bad is moved to `quarantine/` and its partition's coverage dropped, so it
     /// is fetched again. Unreferenced data files and stray temporaries are removed.
     pub async fn verify(&self) -> Result<VerifyReport, CacheError> {
+        let at_open = self
+            .removed_at_open
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
         let mut report = VerifyReport {
-            removed: self.blobs.clean_temporaries().await?,
+            removed: at_open + self.blobs.clean_temporaries().await?,
             ..VerifyReport::default()
         };
         let (dirs, entries) = self.scan().await?;
