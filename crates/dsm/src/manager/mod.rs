@@ -430,11 +430,29 @@ impl DataSourceManager {
     /// if complete). Dropping the future cancels everything it started; verified pieces already
     /// written to the cache stay there, so a rerun resumes.
     pub async fn get(&self, request: Request) -> Result<Response> {
+        self.get_with_cancel(request, &CancellationToken::new())
+            .await
+    }
+
+    /// [`DataSourceManager::get`], also cancelled when `token` is: it then returns
+    /// [`Error::Cancelled`] promptly, with nothing left running.
+    pub async fn get_with_cancel(
+        &self,
+        request: Request,
+        token: &CancellationToken,
+    ) -> Result<Response> {
         request.validate()?;
-        if self.root.is_cancelled() {
+        if self.root.is_cancelled() || token.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let cancel = self.root.child_token();
+        // The caller's token cancels this request's own token (and only it).
+        let relay = {
+            let (caller, mine) = (token.clone(), cancel.clone());
+            async move {
+                tokio::select! { _ = caller.cancelled() => mine.cancel(), _ = mine.cancelled() => {} }
+            }
+        };
         // Dropping this future (or returning early) cancels the work it started.
         let _guard = cancel.clone().drop_guard();
         let started = std::time::Instant::now();
@@ -457,9 +475,14 @@ impl DataSourceManager {
         let results = self
             .tracker
             .track_future(async {
+                let relayed = async {
+                    relay.await;
+                    Err(Error::Cancelled)
+                };
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => Err(Error::Cancelled),
+                    r = relayed => r,
                     r = work => r,
                 }
             })
