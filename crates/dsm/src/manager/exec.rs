@@ -65,6 +65,8 @@ pub(crate) struct Ctx<'a> {
     pub publish_delay_ms: i64,
     pub policy: SourcePolicy,
     pub cancel: &'a CancellationToken,
+    /// The exchange's clock, read once per request when REST is allowed.
+    pub server_now: tokio::sync::OnceCell<i64>,
 }
 
 /// Whether the REST client serves `kind` (candles and funding; trades come from Vision only).
@@ -131,15 +133,27 @@ pub(crate) async fn fetch_symbol(
         // The exchange's clock decides what is closed and what is published; ask it when REST is
         // allowed (one request of weight 1), else trust the local clock.
         let now = if uses_rest {
-            let (now, cost) = ctx
-                .rest
-                .server_time_with_cost(market, ctx.cancel)
-                .await
-                .map_err(rest_err)?;
-            // The clock request is a REST request like any other: it counts in the summary.
-            summary.rest.requests += cost.requests;
-            summary.rest.bytes += cost.bytes;
-            summary.rest_weight += cost.weight;
+            // One reading per request, shared by its symbols (and passed to the REST pages).
+            let mut paid = None;
+            let now = *ctx
+                .server_now
+                .get_or_try_init(|| async {
+                    let (now, cost) = ctx
+                        .rest
+                        .server_time_with_cost(market, ctx.cancel)
+                        .await
+                        .map_err(rest_err)?;
+                    paid = Some(cost);
+                    Ok::<_, Error>(now)
+                })
+                .await?;
+            // The clock request is a REST request like any other: it counts in the summary of the
+            // symbol that made it.
+            if let Some(cost) = paid {
+                summary.rest.requests += cost.requests;
+                summary.rest.bytes += cost.bytes;
+                summary.rest_weight += cost.weight;
+            }
             now
         } else {
             local_now
@@ -204,7 +218,7 @@ pub(crate) async fn fetch_symbol(
                 (DataKind::FundingRate, _) => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
                 (_, Some(interval)) => {
                     ctx.rest
-                        .klines(market, kind, symbol, interval, r, ctx.cancel)
+                        .klines_at(market, kind, symbol, interval, r, now, ctx.cancel)
                         .await
                 }
                 _ => continue,

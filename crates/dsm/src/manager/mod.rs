@@ -465,6 +465,7 @@ impl DataSourceManager {
             publish_delay_ms: self.config.vision_publish_delay.as_millis() as i64,
             policy,
             cancel: &cancel,
+            server_now: tokio::sync::OnceCell::new(),
         };
         let work = futures::future::try_join_all(
             request

@@ -189,6 +189,48 @@ impl RestClient {
         range: TimeRange,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
+        self.klines_inner(market, kind, symbol, interval, range, None, cancel)
+            .await
+    }
+
+    /// Like [`RestClient::klines`], with the server's time `server_now` (ms) already read by the
+    /// caller (e.g. once for a request over many symbols), so no `/time` request is made. It must
+    /// have been read before this call: an earlier reading only makes a candle that closed since
+    /// count as open (left out, never cached), never the reverse.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn klines_at(
+        &self,
+        market: Market,
+        kind: DataKind,
+        symbol: &Symbol,
+        interval: Interval,
+        range: TimeRange,
+        server_now: i64,
+        cancel: &CancellationToken,
+    ) -> Result<RestData, RestError> {
+        self.klines_inner(
+            market,
+            kind,
+            symbol,
+            interval,
+            range,
+            Some(server_now),
+            cancel,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn klines_inner(
+        &self,
+        market: Market,
+        kind: DataKind,
+        symbol: &Symbol,
+        interval: Interval,
+        range: TimeRange,
+        server_now: Option<i64>,
+        cancel: &CancellationToken,
+    ) -> Result<RestData, RestError> {
         if !kind.has_interval() {
             return Err(InputError::Invalid {
                 what: "kind",
@@ -206,7 +248,10 @@ impl RestClient {
         };
         // Read the clock before any page: a candle still open when a page is served then has a
         // close time at or after `now` and is never taken for a closed one.
-        let now = call.server_time(market).await?;
+        let now = match server_now {
+            Some(now) => now,
+            None => call.server_time(market).await?,
+        };
         let open_end = interval.next(interval.floor(now));
         let end = range.end().min(open_end);
         let cm_max = i64::try_from(self.inner.config.cm_max_window.as_millis()).unwrap_or(i64::MAX);
