@@ -1158,3 +1158,41 @@ async fn an_unpublished_monthly_file_falls_back_to_dailies_or_rest() {
     assert!(!env.rest_data_queries().is_empty());
     assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
 }
+
+#[tokio::test]
+async fn a_callers_token_cancels_a_hung_request_promptly() {
+    let env = setup_with(
+        "2024-06-15T12:30:00Z",
+        |c| c.with_fault(fault("hang@/data/*")),
+        |c| c,
+    )
+    .await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let req = kreq(
+        Market::Spot,
+        "BTCUSDT",
+        Interval::H1,
+        range(t("2023-01-01"), t("2023-02-01")),
+    );
+    let canceller = {
+        let token = token.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let at = std::time::Instant::now();
+            token.cancel();
+            at
+        }
+    };
+    let (result, cancelled_at) =
+        tokio::join!(env.m.get_with_cancel(req.clone(), &token), canceller);
+    let latency = cancelled_at.elapsed();
+    assert!(matches!(result, Err(dsm::Error::Cancelled)), "{result:?}");
+    assert!(
+        latency < Duration::from_millis(100),
+        "returned {latency:?} after the cancel"
+    );
+    // The manager itself is not shut down: the next request (without the fault) works.
+    env.emu.clear_faults();
+    let resp = env.m.get(req).await.expect("a later request still works");
+    assert_eq!(one(&resp).num_rows(), 31 * 24);
+}
