@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dsm::manager::RestUrls;
+use dsm::manager::Summary;
 use dsm::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy, Symbol, TimeRange};
+use futures::StreamExt;
 
 use crate::args::FetchArgs;
-use crate::exit::{Interrupted, Signal, UsageError};
-use crate::output::{self, OutputPlan, Pending, WriteControl};
+use crate::exit::{Interrupted, UsageError};
+use crate::output::{self, FileWriter, OutputPlan, Pending, WriteControl};
 use crate::printer::Printer;
 use crate::progress::ProgressUi;
 use crate::signal::Signals;
-use crate::summary::FetchReport;
+use crate::summary::{FetchReport, SymbolTotals};
 
 /// How long the manager gets to stop its work after the first signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
@@ -98,26 +100,95 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
     }
     let manager = DataSourceManager::new(config).context("starting the data source manager")?;
 
-    let response = tokio::select! {
-        r = manager.get(request) => r.with_context(|| format!("fetching {what}"))?,
-        sig = signals.recv() => {
-            // The request future is dropped here, which cancels it; let the manager stop its work.
-            drop(progress);
-            tokio::select! {
-                () = manager.shutdown(SHUTDOWN_DEADLINE) => {}
-                _ = signals.recv() => {}
+    // Windows of the range are fetched a few at a time and written as they come, so memory does
+    // not grow with the range; files are committed only after the last window.
+    let started = std::time::Instant::now();
+    let control = Arc::new(WriteControl::default());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Window>(1);
+    let writer = {
+        let (plan, control) = (plan.clone(), control.clone());
+        let schema = dsm::schema::output_schema(request.market, request.kind);
+        tokio::task::spawn_blocking(move || write_windows(&plan, &schema, rx, &control))
+    };
+    tokio::pin!(writer);
+    let token = tokio_util::sync::CancellationToken::new();
+    let kind = args.kind;
+    let mut totals: Vec<SymbolTotals> = request
+        .symbols
+        .iter()
+        .cloned()
+        .map(SymbolTotals::new)
+        .collect();
+    let feed = async {
+        // Owned by the fetch: dropping it (a signal) closes the channel, and the writer then
+        // discards its temporaries instead of committing.
+        let tx = tx;
+        let mut windows = std::pin::pin!(manager.get_windows(request, &token));
+        while let Some(window) = windows.next().await {
+            let window = window.with_context(|| format!("fetching {what}"))?;
+            for (t, r) in totals.iter_mut().zip(&window.results) {
+                t.add(kind, r);
             }
-            return Err(Interrupted(sig).into());
+            if tx.send(Window::Data(window)).await.is_err() {
+                // The writer stopped; its error is reported below.
+                return Ok(());
+            }
         }
+        // Only now may the writer commit: everything arrived.
+        let _ = tx.send(Window::End).await;
+        Ok::<(), anyhow::Error>(())
+    };
+    let outcome = tokio::select! {
+        r = async {
+            let fed = feed.await;
+            let written = (&mut writer).await;
+            (fed, written)
+        } => Ok(r),
+        sig = signals.recv() => Err(sig),
     };
     drop(progress);
+    let paths = match outcome {
+        Ok((fed, written)) => {
+            let written = written.context("the output writer stopped unexpectedly");
+            manager.shutdown(SHUTDOWN_DEADLINE).await;
+            fed?;
+            written??
+        }
+        Err(sig) => {
+            // The fetch is dropped (which cancels it); stop the writer, which removes its
+            // temporaries, and let the manager stop its work. A second signal stops waiting.
+            control.cancel();
+            token.cancel();
+            let stopped = async {
+                let written = (&mut writer).await;
+                manager.shutdown(SHUTDOWN_DEADLINE).await;
+                written
+            };
+            tokio::select! {
+                written = stopped => {
+                    // Every file was committed before the signal took effect: the work is done.
+                    if let Ok(Ok(paths)) = written {
+                        paths
+                    } else {
+                        return Err(Interrupted(sig).into());
+                    }
+                }
+                _ = signals.recv() => {
+                    control.remove_temporaries();
+                    return Err(Interrupted(sig).into());
+                }
+            }
+        }
+    };
 
-    let written = write_all(&plan, &response, signals).await;
-    manager.shutdown(SHUTDOWN_DEADLINE).await;
-    let paths = written?;
-
-    let report = FetchReport::new(args.kind, &response.results, &paths, &response.summary);
-    for failure in &response.summary.failures {
+    let mut total = Summary::default();
+    for t in &mut totals {
+        t.summary.elapsed = started.elapsed();
+        total.add(&t.summary);
+    }
+    total.elapsed = started.elapsed();
+    let report = FetchReport::new(args.kind, &totals, &paths, &total);
+    for failure in &total.failures {
         printer.warn(failure);
     }
     if args.json {
@@ -131,63 +202,63 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
     Ok(())
 }
 
-/// Writes every symbol's file (off the async threads), then commits them all; a signal cancels
-/// the writer and nothing more is committed (a file is only ever renamed into place whole).
-async fn write_all(
+/// What the fetch sends the writer thread.
+enum Window {
+    /// The next window of every symbol.
+    Data(Response),
+    /// Every window arrived: finish and commit.
+    End,
+}
+
+/// The writer thread: one [`FileWriter`] per symbol, fed window by window; commits every file
+/// only after [`Window::End`]. If the channel closes without it (error, signal), the writers are
+/// dropped and their temporaries removed.
+fn write_windows(
     plan: &OutputPlan,
-    response: &Response,
-    signals: &mut Signals,
+    schema: &arrow::datatypes::SchemaRef,
+    mut rx: tokio::sync::mpsc::Receiver<Window>,
+    control: &Arc<WriteControl>,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    if response.results.len() != plan.targets.len() {
-        anyhow::bail!(
-            "the manager returned {} results for {} symbols (a dsm bug)",
-            response.results.len(),
-            plan.targets.len()
-        );
+    if let Some(dir) = &plan.create_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating directory {}", dir.display()))?;
     }
-    let control = Arc::new(WriteControl::default());
-    let job = {
-        let plan = plan.clone();
-        let results = response.results.clone();
-        let control = control.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PathBuf>> {
-            if let Some(dir) = &plan.create_dir {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating directory {}", dir.display()))?;
-            }
-            let mut pending: Vec<Pending> = Vec::with_capacity(results.len());
-            for ((symbol, path), result) in plan.targets.iter().zip(&results) {
-                let p = output::write(path, plan.format, &result.schema, &result.batches, &control)
-                    .with_context(|| format!("writing {symbol}"))?;
-                pending.push(p);
-            }
-            pending.into_iter().map(Pending::commit).collect()
+    let mut writers = plan
+        .targets
+        .iter()
+        .map(|(symbol, path)| {
+            FileWriter::create(path, plan.format, schema, control)
+                .with_context(|| format!("writing {symbol}"))
         })
-    };
-    tokio::pin!(job);
-    let mut interrupted: Option<Signal> = None;
+        .collect::<anyhow::Result<Vec<_>>>()?;
     loop {
-        tokio::select! {
-            joined = &mut job => {
-                let result = joined.context("the output writer stopped unexpectedly")?;
-                return match (result, interrupted) {
-                    // Every file was committed before the signal took effect: the work is done.
-                    (Ok(paths), _) => Ok(paths),
-                    (Err(_), Some(sig)) => Err(Interrupted(sig).into()),
-                    (Err(e), None) => Err(e),
-                };
-            }
-            sig = signals.recv() => {
-                if let Some(first) = interrupted {
-                    // Second signal: stop waiting for the writer, remove what it has written.
-                    control.remove_temporaries();
-                    return Err(Interrupted(first).into());
+        match rx.blocking_recv() {
+            Some(Window::Data(window)) => {
+                if window.results.len() != writers.len() {
+                    anyhow::bail!(
+                        "the manager returned {} results for {} symbols (a dsm bug)",
+                        window.results.len(),
+                        writers.len()
+                    );
                 }
-                control.cancel();
-                interrupted = Some(sig);
+                for ((w, r), (symbol, _)) in
+                    writers.iter_mut().zip(&window.results).zip(&plan.targets)
+                {
+                    for b in &r.batches {
+                        w.write(b).with_context(|| format!("writing {symbol}"))?;
+                    }
+                }
             }
+            Some(Window::End) => break,
+            None => anyhow::bail!("cancelled"),
         }
     }
+    let pending = writers
+        .into_iter()
+        .zip(&plan.targets)
+        .map(|(w, (symbol, _))| w.finish().with_context(|| format!("writing {symbol}")))
+        .collect::<anyhow::Result<Vec<Pending>>>()?;
+    pending.into_iter().map(Pending::commit).collect()
 }
 
 #[cfg(test)]

@@ -276,6 +276,7 @@ impl Drop for Pending {
 
 /// Writes `batches` (all in `schema`) to a temporary file beside `target` in `format`, fsynced.
 /// Checks `control` between batches; a cancelled or failed write leaves no file behind.
+#[cfg(test)]
 pub fn write(
     target: &Path,
     format: Format,
@@ -283,66 +284,182 @@ pub fn write(
     batches: &[RecordBatch],
     control: &Arc<WriteControl>,
 ) -> anyhow::Result<Pending> {
-    let cancel = control.as_ref();
-    if let Some(b) = batches
-        .iter()
-        .find(|b| b.schema().fields() != schema.fields())
-    {
-        anyhow::bail!(
-            "cannot write {}: a batch's columns do not match the result schema (a dsm bug): {:?}",
-            target.display(),
-            b.schema()
-        );
+    let mut w = FileWriter::create(target, format, schema, control)?;
+    for b in batches {
+        w.write(b)?;
     }
-    let (pending, file) = Pending::create(target, control)?;
-    let what = || format!("writing {}", target.display());
-    let file = match format {
-        Format::Parquet => write_parquet(file, schema, batches, cancel),
-        Format::Arrow => write_arrow(file, schema, batches, cancel),
-        Format::Csv => write_csv(file, schema, batches, cancel),
+    w.finish()
+}
+
+/// One output file being written batch by batch (so a long range never has to be in memory at
+/// once) to a temporary file beside its target. [`FileWriter::finish`] fsyncs it and hands back the
+/// [`Pending`] rename; dropping the writer unfinished removes the temporary file.
+pub struct FileWriter {
+    pending: Pending,
+    target: PathBuf,
+    schema: SchemaRef,
+    inner: Inner,
+    control: Arc<WriteControl>,
+}
+
+enum Inner {
+    Parquet(Box<ArrowWriter<File>>),
+    Arrow(Box<arrow::ipc::writer::FileWriter<BufWriter<File>>>),
+    Csv {
+        writer: Box<arrow::csv::Writer<BufWriter<File>>>,
+        text_schema: SchemaRef,
+        rows: usize,
+    },
+}
+
+impl FileWriter {
+    /// Creates the temporary file for `target` and starts a `format` file of `schema` in it.
+    pub fn create(
+        target: &Path,
+        format: Format,
+        schema: &SchemaRef,
+        control: &Arc<WriteControl>,
+    ) -> anyhow::Result<FileWriter> {
+        remove_stale_temporaries(target);
+        let (pending, file) = Pending::create(target, control)?;
+        let what = || format!("writing {}", target.display());
+        let inner = match format {
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                    .build();
+                Inner::Parquet(Box::new(
+                    ArrowWriter::try_new(file, schema.clone(), Some(props)).with_context(what)?,
+                ))
+            }
+            Format::Arrow => Inner::Arrow(Box::new(
+                arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), schema)
+                    .with_context(what)?,
+            )),
+            Format::Csv => Inner::Csv {
+                writer: Box::new(
+                    arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .with_timestamp_format(csv_time_format(schema).to_owned())
+                        .build(BufWriter::new(file)),
+                ),
+                text_schema: csv_schema(schema),
+                rows: 0,
+            },
+        };
+        Ok(FileWriter {
+            pending,
+            target: target.to_path_buf(),
+            schema: schema.clone(),
+            inner,
+            control: control.clone(),
+        })
     }
-    .with_context(what)?;
-    file.sync_all().with_context(what)?;
-    Ok(pending)
+
+    /// Appends `batch` (in the file's schema); fails if the write was cancelled.
+    pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        check_cancel(&self.control)?;
+        if batch.schema().fields() != self.schema.fields() {
+            anyhow::bail!(
+                "cannot write {}: a batch's columns do not match the result schema (a dsm bug): {:?}",
+                self.target.display(),
+                batch.schema()
+            );
+        }
+        let target = &self.target;
+        let what = || format!("writing {}", target.display());
+        match &mut self.inner {
+            Inner::Parquet(w) => w.write(batch).with_context(what),
+            Inner::Arrow(w) => w.write(batch).with_context(what),
+            Inner::Csv {
+                writer,
+                text_schema,
+                rows,
+            } => {
+                *rows += batch.num_rows();
+                writer
+                    .write(&to_csv_batch(batch, text_schema)?)
+                    .with_context(what)
+            }
+        }
+    }
+
+    /// Ends the file, fsyncs it and returns the rename that puts it in place.
+    pub fn finish(self) -> anyhow::Result<Pending> {
+        check_cancel(&self.control)?;
+        let what = || format!("writing {}", self.target.display());
+        let file = match self.inner {
+            Inner::Parquet(w) => w.into_inner().with_context(what)?,
+            Inner::Arrow(mut w) => {
+                w.finish().with_context(what)?;
+                let buf = w.into_inner().with_context(what)?;
+                buf.into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(what)?
+            }
+            Inner::Csv {
+                mut writer,
+                text_schema,
+                rows,
+            } => {
+                if rows == 0 {
+                    // The header row, even for no data.
+                    writer
+                        .write(&RecordBatch::new_empty(text_schema))
+                        .with_context(what)?;
+                }
+                let mut buf = writer.into_inner();
+                buf.flush().with_context(what)?;
+                buf.into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(what)?
+            }
+        };
+        check_cancel(&self.control)?;
+        file.sync_all().with_context(what)?;
+        Ok(self.pending)
+    }
+}
+
+/// Removes the temporaries of `target` that a killed dsm process left (`.NAME.tmp-<pid>-*` whose
+/// process is gone). Output is streamed into its temporary while the fetch runs, so a SIGKILL
+/// leaves one; the next run for the same target cleans it. Only Linux can tell a dead process
+/// (`/proc/<pid>`); elsewhere nothing is removed.
+fn remove_stale_temporaries(target: &Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Some(name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(parent_dir(target)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            match fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %e.path().display(), "removed a temporary left by a killed dsm run")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stale temporary")
+                }
+            }
+        }
+    }
 }
 
 fn check_cancel(cancel: &WriteControl) -> anyhow::Result<()> {
     cancel.check()
-}
-
-fn write_parquet(
-    file: File,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    cancel: &WriteControl,
-) -> anyhow::Result<File> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .build();
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-    for b in batches {
-        check_cancel(cancel)?;
-        w.write(b)?;
-    }
-    check_cancel(cancel)?;
-    Ok(w.into_inner()?)
-}
-
-fn write_arrow(
-    file: File,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    cancel: &WriteControl,
-) -> anyhow::Result<File> {
-    let mut w = arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), schema)?;
-    for b in batches {
-        check_cancel(cancel)?;
-        w.write(b)?;
-    }
-    check_cancel(cancel)?;
-    w.finish()?;
-    let buf = w.into_inner()?;
-    Ok(buf.into_inner().map_err(|e| e.into_error())?)
 }
 
 /// The chrono format for a timestamp column in CSV: RFC 3339 UTC with ms or µs precision.
@@ -401,32 +518,6 @@ fn to_csv_batch(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<Recor
         .map(|(c, f)| to_csv_column(c, f.data_type()))
         .collect::<anyhow::Result<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
-}
-
-fn write_csv(
-    file: File,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    cancel: &WriteControl,
-) -> anyhow::Result<File> {
-    let fmt = csv_time_format(schema).to_owned();
-    let text_schema = csv_schema(schema);
-    let mut w = arrow::csv::WriterBuilder::new()
-        .with_header(true)
-        .with_timestamp_format(fmt)
-        .build(BufWriter::new(file));
-    if batches.is_empty() {
-        // The header row, even for no data.
-        w.write(&RecordBatch::new_empty(text_schema.clone()))?;
-    }
-    for b in batches {
-        check_cancel(cancel)?;
-        w.write(&to_csv_batch(b, &text_schema)?)?;
-    }
-    check_cancel(cancel)?;
-    let mut buf = w.into_inner();
-    buf.flush()?;
-    Ok(buf.into_inner().map_err(|e| e.into_error())?)
 }
 
 #[cfg(test)]

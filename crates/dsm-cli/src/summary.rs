@@ -10,7 +10,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use dsm::manager::{SourceStats, Summary, SymbolResult};
-use dsm::{DataKind, TimeRange};
+use dsm::{DataKind, Symbol, TimeRange};
 use serde::Serialize;
 
 /// The JSON document printed by `dsm fetch --json`.
@@ -155,22 +155,60 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One symbol's outcome, accumulated over the windows of a fetch as they are written out.
+#[derive(Debug, Clone)]
+pub struct SymbolTotals {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// Rows written.
+    pub rows: u64,
+    /// First and last time (µs).
+    pub bounds: Option<(i64, i64)>,
+    /// Gaps, merged across window boundaries.
+    pub gaps: Vec<TimeRange>,
+    /// What the symbol cost.
+    pub summary: Summary,
+}
+
+impl SymbolTotals {
+    /// Nothing yet for `symbol`.
+    pub fn new(symbol: Symbol) -> SymbolTotals {
+        SymbolTotals {
+            symbol,
+            rows: 0,
+            bounds: None,
+            gaps: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Adds the next window's result (windows come in time order).
+    pub fn add(&mut self, kind: DataKind, r: &SymbolResult) {
+        self.rows += r.num_rows() as u64;
+        if let Some((f, l)) = time_bounds(&r.batches, dsm::schema::time_column(kind)) {
+            self.bounds = Some(self.bounds.map_or((f, l), |(f0, _)| (f0, l)));
+        }
+        self.gaps.extend(r.gaps.iter().copied());
+        self.gaps = TimeRange::merge_all(std::mem::take(&mut self.gaps));
+        self.summary.add(&r.summary);
+    }
+}
+
 impl FetchReport {
     /// The report for `results` written to `paths` (same order), with `total` from the response.
     pub fn new(
         kind: DataKind,
-        results: &[SymbolResult],
+        results: &[SymbolTotals],
         paths: &[PathBuf],
         total: &Summary,
     ) -> FetchReport {
-        let column = dsm::schema::time_column(kind);
         let mut first_all: Option<i64> = None;
         let mut last_all: Option<i64> = None;
         let symbols = results
             .iter()
             .zip(paths)
             .map(|(r, path)| {
-                let bounds = time_bounds(&r.batches, column);
+                let bounds = r.bounds;
                 if let Some((f, l)) = bounds {
                     first_all = Some(first_all.map_or(f, |x| x.min(f)));
                     last_all = Some(last_all.map_or(l, |x| x.max(l)));
@@ -178,7 +216,7 @@ impl FetchReport {
                 SymbolReport {
                     symbol: r.symbol.as_str().to_owned(),
                     path: path.clone(),
-                    rows: r.num_rows() as u64,
+                    rows: r.rows,
                     first: bounds.map(|(f, _)| format_time(f, kind)),
                     last: bounds.map(|(_, l)| format_time(l, kind)),
                     gaps: r.gaps.iter().map(gap).collect(),
@@ -198,7 +236,7 @@ impl FetchReport {
             elapsed_ms: millis(total.elapsed),
         };
         FetchReport {
-            time_column: column,
+            time_column: dsm::schema::time_column(kind),
             symbols,
             total,
         }

@@ -191,15 +191,23 @@ fn check_complete(what: &str, resp: &Response) -> Res<()> {
 }
 
 /// Writes `batches` to a zstd Parquet file as the CLI does.
-fn write_parquet(path: &Path, resp: &Response) -> Res<()> {
-    let Some(first) = resp.results.first() else {
-        return Ok(());
-    };
+/// A Parquet writer with the CLI's settings (zstd level 3).
+fn parquet_writer(
+    path: &Path,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Res<ArrowWriter<std::fs::File>> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .build();
     let file = std::fs::File::create(path)?;
-    let mut w = ArrowWriter::try_new(file, first.schema.clone(), Some(props))?;
+    Ok(ArrowWriter::try_new(file, schema.clone(), Some(props))?)
+}
+
+fn write_parquet(path: &Path, resp: &Response) -> Res<()> {
+    let Some(first) = resp.results.first() else {
+        return Ok(());
+    };
+    let mut w = parquet_writer(path, &first.schema)?;
     for r in &resp.results {
         for b in &r.batches {
             w.write(b)?;
@@ -242,6 +250,9 @@ fn vm_hwm_kb() -> Option<u64> {
 
 /// Child mode for scenario 2: one cold fetch into an empty cache and to a Parquet file, alone in
 /// this process so VmHWM is this scenario's. Prints one line: `get_ms total_ms rows hwm_kb`.
+/// The child process of scenario 2: fetches with [`DataSourceManager::get_windows`] (the way to
+/// write a long range without holding it) and writes each window to `OUT` as it arrives (`-` for
+/// no file). Prints wall ms, rows and its own peak RSS (VmHWM, KiB).
 fn child_fetch(args: &[String]) -> Res<()> {
     let [base, cache, symbol, interval, start, end, out] = args else {
         return Err("--child-fetch BASE CACHE SYMBOL INTERVAL START END OUT".into());
@@ -250,6 +261,7 @@ fn child_fetch(args: &[String]) -> Res<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        use futures::TryStreamExt;
         let m = manager(base, Path::new(cache))?;
         let interval: Interval = interval.parse()?;
         let req = Request::klines(
@@ -259,16 +271,33 @@ fn child_fetch(args: &[String]) -> Res<()> {
             TimeRange::new(start.parse()?, end.parse()?)?,
         );
         let t0 = Instant::now();
-        let resp = m.get(req).await?;
-        let got = t0.elapsed();
-        check_complete("child fetch", &resp)?;
-        write_parquet(Path::new(out), &resp)?;
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut windows = std::pin::pin!(m.get_windows(req, &token));
+        let mut writer = None;
+        let mut rows = 0;
+        while let Some(w) = windows.try_next().await? {
+            check_complete("child fetch", &w)?;
+            rows += rows_of(&w);
+            if out != "-" {
+                let r = w.results.first().ok_or("no result")?;
+                if writer.is_none() {
+                    writer = Some(parquet_writer(Path::new(out), &r.schema)?);
+                }
+                if let Some(wr) = writer.as_mut() {
+                    for b in &r.batches {
+                        wr.write(b)?;
+                    }
+                }
+            }
+        }
+        if let Some(w) = writer {
+            w.close()?;
+        }
         let total = t0.elapsed();
         println!(
-            "{} {} {} {}",
-            got.as_secs_f64() * 1000.0,
+            "{} {} {}",
             total.as_secs_f64() * 1000.0,
-            rows_of(&resp),
+            rows,
             vm_hwm_kb().unwrap_or(0)
         );
         m.shutdown(Duration::from_secs(2)).await;
@@ -563,16 +592,18 @@ async fn cold_heavy(ctx: &mut Ctx, pipe: &Pipe) -> Res<PathBuf> {
     let mut rows = 0;
     let mut requests = 0;
     let mut cache = PathBuf::new();
-    for rep in 0..p.cold_reps {
+    // Each repetition: one run into an empty cache only, one into an empty cache and a file.
+    for rep in 0..2 * p.cold_reps {
+        let to_file = rep % 2 == 1;
         cache = ctx.fresh_dir(&format!("s1-{rep}"))?;
-        let out = cache.join("out.parquet");
+        let out = if to_file {
+            cache.join("out.parquet").display().to_string()
+        } else {
+            "-".to_owned()
+        };
         ctx.take_requests();
         let base = ctx.base.clone();
-        let (exe, cache_s, out_s) = (
-            exe.clone(),
-            cache.display().to_string(),
-            out.display().to_string(),
-        );
+        let (exe, cache_s) = (exe.clone(), cache.display().to_string());
         let output = tokio::task::spawn_blocking(move || {
             Command::new(exe)
                 .args([
@@ -583,7 +614,7 @@ async fn cold_heavy(ctx: &mut Ctx, pipe: &Pipe) -> Res<PathBuf> {
                     "1s",
                     &r.start().to_string(),
                     &r.end().to_string(),
-                    &out_s,
+                    &out,
                 ])
                 .output()
         })
@@ -601,13 +632,17 @@ async fn cold_heavy(ctx: &mut Ctx, pipe: &Pipe) -> Res<PathBuf> {
             .split_whitespace()
             .map(str::parse)
             .collect::<Result<_, _>>()?;
-        let [get_ms, total_ms, n, kb] = f[..] else {
+        let [wall_ms, n, kb] = f[..] else {
             return Err(format!("unexpected child output {text:?}").into());
         };
-        gets.push(Duration::from_secs_f64(get_ms / 1000.0));
-        totals.push(Duration::from_secs_f64(total_ms / 1000.0));
+        let wall = Duration::from_secs_f64(wall_ms / 1000.0);
+        if to_file {
+            totals.push(wall);
+            hwm = hwm.max(kb as u64);
+        } else {
+            gets.push(wall);
+        }
         rows = n as u64;
-        hwm = hwm.max(kb as u64);
     }
     let (get, total) = (median(gets), median(totals));
     let limit = 2.0 * pipe.s1_rate;

@@ -26,7 +26,6 @@ use dsm::{
     Symbol, TimeRange, UnavailableError,
 };
 use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind};
-use tokio_util::sync::CancellationToken;
 
 /// Measuring what a process holds: tasks, descriptors, connections, memory, temporaries.
 mod support {
@@ -86,6 +85,15 @@ mod support {
 
     /// Cache temporaries (`.tmp-*`) anywhere under `dir`.
     pub fn temp_files(dir: &Path) -> Vec<String> {
+        files_where(dir, |name| name.starts_with(".tmp-"))
+    }
+
+    /// Published partition manifests anywhere under `dir`.
+    pub fn manifests(dir: &Path) -> Vec<String> {
+        files_where(dir, |name| name == "manifest.json")
+    }
+
+    fn files_where(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<String> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
@@ -96,7 +104,7 @@ mod support {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                } else if wanted(&e.file_name().to_string_lossy()) {
                     out.push(p.display().to_string());
                 }
             }
@@ -117,7 +125,7 @@ mod support {
     }
 }
 
-use support::{settle, snapshot, temp_files};
+use support::{manifests, settle, snapshot, temp_files};
 
 // ---------------------------------------------------------------------------------------------
 // Set-up and checking against the emulator's truth
@@ -694,7 +702,8 @@ enum Point {
     MidBody,
     /// A big file has arrived and is being inflated and parsed.
     MidParse,
-    /// The second file landed; the first one's cache write is done, the second's under way.
+    /// The first file is cached (its partition published); the others are downloading or being
+    /// written.
     MidCacheWrite,
 }
 
@@ -726,16 +735,12 @@ async fn cancel_at(point: Point, how: How) {
         Point::MidBody => emu.add_fault("slow=20000@*.zip".parse::<Fault>().expect("fault")),
         _ => {}
     }
-    let fire = CancellationToken::new();
     let fetched = Arc::new(AtomicU64::new(0));
     let progress: dsm::manager::ProgressFn = {
-        let (fire, fetched) = (fire.clone(), fetched.clone());
+        let fetched = fetched.clone();
         Arc::new(move |p: &Progress| {
             if let Progress::Fetched { .. } = p {
-                let n = fetched.fetch_add(1, Ordering::SeqCst) + 1;
-                if point == Point::MidCacheWrite && n == 2 {
-                    fire.cancel();
-                }
+                fetched.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
@@ -762,9 +767,12 @@ async fn cancel_at(point: Point, how: How) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-            Point::MidCacheWrite => fire.cancelled().await,
+            Point::MidCacheWrite => {
+                while manifests(cache.path()).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
         }
-        fire.cancel();
     };
     let m = manager(&emu, Some(cache.path()));
     let (latency, outcome) = match how {
@@ -1113,9 +1121,10 @@ async fn large_volume_full_year_and_month_of_seconds() {
     .await;
 }
 
-/// Cancellation swept across a cache write: the future is dropped 0–30 ms after the second file
-/// arrived, so some drops land while the partition lock is taken, some during the Parquet encode,
-/// some during the temporary file's write and rename, some during the manifest publish.
+/// Cancellation swept across cache writes: the future is dropped 0–30 ms after the first partition
+/// was published, while the other files download and their partitions are written, so some drops
+/// land while a partition lock is taken, some during the Parquet encode, some during a temporary
+/// file's write and rename, some during a manifest publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_by_drop_swept_across_a_cache_write() {
     let emu = emulator().await;
@@ -1124,26 +1133,15 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
     for delay_ms in [0u64, 1, 3, 10, 30] {
         let cache = tempfile::tempdir().expect("temp dir");
         let m = manager(&emu, Some(cache.path()));
-        let fire = CancellationToken::new();
-        let progress: dsm::manager::ProgressFn = {
-            let fire = fire.clone();
-            let n = AtomicU64::new(0);
-            Arc::new(move |p: &Progress| {
-                if let Progress::Fetched { .. } = p
-                    && n.fetch_add(1, Ordering::SeqCst) + 1 == 2
-                {
-                    fire.cancel();
-                }
-            })
-        };
         let mut req = Request::klines(Market::Spot, sym("BTCUSDT"), Interval::M1, r);
         req.source = Some(dsm::manager::SourcePolicy::Vision);
-        req.progress = Some(progress);
         let get = m.get(req.clone());
         let mut t0 = Instant::now();
         let finished = tokio::select! {
             () = async {
-                fire.cancelled().await;
+                while manifests(cache.path()).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 t0 = Instant::now();
             } => false,
@@ -1169,7 +1167,7 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
             .expect("verify");
         assert!(verify.is_clean(), "{delay_ms} ms: {verify:?}");
         eprintln!(
-            "drop {delay_ms:>2} ms after the 2nd file: {} in {latency:?}; {temps_at_return} temporaries at return, gone within {temps_gone:?}; tasks and connections released within {released:?}; verify removed {} leftovers",
+            "drop {delay_ms:>2} ms after the 1st partition: {} in {latency:?}; {temps_at_return} temporaries at return, gone within {temps_gone:?}; tasks and connections released within {released:?}; verify removed {} leftovers",
             if finished {
                 "finished first"
             } else {
@@ -1182,7 +1180,6 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
             "{delay_ms} ms: {latency:?}"
         );
         let m = manager(&emu, Some(cache.path()));
-        req.progress = None;
         let resp = m.get(req).await.expect("rerun");
         assert_truth(&emu, Market::Spot, Interval::M1, r, &resp.results[0]);
         assert!(resp.summary.cache_hits >= 1, "{:?}", resp.summary);

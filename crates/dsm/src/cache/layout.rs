@@ -82,10 +82,13 @@ impl DatasetKey {
         s
     }
 
-    /// How this dataset is split into partitions.
+    /// How this dataset is split into partitions, so files hold tens of thousands of rows, not
+    /// millions: trades and 1s candles (86,400 a day) by day, other intervals under 1h by month
+    /// (44,640 rows of 1m), 1h and longer and funding rates by year.
     pub fn granularity(&self) -> Granularity {
         match (self.kind, self.interval) {
             (DataKind::AggTrades | DataKind::Trades, _) => Granularity::Day,
+            (_, Some(crate::market::Interval::S1)) => Granularity::Day,
             (DataKind::FundingRate, _) => Granularity::Year,
             (_, Some(i)) if i.max_millis() < crate::market::HOUR_MS => Granularity::Month,
             _ => Granularity::Year,
@@ -294,6 +297,17 @@ mod tests {
         assert_eq!(
             key(DataKind::Klines, Some(Interval::M30)).granularity(),
             Granularity::Month
+        );
+        // A month of 1s is 2.6 M rows: one file per day instead.
+        let k = DatasetKey::klines(
+            Market::Spot,
+            Symbol::new("BTCUSDT").expect("symbol"),
+            Interval::S1,
+        );
+        assert_eq!(k.granularity(), Granularity::Day);
+        assert_eq!(
+            k.partitions(r)[0].dir,
+            "klines-v1/market=spot/symbol=BTCUSDT/interval=1s/year=2024/month=01/day=31"
         );
     }
 }

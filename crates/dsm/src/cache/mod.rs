@@ -44,6 +44,7 @@ use std::time::Duration;
 use arrow::array::{Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use sha2::Digest;
 
@@ -70,6 +71,9 @@ const MAX_PUBLISH_ATTEMPTS: u32 = 16;
 
 /// Times a reader re-reads the manifest when a writer replaced the file it was about to read.
 const MAX_READ_ATTEMPTS: u32 = 6;
+
+/// Partitions of one [`CacheStore::write_many`] encoded and published at the same time.
+const PARALLEL_PARTITION_WRITES: usize = 4;
 
 /// What went wrong in the cache.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +160,16 @@ pub enum CacheError {
         time: i64,
         /// The complete range of the write.
         range: TimeRange,
+    },
+    /// Two pieces of one [`CacheStore::write_many`] claim the same time.
+    #[error(
+        "pieces {first} and {second} of one cache write overlap: each time may come from one piece only"
+    )]
+    Overlap {
+        /// The earlier piece's range.
+        first: TimeRange,
+        /// The later piece's range.
+        second: TimeRange,
     },
     /// Rows are not sorted or not unique on their key.
     #[error("row {row}: {reason}; rows must be sorted by time and unique")]
@@ -304,6 +318,25 @@ pub struct PruneReport {
     pub files: u64,
     /// Bytes freed.
     pub bytes: u64,
+}
+
+/// One verified piece of data for [`CacheStore::write_many`]: rows (base [`schema`], sorted by
+/// time) that are complete for `complete`, and where they came from.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    /// The range the rows are complete for.
+    pub complete: TimeRange,
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Where they came from.
+    pub provenance: Provenance,
+}
+
+/// A piece cut to one partition, rows tagged with their source.
+struct PartPiece {
+    sub: TimeRange,
+    rows: RecordBatch,
+    provenance: Provenance,
 }
 
 /// The cache store. Cheap to clone; safe to share between tasks, threads and processes.
@@ -470,46 +503,93 @@ impl CacheStore {
         batch: &RecordBatch,
         provenance: Provenance,
     ) -> Result<(), CacheError> {
+        self.write_many(
+            key,
+            vec![Piece {
+                complete,
+                batch: batch.clone(),
+                provenance,
+            }],
+        )
+        .await
+    }
+
+    /// Stores several pieces at once, each checked as by [`CacheStore::write`]; their ranges must
+    /// not overlap. Every partition they touch is rewritten **once**, with one covered segment (and
+    /// its provenance) per piece, so storing the thirty daily files of a month costs one partition
+    /// write instead of thirty ever larger ones. Partitions are published independently and
+    /// concurrently; if one fails, the ones already published stay (each is complete on its own).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: dsm::cache::CacheStore, key: dsm::cache::DatasetKey,
+    /// #     days: Vec<(dsm::TimeRange, arrow::record_batch::RecordBatch, String, String)>)
+    /// #     -> Result<(), dsm::cache::CacheError> {
+    /// use dsm::cache::{Piece, Provenance};
+    /// let pieces = days
+    ///     .into_iter()
+    ///     .map(|(complete, batch, file, sha256)| Piece {
+    ///         complete,
+    ///         batch,
+    ///         provenance: Provenance::Vision { file, sha256 },
+    ///     })
+    ///     .collect();
+    /// cache.write_many(&key, pieces).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_many(&self, key: &DatasetKey, pieces: Vec<Piece>) -> Result<(), CacheError> {
         key.check()?;
-        check_schema(key, batch)?;
+        let mut pieces = pieces;
+        pieces.sort_by_key(|p| p.complete.start());
+        for w in pieces.windows(2) {
+            if w[1].complete.start() < w[0].complete.end() {
+                return Err(CacheError::Overlap {
+                    first: w[0].complete,
+                    second: w[1].complete,
+                });
+            }
+        }
         let scale = key_scale(key.kind);
-        let times = key_times(batch, key.kind)
-            .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
-        check_rows(key, batch, times, complete, scale)?;
         let now = now_ms();
-        if let Some(interval) = key.interval {
-            if let Some(closes) = batch
-                .column_by_name("close_time")
-                .and_then(parquet_io::timestamps)
-                && let Some(i) = closes.iter().position(|c| *c >= now)
-            {
-                return Err(CacheError::OpenCandle {
-                    open_time: times[i],
-                });
-            }
-            let last_open = interval.floor(complete.end() - 1);
-            if interval.close_time(last_open) >= now {
-                return Err(CacheError::OpenCandle {
-                    open_time: last_open,
-                });
-            }
-        } else if complete.end() > now {
-            return Err(CacheError::NotYetComplete {
-                end: complete.end(),
-                now,
-            });
+        // Every piece checked before anything is published.
+        let mut checked = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            check_schema(key, &p.batch)?;
+            let times = key_times(&p.batch, key.kind)
+                .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
+            check_rows(key, &p.batch, times, p.complete, scale)?;
+            check_closed(key, &p.batch, times, p.complete, now)?;
+            let times = times.to_vec();
+            let tagged = with_source(&p.batch, key.market, key.kind, p.provenance.source());
+            checked.push((p.complete, times, tagged, p.provenance));
         }
-        let tagged = with_source(batch, key.market, key.kind, provenance.source());
-        for part in key.partitions(complete) {
-            let Some(sub) = complete.intersect(&part.range) else {
-                continue;
-            };
-            let a = times.partition_point(|t| *t < sub.start() * scale);
-            let z = times.partition_point(|t| *t < sub.end() * scale);
-            let rows = tagged.slice(a, z - a);
-            self.write_partition(key, &part, sub, rows, &provenance)
-                .await?;
+        let mut per_part: BTreeMap<i64, (Partition, Vec<PartPiece>)> = BTreeMap::new();
+        for (complete, times, tagged, provenance) in &checked {
+            for part in key.partitions(*complete) {
+                let Some(sub) = complete.intersect(&part.range) else {
+                    continue;
+                };
+                let a = times.partition_point(|t| *t < sub.start() * scale);
+                let z = times.partition_point(|t| *t < sub.end() * scale);
+                let piece = PartPiece {
+                    sub,
+                    rows: tagged.slice(a, z - a),
+                    provenance: provenance.clone(),
+                };
+                per_part
+                    .entry(part.range.start())
+                    .or_insert_with(|| (part, Vec::new()))
+                    .1
+                    .push(piece);
+            }
         }
+        drop(checked);
+        let writes = per_part
+            .into_values()
+            .map(|(part, pieces)| async move { self.write_partition(key, &part, pieces).await });
+        futures::stream::iter(writes)
+            .buffer_unordered(PARALLEL_PARTITION_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -517,14 +597,15 @@ impl CacheStore {
         &self,
         key: &DatasetKey,
         part: &Partition,
-        sub: TimeRange,
-        rows: RecordBatch,
-        provenance: &Provenance,
+        pieces: Vec<PartPiece>,
     ) -> Result<(), CacheError> {
-        let gaps = match key.interval {
-            Some(interval) => kline_gaps(interval, sub, &rows)?,
-            None => Vec::new(),
-        };
+        let mut gaps = Vec::new();
+        if let Some(interval) = key.interval {
+            for p in &pieces {
+                gaps.extend(kline_gaps(interval, p.sub, &p.rows)?);
+            }
+        }
+        let subs: Vec<TimeRange> = pieces.iter().map(|p| p.sub).collect();
         let out_schema = output_schema(key.market, key.kind);
         let scale = key_scale(key.kind);
         for _attempt in 0..MAX_PUBLISH_ATTEMPTS {
@@ -543,7 +624,7 @@ impl CacheStore {
             let keeps_old = old
                 .covered_ranges()
                 .iter()
-                .any(|r| !r.subtract(&[sub]).is_empty());
+                .any(|r| !r.subtract(&subs).is_empty());
             let mut old_rows = RecordBatch::new_empty(out_schema.clone());
             if keeps_old && let Some(f) = old.file.clone() {
                 let path = format!("{}/{}", part.dir, f.name);
@@ -559,25 +640,31 @@ impl CacheStore {
                     Err(e) => return Err(e),
                 }
             }
-            let merged = merge_rows(&out_schema, &old_rows, &rows, sub, key.kind, scale).map_err(
-                |source| CacheError::Arrow {
-                    path: part.dir.clone(),
-                    source,
-                },
-            )?;
+            let merged =
+                merge_rows(&out_schema, &old_rows, &pieces, key.kind, scale).map_err(|source| {
+                    CacheError::Arrow {
+                        path: part.dir.clone(),
+                        source,
+                    }
+                })?;
             check_unique(key.kind, &merged)?;
             let now = now_ms();
-            let mut covered = splice_segments(
-                &old.covered,
-                sub,
-                Segment {
-                    start: sub.start(),
-                    end: sub.end(),
-                    rows: 0,
-                    source: provenance.clone(),
-                    written_at: now,
-                },
-            );
+            let mut covered = old.covered.clone();
+            let mut no_data = old.no_data.clone();
+            for p in &pieces {
+                covered = splice_segments(
+                    &covered,
+                    p.sub,
+                    Segment {
+                        start: p.sub.start(),
+                        end: p.sub.end(),
+                        rows: 0,
+                        source: p.provenance.clone(),
+                        written_at: now,
+                    },
+                );
+                no_data = splice_spans(&no_data, p.sub, &gaps);
+            }
             let merged_times = key_times(&merged, key.kind)
                 .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
             let mut counted = 0u64;
@@ -625,7 +712,7 @@ impl CacheStore {
                 generation,
                 file: file.clone(),
                 covered,
-                no_data: splice_spans(&old.no_data, sub, &gaps),
+                no_data,
                 updated_at: now,
                 ..old.clone()
             };
@@ -1166,27 +1253,63 @@ fn check_unique(kind: DataKind, merged: &RecordBatch) -> Result<(), CacheError> 
     })
 }
 
-/// Old rows before and after `sub`, with the new rows in between.
+/// Old rows outside the pieces' ranges, with each piece's rows in its place. `pieces` are sorted
+/// by start and do not overlap.
 fn merge_rows(
     schema: &SchemaRef,
     old: &RecordBatch,
-    new: &RecordBatch,
-    sub: TimeRange,
+    pieces: &[PartPiece],
     kind: DataKind,
     scale: i64,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
-    if old.num_rows() == 0 {
-        return Ok(new.clone());
+    if old.num_rows() == 0 && pieces.len() == 1 {
+        return Ok(pieces[0].rows.clone());
     }
     let t = key_times(old, kind).map_err(arrow::error::ArrowError::InvalidArgumentError)?;
-    let a = t.partition_point(|x| *x < sub.start() * scale);
-    let z = t.partition_point(|x| *x < sub.end() * scale);
-    let parts = [
-        old.slice(0, a),
-        new.clone(),
-        old.slice(z, old.num_rows() - z),
-    ];
+    let mut parts = Vec::with_capacity(2 * pieces.len() + 1);
+    let mut from = 0;
+    for p in pieces {
+        let a = t.partition_point(|x| *x < p.sub.start() * scale).max(from);
+        let z = t.partition_point(|x| *x < p.sub.end() * scale).max(a);
+        parts.push(old.slice(from, a - from));
+        parts.push(p.rows.clone());
+        from = z;
+    }
+    parts.push(old.slice(from, old.num_rows() - from));
     arrow::compute::concat_batches(schema, &parts)
+}
+
+/// Rejects candles that have not closed yet (and, for other kinds, ranges that end in the future).
+fn check_closed(
+    key: &DatasetKey,
+    batch: &RecordBatch,
+    times: &[i64],
+    complete: TimeRange,
+    now: i64,
+) -> Result<(), CacheError> {
+    if let Some(interval) = key.interval {
+        if let Some(closes) = batch
+            .column_by_name("close_time")
+            .and_then(parquet_io::timestamps)
+            && let Some(i) = closes.iter().position(|c| *c >= now)
+        {
+            return Err(CacheError::OpenCandle {
+                open_time: times[i],
+            });
+        }
+        let last_open = interval.floor(complete.end() - 1);
+        if interval.close_time(last_open) >= now {
+            return Err(CacheError::OpenCandle {
+                open_time: last_open,
+            });
+        }
+    } else if complete.end() > now {
+        return Err(CacheError::NotYetComplete {
+            end: complete.end(),
+            now,
+        });
+    }
+    Ok(())
 }
 
 /// Slots of `interval` inside `sub` that have no candle in `rows` (sorted, in `sub`).

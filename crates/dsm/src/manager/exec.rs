@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::merge::{first_last_ms, kline_gaps, merge};
 use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
-use crate::cache::{CacheStore, DatasetKey, Provenance};
+use crate::cache::{CacheStore, DatasetKey, Piece, Provenance};
 use crate::error::{Error, Result, UnavailableError};
 use crate::market::{DataKind, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
 use crate::time::{TimeRange, day_floor, now_ms};
-use crate::vision::{FileOutcome, VisionClient, VisionError, fallback_days};
+use crate::vision::{FileKey, FileOutcome, VisionClient, VisionError, fallback_days};
 
 /// How long a learnt "Vision has nothing from this day on" stays trusted before Vision is asked again.
 const FRONTIER_TTL: Duration = Duration::from_secs(3600);
@@ -65,8 +66,11 @@ pub(crate) struct Ctx<'a> {
     pub publish_delay_ms: i64,
     pub policy: SourcePolicy,
     pub cancel: &'a CancellationToken,
-    /// The exchange's clock, read once per request when REST is allowed.
-    pub server_now: tokio::sync::OnceCell<i64>,
+    /// The exchange's clock, read once per request (shared by the windows of a windowed request)
+    /// when REST is allowed.
+    pub server_now: &'a tokio::sync::OnceCell<i64>,
+    /// Part of a windowed request: an empty window is not an error (the caller decides at the end).
+    pub windowed: bool,
 }
 
 /// Whether the REST client serves `kind` (candles and funding; trades come from Vision only).
@@ -280,7 +284,11 @@ pub(crate) async fn fetch_symbol(
             .iter()
             .map(|r| format!("not available from the allowed sources: {r}")),
     );
-    if summary.rows == 0 && unavailable.is_empty() && ctx.policy != SourcePolicy::Cache {
+    if summary.rows == 0
+        && unavailable.is_empty()
+        && ctx.policy != SourcePolicy::Cache
+        && !ctx.windowed
+    {
         return Err(UnavailableError::NoData {
             symbol: symbol.clone(),
             range,
@@ -311,9 +319,77 @@ fn rest_err(e: RestError) -> Error {
     }
 }
 
+/// Cache writes of Vision files in flight at once; the download stream waits when this many are
+/// pending, which bounds the memory held for them.
+const MAX_PENDING_WRITES: usize = 4;
+
+/// The longest a verified Vision file waits for the rest of its cache partition before it is
+/// written anyway, so an interrupted run keeps what it verified (a rerun resumes from there).
+const FLUSH_AFTER: Duration = Duration::from_millis(500);
+
+/// Verified Vision files waiting to be cached, grouped so each cache partition is written once per
+/// request: a file is written when every planned file touching its partitions has arrived, or
+/// when it has waited [`FLUSH_AFTER`].
+#[derive(Default)]
+struct PartitionBatcher {
+    /// Planned files not yet arrived, per partition (by partition start).
+    waiting: HashMap<i64, usize>,
+    /// Arrived files not yet written, with the partitions they touch.
+    pending: Vec<(Vec<i64>, Piece)>,
+}
+
+impl PartitionBatcher {
+    fn parts(key: &DatasetKey, range: TimeRange) -> Vec<i64> {
+        key.partitions(range)
+            .iter()
+            .map(|p| p.range.start())
+            .collect()
+    }
+
+    fn plan(&mut self, key: &DatasetKey, files: &[FileKey]) {
+        for f in files {
+            for p in Self::parts(key, f.range()) {
+                *self.waiting.entry(p).or_default() += 1;
+            }
+        }
+    }
+
+    /// Records that `file` arrived (with data or not); returns the pieces now ready to write.
+    fn arrived(&mut self, key: &DatasetKey, file: &FileKey, piece: Option<Piece>) -> Vec<Piece> {
+        let parts = Self::parts(key, file.range());
+        for p in &parts {
+            if let Some(n) = self.waiting.get_mut(p) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some(piece) = piece {
+            self.pending.push((parts, piece));
+        }
+        let waiting = &self.waiting;
+        self.pending
+            .extract_if(.., |(parts, _)| {
+                parts.iter().all(|p| waiting.get(p).is_none_or(|n| *n == 0))
+            })
+            .map(|(_, piece)| piece)
+            .collect()
+    }
+
+    /// Everything waiting to be written (when it has waited long enough, or at the end of a round).
+    fn take_pending(&mut self) -> Vec<Piece> {
+        self.pending.drain(..).map(|(_, p)| p).collect()
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
 /// Downloads the Vision files for `ranges`, caching each verified file. Returns the ranges Vision
 /// could not supply (not published, or failed integrity after retries). `now` is the exchange's
 /// clock (the local one when REST is not used): a 404 near it marks the publication frontier.
+///
+/// Cache writes run while downloads continue (at most [`MAX_PENDING_WRITES`] at once) and each
+/// partition is written once per round, not once per file.
 #[allow(clippy::too_many_arguments)]
 async fn fetch_vision(
     ctx: &Ctx<'_>,
@@ -337,16 +413,45 @@ async fn fetch_vision(
             pages: 0,
         },
     );
+    let write = |pieces: Vec<Piece>| async move {
+        match ctx.cache {
+            Some(cache) if !pieces.is_empty() => cache.write_many(key, pieces).await,
+            _ => Ok(()),
+        }
+    };
+    let mut writes = FuturesUnordered::new();
     let mut lacking = Vec::new();
     let mut round = 0;
     while !keys.is_empty() && round < 2 {
         round += 1;
+        let mut batcher = PartitionBatcher::default();
+        batcher.plan(key, &keys);
         let mut retry_daily = Vec::new();
         let mut stream = std::pin::pin!(ctx.vision.fetch_files(keys, ctx.cancel));
-        while let Some(result) = stream.next().await {
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        loop {
+            let result = tokio::select! {
+                biased;
+                Some(w) = writes.next(), if !writes.is_empty() => {
+                    w?;
+                    continue;
+                }
+                () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if flush_at.is_some() =>
+                {
+                    flush_at = None;
+                    writes.push(write(batcher.take_pending()));
+                    continue;
+                }
+                r = stream.next(), if writes.len() < MAX_PENDING_WRITES => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
             let file_key = result.key;
             summary.vision.requests += result.requests;
             summary.vision.bytes += result.bytes;
+            let mut piece = None;
             match result.outcome {
                 Ok(FileOutcome::Data(file)) => {
                     let rows = file.batch.num_rows() as u64;
@@ -358,16 +463,15 @@ async fn fetch_vision(
                             bytes: result.bytes,
                         },
                     );
-                    if let Some(cache) = ctx.cache {
-                        let prov = Provenance::Vision {
-                            file: file_key.file_name(),
-                            sha256: file.sha256.clone(),
-                        };
-                        cache
-                            .write(key, file_key.range(), &file.batch, prov)
-                            .await?;
-                    }
                     batches.push(with_source(&file.batch, market, kind, Source::Vision));
+                    piece = Some(Piece {
+                        complete: file_key.range(),
+                        batch: file.batch,
+                        provenance: Provenance::Vision {
+                            file: file_key.file_name(),
+                            sha256: file.sha256,
+                        },
+                    });
                 }
                 Ok(FileOutcome::NotPublished) => {
                     let r = file_key.range();
@@ -410,8 +514,24 @@ async fn fetch_vision(
                 }
                 Err(e) => return Err(Error::Vision(e)),
             }
+            let ready = batcher.arrived(key, &file_key, piece);
+            if !ready.is_empty() {
+                writes.push(write(ready));
+            }
+            flush_at = match (batcher.has_pending(), flush_at) {
+                (false, _) => None,
+                (true, None) => Some(tokio::time::Instant::now() + FLUSH_AFTER),
+                (true, at) => at,
+            };
+        }
+        let rest = batcher.take_pending();
+        if !rest.is_empty() {
+            writes.push(write(rest));
         }
         keys = retry_daily;
+    }
+    while let Some(w) = writes.next().await {
+        w?;
     }
     Ok(TimeRange::merge_all(lacking))
 }

@@ -442,6 +442,114 @@ impl DataSourceManager {
         token: &CancellationToken,
     ) -> Result<Response> {
         request.validate()?;
+        self.run(&request, token, &tokio::sync::OnceCell::new(), false)
+            .await
+    }
+
+    /// Answers `request` window by window, in time order, so a caller that writes each window out
+    /// (to a file, a database) holds a few windows in memory whatever the range's length.
+    ///
+    /// Windows are the cache's partitions (a day of 1s candles or trades, a month of other
+    /// intervals under 1h, a year of longer ones); each item is the [`Response`] for one window,
+    /// with the same guarantees as [`DataSourceManager::get`] inside it (rows sorted, de-duplicated,
+    /// exactly the window; gaps and missing ranges reported). Concatenating the windows gives the
+    /// rows of one `get`; a gap that crosses a window boundary comes in two pieces
+    /// ([`TimeRange::merge_all`] joins them). At most [`WINDOW_LOOKAHEAD`] windows run at once.
+    /// The exchange's clock is read once for the whole request. A symbol with no data in the whole
+    /// range ends the stream with the same error `get` returns. Bad input is the first item, before
+    /// any network call; dropping the stream, or cancelling `token`, cancels what it started.
+    ///
+    /// ```no_run
+    /// use dsm::{DataSourceManager, Interval, ManagerConfig, Market, Request, Symbol, TimeRange};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn run() -> dsm::Result<()> {
+    /// let manager = DataSourceManager::new(ManagerConfig::default())?;
+    /// let range = TimeRange::new(1_704_067_200_000, 1_706_745_600_000)?;
+    /// let request = Request::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::S1, range);
+    /// let token = tokio_util::sync::CancellationToken::new();
+    /// let mut windows = std::pin::pin!(manager.get_windows(request, &token));
+    /// while let Some(window) = windows.try_next().await? {
+    ///     let rows: usize = window.results.iter().map(|r| r.num_rows()).sum();
+    ///     println!("{rows} rows"); // write them out here
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_windows(
+        &self,
+        request: Request,
+        token: &CancellationToken,
+    ) -> impl futures::Stream<Item = Result<Response>> + Send + '_ {
+        use futures::StreamExt;
+        let token = token.clone();
+        let clock = Arc::new(tokio::sync::OnceCell::new());
+        let invalid = request.validate().err().map(Error::from);
+        let windows = match invalid {
+            None => window_requests(&request),
+            Some(_) => Vec::new(),
+        };
+        let runs = futures::stream::iter(windows)
+            .map(move |w| {
+                let (token, clock) = (token.clone(), clock.clone());
+                async move { self.run(&w, &token, &clock, true).await }
+            })
+            .buffered(WINDOW_LOOKAHEAD);
+        let n = request.symbols.len();
+        let state = Windows {
+            runs: Box::pin(runs),
+            invalid,
+            seen: vec![false; n],
+            policy: request.source.unwrap_or(self.config.source),
+            request,
+            done: false,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            if let Some(e) = st.invalid.take() {
+                st.done = true;
+                return Some((Err(e), st));
+            }
+            match st.runs.next().await {
+                Some(Ok(resp)) => {
+                    for (seen, r) in st.seen.iter_mut().zip(&resp.results) {
+                        *seen |= r.num_rows() > 0 || !r.missing.is_empty();
+                    }
+                    Some((Ok(resp), st))
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    Some((Err(e), st))
+                }
+                None => {
+                    st.done = true;
+                    let empty = st.seen.iter().position(|seen| !seen);
+                    match empty {
+                        Some(i) if st.policy != SourcePolicy::Cache => {
+                            let e = crate::error::UnavailableError::NoData {
+                                symbol: st.request.symbols[i].clone(),
+                                range: st.request.range,
+                            };
+                            Some((Err(e.into()), st))
+                        }
+                        _ => None,
+                    }
+                }
+            }
+        })
+    }
+
+    /// Runs one (validated) request or window under a child token of the manager's root, also
+    /// cancelled by `token`.
+    async fn run(
+        &self,
+        request: &Request,
+        token: &CancellationToken,
+        clock: &tokio::sync::OnceCell<i64>,
+        windowed: bool,
+    ) -> Result<Response> {
         if self.root.is_cancelled() || token.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -465,13 +573,14 @@ impl DataSourceManager {
             publish_delay_ms: self.config.vision_publish_delay.as_millis() as i64,
             policy,
             cancel: &cancel,
-            server_now: tokio::sync::OnceCell::new(),
+            server_now: clock,
+            windowed,
         };
         let work = futures::future::try_join_all(
             request
                 .symbols
                 .iter()
-                .map(|s| exec::fetch_symbol(&ctx, &request, s)),
+                .map(|s| exec::fetch_symbol(&ctx, request, s)),
         );
         let results = self
             .tracker
@@ -513,6 +622,59 @@ impl DataSourceManager {
     }
 }
 
+/// Windows of a [`DataSourceManager::get_windows`] request running at once.
+pub const WINDOW_LOOKAHEAD: usize = 4;
+
+/// The state of a [`DataSourceManager::get_windows`] stream.
+struct Windows<S> {
+    runs: std::pin::Pin<Box<S>>,
+    /// Bad input, reported as the first item.
+    invalid: Option<Error>,
+    /// Per symbol: some rows (or a missing range) seen so far.
+    seen: Vec<bool>,
+    policy: SourcePolicy,
+    request: Request,
+    done: bool,
+}
+
+/// `request` cut at its dataset's cache partition boundaries: one request per window, in time
+/// order. Windows starting after the local clock join the last one before it (they can only hold
+/// the open candle), and only the last window asks for the open candle.
+fn window_requests(request: &Request) -> Vec<Request> {
+    let Some(first) = request.symbols.first() else {
+        return Vec::new();
+    };
+    let key = crate::cache::DatasetKey {
+        market: request.market,
+        kind: request.kind,
+        symbol: first.clone(),
+        interval: request.interval,
+    };
+    let now = crate::time::now_ms();
+    let mut ranges: Vec<TimeRange> = key
+        .partitions(request.range)
+        .iter()
+        .filter_map(|p| p.range.intersect(&request.range))
+        .collect();
+    while ranges.len() > 1 && ranges.last().is_some_and(|r| r.start() > now) {
+        if let (Some(tail), Some(prev)) = (ranges.pop(), ranges.last_mut())
+            && let Ok(joined) = TimeRange::new(prev.start(), tail.end())
+        {
+            *prev = joined;
+        }
+    }
+    let n = ranges.len();
+    ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| Request {
+            range,
+            include_open: request.include_open && i + 1 == n,
+            ..request.clone()
+        })
+        .collect()
+}
+
 impl Drop for DataSourceManager {
     fn drop(&mut self) {
         self.root.cancel();
@@ -520,7 +682,8 @@ impl Drop for DataSourceManager {
 }
 
 impl Summary {
-    fn add(&mut self, other: &Summary) {
+    /// Adds `other`'s counts and failures to these (not its elapsed time).
+    pub fn add(&mut self, other: &Summary) {
         self.rows += other.rows;
         self.cache_rows += other.cache_rows;
         self.cache_hits += other.cache_hits;
