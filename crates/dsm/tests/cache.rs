@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{TimestampMicrosecondType, TimestampMillisecondType};
-use dsm::cache::{CacheError, CacheStore, DatasetKey, Provenance, PruneFilter};
+use dsm::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance, PruneFilter};
 use dsm::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, Source, TradeBuilder, TradeRecord,
     output_schema, with_source,
@@ -265,6 +265,7 @@ conformance!(
     rewrites_replace_files_and_keep_one_per_partition,
     concurrent_tasks_fill_one_partition,
     list_prune_and_size,
+    write_many_publishes_each_partition_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -490,6 +491,73 @@ async fn coverage_after_partial_writes(be: Backend) {
     let info = &store.list().await.unwrap()[0];
     assert_eq!(info.rows, 12 * 288);
     assert_eq!(info.sources.len(), 2);
+}
+
+/// Thirty daily files of a month stored in one call: each partition is published once (one new
+/// generation), keeps what it held outside the pieces, and records each file's provenance.
+async fn write_many_publishes_each_partition_once(be: Backend) {
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
+    let rest = r("2024-01-01", "2024-01-03");
+    store
+        .write(
+            &k,
+            rest,
+            &klines(Market::Spot, DataKind::Klines, Interval::M1, rest),
+            Provenance::Rest,
+        )
+        .await
+        .unwrap();
+    // Jan 10..20 and Feb 1..3 as daily pieces, given out of order.
+    let mut days: Vec<i64> = (9..19).chain(31..33).collect();
+    days.reverse();
+    days.swap(0, 5);
+    let jan1 = t("2024-01-01");
+    let pieces: Vec<Piece> = days
+        .iter()
+        .map(|d| {
+            let day = TimeRange::new(jan1 + d * DAY, jan1 + (d + 1) * DAY).unwrap();
+            Piece {
+                complete: day,
+                batch: klines(Market::Spot, DataKind::Klines, Interval::M1, day),
+                provenance: vision(&format!("BTCUSDT-1m-day{d}.zip")),
+            }
+        })
+        .collect();
+    // Overlapping pieces are refused before anything is written.
+    let mut overlapping = pieces[..2].to_vec();
+    overlapping[1].complete = overlapping[0].complete;
+    overlapping[1].batch = overlapping[0].batch.clone();
+    let err = store.write_many(&k, overlapping).await.unwrap_err();
+    assert!(matches!(err, CacheError::Overlap { .. }), "{err}");
+    assert_eq!(store.list().await.unwrap()[0].generation, 1);
+
+    store.write_many(&k, pieces).await.unwrap();
+    let info = store.list().await.unwrap();
+    assert_eq!(info.len(), 2, "{info:?}");
+    let (jan, feb) = (&info[0], &info[1]);
+    assert_eq!(jan.partition.start(), jan1);
+    assert_eq!(jan.generation, 2, "one publish for ten pieces");
+    assert_eq!(feb.generation, 1);
+    assert_eq!(jan.covered, vec![rest, r("2024-01-10", "2024-01-20")]);
+    assert_eq!(feb.covered, vec![r("2024-02-01", "2024-02-03")]);
+    assert_eq!(jan.sources.len(), 11, "REST + ten files: {:?}", jan.sources);
+    assert!(jan.sources.contains(&vision("BTCUSDT-1m-day9.zip")));
+    let all = r("2024-01-01", "2024-03-01");
+    let got = concat(&k, &store.read(&k, all).await.unwrap());
+    let want: Vec<RecordBatch> = [
+        rest,
+        r("2024-01-10", "2024-01-20"),
+        r("2024-02-01", "2024-02-03"),
+    ]
+    .iter()
+    .map(|w| klines(Market::Spot, DataKind::Klines, Interval::M1, *w))
+    .collect();
+    let want = arrow::compute::concat_batches(&want[0].schema(), &want).unwrap();
+    assert_eq!(base(&got), want);
+    let src = sources(&got);
+    assert_eq!(src.iter().filter(|s| *s == "rest").count(), 2 * 1440);
+    assert_eq!(src.iter().filter(|s| *s == "vision").count(), 12 * 1440);
 }
 
 async fn known_gaps_are_recorded_and_reported(be: Backend) {

@@ -1196,3 +1196,118 @@ async fn a_callers_token_cancels_a_hung_request_promptly() {
     let resp = env.m.get(req).await.expect("a later request still works");
     assert_eq!(one(&resp).num_rows(), 31 * 24);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Windowed answers
+// ---------------------------------------------------------------------------------------------
+
+/// Every window of a `get_windows` stream, or the error that ended it.
+async fn windows(env: &Env, req: Request) -> Result<Vec<dsm::Response>, dsm::Error> {
+    use futures::TryStreamExt;
+    let token = tokio_util::sync::CancellationToken::new();
+    env.m.get_windows(req, &token).try_collect().await
+}
+
+/// The windows of one symbol joined: rows in order, gaps merged across window boundaries.
+fn joined(ws: &[dsm::Response]) -> (Vec<KlineRow>, Vec<TimeRange>) {
+    let mut rows = Vec::new();
+    let mut gaps = Vec::new();
+    for w in ws {
+        rows.extend(klines_of(one(w)));
+        gaps.extend(one(w).gaps.iter().copied());
+    }
+    (rows, TimeRange::merge_all(gaps))
+}
+
+#[tokio::test]
+async fn windows_join_into_the_same_answer_as_one_get() {
+    // A gap across the January/February boundary, Vision months and days, REST for the last day.
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| {
+            c.with_fault(fault(
+                "gap=2024-01-31T23:00:00Z..2024-02-01T01:00:00Z:BTCUSDT",
+            ))
+        },
+        |c| c,
+    )
+    .await;
+    let r = range(t("2024-01-30"), t("2024-03-05T06:00:00Z"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    let ws = windows(&env, req.clone()).await.expect("windows");
+    // One window per cache partition (a month of 1m), in time order, each exact.
+    let spans: Vec<TimeRange> = ws
+        .iter()
+        .map(|w| {
+            let res = one(w);
+            range(
+                res.first_time.expect("rows"),
+                res.last_time.expect("rows") + MIN,
+            )
+        })
+        .collect();
+    assert_eq!(
+        spans,
+        vec![
+            range(t("2024-01-30"), t("2024-01-31T23:00:00Z")),
+            range(t("2024-02-01T01:00:00Z"), t("2024-03-01")),
+            range(t("2024-03-01"), t("2024-03-05T06:00:00Z")),
+        ]
+    );
+    let (rows, gaps) = joined(&ws);
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1m", r);
+    assert_eq!(rows, truth);
+    let gap = range(t("2024-01-31T23:00:00Z"), t("2024-02-01T01:00:00Z"));
+    assert_eq!(gaps, vec![gap]);
+    // The exchange's clock was asked once for the whole stream.
+    let clock = env.paths().iter().filter(|p| p.ends_with("/time")).count();
+    assert_eq!(clock, 1, "{:?}", env.paths());
+
+    // The same as one `get` (now from the cache).
+    let resp = env.m.get(req).await.expect("get");
+    assert_eq!(klines_of(one(&resp)), truth);
+    assert_eq!(one(&resp).gaps, vec![gap]);
+}
+
+#[tokio::test]
+async fn windows_stop_at_the_exchange_clock_and_fail_like_get() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    // 1s windows are days; the last two start after the exchange's clock.
+    let r = range(t("2024-03-05T11:00:00Z"), t("2024-03-08"));
+    let ws = windows(&env, kreq(Market::Spot, "BTCUSDT", Interval::S1, r))
+        .await
+        .expect("windows up to the clock");
+    let (rows, _) = joined(&ws);
+    let closed = range(r.start(), t("2024-03-05T12:00:00Z"));
+    assert_eq!(rows, env.truth(EM::Spot, "BTCUSDT", "1s", closed));
+
+    // Listed in the middle of the range: the empty window is not an error.
+    let r = range(t("2017-10-25"), t("2017-11-08"));
+    let ws = windows(&env, kreq(Market::Spot, "BNBUSDT", Interval::M1, r))
+        .await
+        .expect("listed mid-range");
+    let (rows, _) = joined(&ws);
+    assert!(!rows.is_empty());
+    assert_eq!(rows, env.truth(EM::Spot, "BNBUSDT", "1m", r));
+
+    // No data at all: the error `get` gives, at the end of the stream.
+    let before = range(t("2017-10-01"), t("2017-10-05"));
+    let e = windows(&env, kreq(Market::Spot, "BNBUSDT", Interval::H1, before))
+        .await
+        .expect_err("before listing");
+    assert!(
+        matches!(
+            e,
+            dsm::Error::Unavailable(dsm::UnavailableError::NoData { .. })
+        ),
+        "{e:?}"
+    );
+
+    // Bad input: the first item, no request made.
+    env.emu.clear_log();
+    let e = windows(&env, kreq(Market::CoinM, "BTCUSDT", Interval::M1, before))
+        .await
+        .expect_err("bad input");
+    assert_eq!(e.category(), ErrorCategory::Input, "{e}");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+}

@@ -499,6 +499,7 @@ impl DataSourceManager {
         let state = Windows {
             runs: Box::pin(runs),
             invalid,
+            answered: false,
             seen: vec![false; n],
             policy: request.source.unwrap_or(self.config.source),
             request,
@@ -512,12 +513,22 @@ impl DataSourceManager {
                 st.done = true;
                 return Some((Err(e), st));
             }
-            match st.runs.next().await {
+            let next = st.runs.next().await;
+            match next {
                 Some(Ok(resp)) => {
+                    st.answered = true;
                     for (seen, r) in st.seen.iter_mut().zip(&resp.results) {
                         *seen |= r.num_rows() > 0 || !r.missing.is_empty();
                     }
                     Some((Ok(resp), st))
+                }
+                // A later window that starts after the exchange's clock: the data ends before it
+                // (as `get` ends its answer at the last closed candle), and so do the windows after.
+                Some(Err(Error::Unavailable(crate::error::UnavailableError::Future {
+                    ..
+                }))) if st.answered => {
+                    st.done = true;
+                    st.finish()
                 }
                 Some(Err(e)) => {
                     st.done = true;
@@ -525,17 +536,7 @@ impl DataSourceManager {
                 }
                 None => {
                     st.done = true;
-                    let empty = st.seen.iter().position(|seen| !seen);
-                    match empty {
-                        Some(i) if st.policy != SourcePolicy::Cache => {
-                            let e = crate::error::UnavailableError::NoData {
-                                symbol: st.request.symbols[i].clone(),
-                                range: st.request.range,
-                            };
-                            Some((Err(e.into()), st))
-                        }
-                        _ => None,
-                    }
+                    st.finish()
                 }
             }
         })
@@ -630,11 +631,28 @@ struct Windows<S> {
     runs: std::pin::Pin<Box<S>>,
     /// Bad input, reported as the first item.
     invalid: Option<Error>,
+    /// A window was answered.
+    answered: bool,
     /// Per symbol: some rows (or a missing range) seen so far.
     seen: Vec<bool>,
     policy: SourcePolicy,
     request: Request,
     done: bool,
+}
+
+impl<S> Windows<S> {
+    /// The end of the stream: the error `get` would return for a symbol with no data at all.
+    fn finish(self) -> Option<(Result<Response>, Self)> {
+        let empty = self.seen.iter().position(|seen| !seen)?;
+        if self.policy == SourcePolicy::Cache {
+            return None;
+        }
+        let e = crate::error::UnavailableError::NoData {
+            symbol: self.request.symbols[empty].clone(),
+            range: self.request.range,
+        };
+        Some((Err(e.into()), self))
+    }
 }
 
 /// `request` cut at its dataset's cache partition boundaries: one request per window, in time
