@@ -892,6 +892,13 @@ async fn warm(ctx: &mut Ctx, m1_cache: &Path, s1_cache: &Path, h1_cache: &Path) 
                 .into());
             }
         }
+        let written = parquet_rows(&out)?;
+        if written != rows {
+            return Err(format!(
+                "dsm fetch {name} wrote {written} rows, the library returned {rows}"
+            )
+            .into());
+        }
         let requests = ctx.take_requests();
         let wall = median(walls);
         ctx.rows.push(Row {
@@ -918,6 +925,24 @@ async fn warm(ctx: &mut Ctx, m1_cache: &Path, s1_cache: &Path, h1_cache: &Path) 
         );
     }
     Ok(())
+}
+
+/// Rows in the Parquet file `path`, or in every Parquet file of the directory `path`.
+fn parquet_rows(path: &Path) -> Res<u64> {
+    let files = if path.is_dir() {
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut rows = 0;
+    for f in files {
+        let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&f)?)?;
+        use parquet::file::reader::FileReader;
+        rows += reader.metadata().file_metadata().num_rows() as u64;
+    }
+    Ok(rows)
 }
 
 /// The release `dsm` binary: `<target>/release/dsm`, beside `<target>/release/examples/bench`.

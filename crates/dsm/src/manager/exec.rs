@@ -388,8 +388,9 @@ impl PartitionBatcher {
 /// could not supply (not published, or failed integrity after retries). `now` is the exchange's
 /// clock (the local one when REST is not used): a 404 near it marks the publication frontier.
 ///
-/// Cache writes run while downloads continue (at most [`MAX_PENDING_WRITES`] at once) and each
-/// partition is written once per round, not once per file.
+/// Cache writes run while downloads continue (at most [`MAX_PENDING_WRITES`] at once); a partition
+/// is written once when all its files arrived, or every [`FLUSH_AFTER`] while they trickle in, never
+/// once per file.
 #[allow(clippy::too_many_arguments)]
 async fn fetch_vision(
     ctx: &Ctx<'_>,
