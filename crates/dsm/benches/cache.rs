@@ -1,14 +1,17 @@
 //! Cache store benchmarks: a year of 1m candles (525,600 rows) written and read back, for each
-//! compression codec and a few row-group sizes. Results and the choices they led to are in
+//! compression codec and column encoding. Results and the choices they led to are in
 //! BENCHMARKS.md ("Cache").
 //!
-//! Run: `cargo bench -p dsm --bench cache` (add a filter such as `read_year` to run a subset).
+//! Run: `cargo bench -p dsm --bench cache` (add a filter such as `read_year` to run a subset;
+//! `DSM_BENCH_VARIANTS=snappy_plain,snappy_dict` limits the read benchmarks to those variants).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dsm::cache::{CacheCompression, CacheStore, DatasetKey, Provenance, WriteOptions};
+use dsm::cache::{
+    CacheCompression, CacheEncoding, CacheStore, DatasetKey, Provenance, WriteOptions,
+};
 use dsm::schema::{KlineBuilder, KlineRecord};
 use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
 
@@ -71,21 +74,33 @@ struct Setup {
 #[allow(clippy::print_stderr)]
 fn setups(rt: &tokio::runtime::Runtime) -> Vec<Setup> {
     let batch = year_of_candles();
+    use CacheCompression as C;
+    use CacheEncoding as E;
+    // The default (snappy, plain) first; then the other encodings and codecs. Row-group sizes
+    // were settled earlier (BENCHMARKS.md): 8,192 throughout.
     let variants = [
-        ("zstd1_rg8192", CacheCompression::Zstd1, 8192),
-        ("snappy_rg8192", CacheCompression::Snappy, 8192),
-        ("none_rg8192", CacheCompression::None, 8192),
-        ("zstd1_rg1440", CacheCompression::Zstd1, 1440),
-        ("zstd1_rg65536", CacheCompression::Zstd1, 65_536),
+        ("snappy_plain", C::Snappy, E::Plain),
+        ("snappy_dict", C::Snappy, E::Dictionary),
+        ("snappy_delta", C::Snappy, E::DeltaIntegers),
+        ("none_plain", C::None, E::Plain),
+        ("zstd1_plain", C::Zstd1, E::Plain),
     ];
+    let only = std::env::var("DSM_BENCH_VARIANTS").ok();
     let mut out = Vec::new();
-    for (name, compression, rows) in variants {
+    for (name, compression, encoding) in variants {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|v| v == name))
+        {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         let store = CacheStore::open(dir.path())
             .unwrap()
             .with_write_options(WriteOptions {
                 compression,
-                row_group_rows: rows,
+                encoding,
+                ..WriteOptions::default()
             });
         let started = Instant::now();
         rt.block_on(store.write(&key(), year(), &batch, Provenance::Rest))
@@ -169,12 +184,11 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    c.bench_function("cache_coverage_year_1m", |b| {
-        b.iter(|| {
-            rt.block_on(setups[0].store.coverage(&key(), year()))
-                .unwrap()
-        })
-    });
+    if let Some(s) = setups.first() {
+        c.bench_function("cache_coverage_year_1m", |b| {
+            b.iter(|| rt.block_on(s.store.coverage(&key(), year())).unwrap())
+        });
+    }
 }
 
 criterion_group!(benches, bench);

@@ -8,8 +8,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -389,18 +390,28 @@ impl Blobs for LocalBlobs {
     fn get_ranges(&self, path: String, ranges: Vec<Range<u64>>) -> BoxFut<'_, Option<Vec<Bytes>>> {
         let p = self.abs(&path);
         Box::pin(blocking(move || {
-            let mut f = match std::fs::File::open(&p) {
+            let f = match std::fs::File::open(&p) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(io_err(&p)(e)),
             };
-            let mut out = Vec::with_capacity(ranges.len());
-            for r in ranges {
-                let mut buf = vec![0u8; (r.end - r.start) as usize];
-                f.seek(SeekFrom::Start(r.start))
-                    .and_then(|_| f.read_exact(&mut buf))
+            // Positioned reads into one buffer, then zero-copy slices of it.
+            let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+            let mut buf = vec![0u8; total as usize];
+            let mut at = 0usize;
+            for r in &ranges {
+                let n = r.end.saturating_sub(r.start) as usize;
+                f.read_exact_at(&mut buf[at..at + n], r.start)
                     .map_err(io_err(&p))?;
-                out.push(Bytes::from(buf));
+                at += n;
+            }
+            let buf = Bytes::from(buf);
+            let mut out = Vec::with_capacity(ranges.len());
+            let mut at = 0usize;
+            for r in &ranges {
+                let n = r.end.saturating_sub(r.start) as usize;
+                out.push(buf.slice(at..at + n));
+                at += n;
             }
             Ok(Some(out))
         }))

@@ -57,7 +57,7 @@ use blobs::{Blobs, LocalBlobs, StoreBlobs, file_name, is_manifest_name, parent};
 pub use layout::{DatasetKey, Granularity, Partition};
 pub use manifest::{DataFile, Manifest, Provenance, Segment};
 use manifest::{is_safe_file_name, splice_segments, splice_spans};
-pub use parquet_io::{CacheCompression, DEFAULT_ROW_GROUP_ROWS, WriteOptions};
+pub use parquet_io::{CacheCompression, CacheEncoding, DEFAULT_ROW_GROUP_ROWS, WriteOptions};
 use parquet_io::{check_crc, key_scale, key_times};
 
 /// Environment variable that overrides the default cache directory.
@@ -884,28 +884,30 @@ impl CacheStore {
                 return Err(corrupt("short ranged read".into()));
             }
             let footer = fetched.pop().unwrap_or_default();
-            check_crc(&f.footer, &footer).map_err(|r| corrupt(format!("footer: {r}")))?;
-            let mut chunks = Vec::with_capacity(fetched.len());
-            let mut rows_hint = 0usize;
-            for (r, bytes) in ranges.iter().zip(fetched) {
-                for i in &sel {
-                    let g = &f.row_groups[*i];
-                    if g.chunk.offset >= r.start && g.chunk.offset + g.chunk.len <= r.end {
-                        let s = (g.chunk.offset - r.start) as usize;
-                        let piece = bytes
-                            .get(s..s + g.chunk.len as usize)
-                            .map(|b| bytes.slice_ref(b))
-                            .unwrap_or_default();
-                        check_crc(&g.chunk, &piece)
-                            .map_err(|r| corrupt(format!("row group {i}: {r}")))?;
-                        rows_hint += g.rows as usize;
-                    }
-                }
-                chunks.push((r.start, bytes));
-            }
-            let sparse = parquet_io::SparseFile::new(f.bytes, chunks);
             let (kind, out_schema) = (key.kind, output_schema(key.market, key.kind));
-            let decoded = tokio::task::spawn_blocking(move || {
+            // Checksums and decoding run on a blocking thread, one per partition, so a year's
+            // partitions spread over the cores and the async workers stay free.
+            let decoded = tokio::task::spawn_blocking(move || -> Result<_, String> {
+                check_crc(&f.footer, &footer).map_err(|r| format!("footer: {r}"))?;
+                let mut chunks = Vec::with_capacity(fetched.len());
+                let mut rows_hint = 0usize;
+                for (r, bytes) in ranges.iter().zip(fetched) {
+                    for i in &sel {
+                        let g = &f.row_groups[*i];
+                        if g.chunk.offset >= r.start && g.chunk.offset + g.chunk.len <= r.end {
+                            let s = (g.chunk.offset - r.start) as usize;
+                            let piece = bytes
+                                .get(s..s + g.chunk.len as usize)
+                                .map(|b| bytes.slice_ref(b))
+                                .unwrap_or_default();
+                            check_crc(&g.chunk, &piece)
+                                .map_err(|r| format!("row group {i}: {r}"))?;
+                            rows_hint += g.rows as usize;
+                        }
+                    }
+                    chunks.push((r.start, bytes));
+                }
+                let sparse = parquet_io::SparseFile::new(f.bytes, chunks);
                 parquet_io::decode(sparse, &footer, sel, rows_hint, kind, &out_schema, (lo, hi))
             })
             .await

@@ -7,24 +7,27 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::array::{
+    Array, ArrayRef, DictionaryArray, Int8Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Int8Type, SchemaRef, TimeUnit};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaDataReader, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 use sha2::Digest;
 
 use super::manifest::{Chunk, DataFile, RowGroup};
 use crate::market::DataKind;
-use crate::schema::time_column;
+use crate::schema::{SOURCE_COLUMN, time_column};
 
 /// Compression codec of data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +42,23 @@ pub enum CacheCompression {
     None,
 }
 
+/// How the columns of data files are encoded. Any of them reads back the same (it is all plain
+/// Parquet); they differ in size and decoding speed (BENCHMARKS.md "Cache").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CacheEncoding {
+    /// PLAIN for every column but `source` (dictionary-encoded: one distinct value per file or
+    /// few). The default: prices, volumes and times are nearly all distinct, so a dictionary only
+    /// costs (it is built, overflows and falls back to PLAIN part-way through the file).
+    #[default]
+    Plain,
+    /// The Parquet writer's defaults: dictionary encoding for every column, falling back to PLAIN
+    /// when the dictionary grows too large (what dsm wrote before the `Plain` default).
+    Dictionary,
+    /// Like `Plain`, with DELTA_BINARY_PACKED for the 64-bit integer and timestamp columns.
+    DeltaIntegers,
+}
+
 /// How data files are written. The defaults were chosen by measurement (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteOptions {
@@ -46,6 +66,8 @@ pub struct WriteOptions {
     pub compression: CacheCompression,
     /// Rows per row group, the unit a range read can skip.
     pub row_group_rows: usize,
+    /// Column encodings.
+    pub encoding: CacheEncoding,
 }
 
 impl Default for WriteOptions {
@@ -53,6 +75,7 @@ impl Default for WriteOptions {
         WriteOptions {
             compression: CacheCompression::Snappy,
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            encoding: CacheEncoding::Plain,
         }
     }
 }
@@ -106,8 +129,29 @@ fn properties(kind: DataKind, schema: &SchemaRef, opts: WriteOptions) -> WriterP
         CacheCompression::None => Compression::UNCOMPRESSED,
     };
     let time_idx = schema.index_of(time_column(kind)).unwrap_or(0) as i32;
-    WriterProperties::builder()
-        .set_compression(compression)
+    let mut b = WriterProperties::builder();
+    match opts.encoding {
+        CacheEncoding::Dictionary => {}
+        CacheEncoding::Plain | CacheEncoding::DeltaIntegers => {
+            b = b
+                .set_dictionary_enabled(false)
+                .set_column_dictionary_enabled(
+                    ColumnPath::from(crate::schema::SOURCE_COLUMN),
+                    true,
+                );
+            if opts.encoding == CacheEncoding::DeltaIntegers {
+                for f in schema.fields() {
+                    if matches!(f.data_type(), DataType::Int64 | DataType::Timestamp(..)) {
+                        b = b.set_column_encoding(
+                            ColumnPath::from(f.name().as_str()),
+                            Encoding::DELTA_BINARY_PACKED,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    b.set_compression(compression)
         .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_sorting_columns(Some(vec![SortingColumn {
@@ -206,7 +250,7 @@ fn footer_chunk(buf: &Bytes) -> Result<Chunk, ParquetError> {
 
 /// Byte ranges of a file that are present in memory; serves the Parquet reader after a ranged
 /// fetch. Asking for bytes outside them is an error (it would mean the selection was wrong).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SparseFile {
     len: u64,
     chunks: Vec<(u64, Bytes)>,
@@ -287,7 +331,7 @@ pub(crate) fn check_crc(chunk: &Chunk, bytes: &Bytes) -> Result<(), String> {
 
 /// Decodes the selected row groups of a file whose footer and those groups are in `file`, and
 /// keeps the rows with key time in `[lo, hi)` (key-column units).
-pub(crate) fn decode<R: ChunkReader + 'static>(
+pub(crate) fn decode<R: ChunkReader + Clone + 'static>(
     file: R,
     footer: &[u8],
     row_groups: Vec<usize>,
@@ -302,17 +346,10 @@ pub(crate) fn decode<R: ChunkReader + 'static>(
     let md = ParquetMetaDataReader::decode_metadata(meta_bytes).map_err(|e| e.to_string())?;
     let meta = ArrowReaderMetadata::try_new(Arc::new(md), ArrowReaderOptions::new())
         .map_err(|e| e.to_string())?;
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
-        .with_row_groups(row_groups)
-        .with_batch_size(rows_hint.max(1))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let batches = read_columns(file, &meta, row_groups, rows_hint, out_schema)?;
     let mut out = Vec::new();
     let mut last: Option<i64> = None;
-    for b in reader {
-        let b = b.map_err(|e| e.to_string())?;
-        let b = RecordBatch::try_new(out_schema.clone(), b.columns().to_vec())
-            .map_err(|e| format!("stored columns do not match the output schema: {e}"))?;
+    for b in batches {
         let t = key_times(&b, kind)?;
         // The file claims to be sorted; a violation means the data cannot be trusted.
         if let (Some(prev), Some(first)) = (last, t.first())
@@ -329,6 +366,122 @@ pub(crate) fn decode<R: ChunkReader + 'static>(
         if z > a {
             out.push(b.slice(a, z - a));
         }
+    }
+    Ok(out)
+}
+
+/// Decodes `row_groups` of `file` into batches of the output schema.
+///
+/// The `source` column (dictionary-encoded, a dictionary per row group) is decoded one row group
+/// at a time and its keys remapped to one small dictionary: decoding it across row groups in
+/// one batch makes the Parquet reader materialise and re-hash every string (measured ~11% of a
+/// year's read). Every other column is decoded in one batch per call.
+fn read_columns<R: ChunkReader + Clone + 'static>(
+    file: R,
+    meta: &ArrowReaderMetadata,
+    row_groups: Vec<usize>,
+    rows_hint: usize,
+    out_schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, String> {
+    let err = |e: ParquetError| e.to_string();
+    let sd = meta.metadata().file_metadata().schema_descr_ptr();
+    let src_leaf = (0..sd.num_columns()).find(|i| sd.column(*i).name() == SOURCE_COLUMN);
+    let src_out = out_schema.index_of(SOURCE_COLUMN).ok();
+    let to_out = |b: RecordBatch| {
+        RecordBatch::try_new(out_schema.clone(), b.columns().to_vec())
+            .map_err(|e| format!("stored columns do not match the output schema: {e}"))
+    };
+    let (Some(src_leaf), Some(src_out)) = (src_leaf, src_out) else {
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+            .with_row_groups(row_groups)
+            .with_batch_size(rows_hint.max(1))
+            .build()
+            .map_err(err)?;
+        return reader
+            .map(|b| to_out(b.map_err(|e| e.to_string())?))
+            .collect();
+    };
+    // The `source` column, row group by row group, remapped to one dictionary.
+    let mut values: Vec<String> = Vec::new();
+    let mut keys: Vec<i8> = Vec::with_capacity(rows_hint);
+    let rg_meta = meta.metadata().row_groups();
+    for &g in &row_groups {
+        let rows = rg_meta.get(g).map_or(0, |m| m.num_rows()) as usize;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), meta.clone())
+            .with_row_groups(vec![g])
+            .with_projection(ProjectionMask::leaves(&sd, [src_leaf]))
+            .with_batch_size(rows.max(1))
+            .build()
+            .map_err(err)?;
+        for b in reader {
+            let b = b.map_err(|e| e.to_string())?;
+            let col = b.column(0);
+            let dict = col
+                .as_any()
+                .downcast_ref::<DictionaryArray<Int8Type>>()
+                .ok_or_else(|| format!("stored source column is {}", col.data_type()))?;
+            let local = dict
+                .values()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| "stored source values are not strings".to_string())?;
+            if dict.null_count() > 0 {
+                return Err("stored source column has nulls".into());
+            }
+            let mut map = Vec::with_capacity(local.len());
+            for v in local.iter() {
+                let v = v.unwrap_or_default();
+                let i = match values.iter().position(|x| x == v) {
+                    Some(i) => i,
+                    None => {
+                        values.push(v.to_owned());
+                        values.len() - 1
+                    }
+                };
+                map.push(i8::try_from(i).map_err(|_| "too many distinct sources".to_string())?);
+            }
+            for k in dict.keys().values().iter() {
+                let m = usize::try_from(*k)
+                    .ok()
+                    .and_then(|k| map.get(k))
+                    .ok_or_else(|| format!("source key {k} out of range"))?;
+                keys.push(*m);
+            }
+        }
+    }
+    let source: ArrayRef = Arc::new(
+        DictionaryArray::<Int8Type>::try_new(
+            Int8Array::from(keys),
+            Arc::new(StringArray::from(values)),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    // Every other column in one pass.
+    let others: Vec<usize> = (0..sd.num_columns()).filter(|i| *i != src_leaf).collect();
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+        .with_row_groups(row_groups)
+        .with_projection(ProjectionMask::leaves(&sd, others))
+        .with_batch_size(rows_hint.max(1))
+        .build()
+        .map_err(err)?;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for b in reader {
+        let b = b.map_err(|e| e.to_string())?;
+        let n = b.num_rows();
+        if at + n > source.len() {
+            return Err("the source column has fewer rows than the others".into());
+        }
+        let mut cols = b.columns().to_vec();
+        cols.insert(src_out.min(cols.len()), source.slice(at, n));
+        at += n;
+        out.push(
+            RecordBatch::try_new(out_schema.clone(), cols)
+                .map_err(|e| format!("stored columns do not match the output schema: {e}"))?,
+        );
+    }
+    if at != source.len() {
+        return Err("the source column has more rows than the others".into());
     }
     Ok(out)
 }
@@ -356,4 +509,141 @@ pub(crate) fn decode_all(
         out_schema,
         (i64::MIN, i64::MAX),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::{Interval, Market};
+    use crate::schema::{KlineBuilder, KlineRecord, Source, output_schema, with_source};
+    use arrow::array::AsArray;
+
+    const T0: i64 = 1_704_067_200_000; // 2024-01-01
+    const M: i64 = 60_000;
+
+    fn candles(from: i64, n: i64, source: Source) -> RecordBatch {
+        let mut b = KlineBuilder::new(Market::Spot, DataKind::Klines, Interval::M1, n as usize);
+        for i in from..from + n {
+            let p = 100.0 + i as f64 * 0.01;
+            b.push(&KlineRecord {
+                open_time: T0 + i * M,
+                open: p,
+                high: p + 1.0,
+                low: p - 1.0,
+                close: p + 0.5,
+                volume: i as f64,
+                close_time: T0 + i * M + M - 1,
+                quote_volume: 2.0 * i as f64,
+                count: i,
+                taker_buy_volume: 0.5,
+                taker_buy_quote_volume: 0.25,
+            })
+            .expect("valid candle");
+        }
+        with_source(&b.finish(), Market::Spot, DataKind::Klines, source)
+    }
+
+    fn sources(b: &RecordBatch) -> Vec<String> {
+        let col = b.column_by_name(SOURCE_COLUMN).expect("source column");
+        let col = arrow::compute::cast(col, &DataType::Utf8).expect("cast");
+        col.as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Every encoding (the old writer's dictionary default included) reads back the same rows,
+    /// with sources that change between and inside row groups.
+    #[test]
+    fn every_encoding_reads_back_the_same_rows() {
+        let schema = output_schema(Market::Spot, DataKind::Klines);
+        // 25 Vision rows then 15 REST rows, in row groups of 10: group 2 holds both.
+        let input = arrow::compute::concat_batches(
+            &schema,
+            &[
+                candles(0, 25, Source::Vision),
+                candles(25, 15, Source::Rest),
+            ],
+        )
+        .expect("concat");
+        let want_sources: Vec<String> = (0..40)
+            .map(|i| if i < 25 { "vision" } else { "rest" }.to_owned())
+            .collect();
+        for encoding in [
+            CacheEncoding::Plain,
+            CacheEncoding::Dictionary,
+            CacheEncoding::DeltaIntegers,
+        ] {
+            for compression in [CacheCompression::Snappy, CacheCompression::None] {
+                let opts = WriteOptions {
+                    compression,
+                    row_group_rows: 10,
+                    encoding,
+                };
+                let (buf, info) =
+                    encode(&input, DataKind::Klines, "x.parquet".into(), opts).expect("encode");
+                assert_eq!(info.row_groups.len(), 4);
+                // The plain `parquet` reader opens the file.
+                let plain = ParquetRecordBatchReaderBuilder::try_new(buf.clone())
+                    .expect("plain reader")
+                    .build()
+                    .expect("reader");
+                assert_eq!(
+                    plain.map(|b| b.expect("batch").num_rows()).sum::<usize>(),
+                    40
+                );
+                let got = decode_all(buf.clone(), DataKind::Klines, &schema).expect("decode");
+                let got = arrow::compute::concat_batches(&schema, &got).expect("concat");
+                assert_eq!(got.num_rows(), 40, "{encoding:?} {compression:?}");
+                for (name, col) in schema.fields().iter().zip(got.columns()) {
+                    if name.name() != SOURCE_COLUMN {
+                        let want = input.column_by_name(name.name()).expect("column");
+                        assert_eq!(col.as_ref(), want.as_ref(), "{}", name.name());
+                    }
+                }
+                assert_eq!(sources(&got), want_sources, "{encoding:?} {compression:?}");
+                // A range read of groups 1..=2 trimmed to rows 12..28.
+                let footer = footer_chunk(&buf).expect("footer");
+                let part = decode(
+                    buf.clone(),
+                    &buf[footer.offset as usize..],
+                    vec![1, 2],
+                    20,
+                    DataKind::Klines,
+                    &schema,
+                    (T0 + 12 * M, T0 + 28 * M),
+                )
+                .expect("decode range");
+                let part = arrow::compute::concat_batches(&schema, &part).expect("concat");
+                let opens = key_times(&part, DataKind::Klines).expect("times");
+                assert_eq!(opens, (12..28).map(|i| T0 + i * M).collect::<Vec<_>>());
+                assert_eq!(sources(&part), want_sources[12..28]);
+            }
+        }
+    }
+
+    /// The default stores numbers PLAIN (no dictionary) and `source` with a dictionary.
+    #[test]
+    fn the_default_encoding_is_plain_except_source() {
+        let input = candles(0, 50, Source::Vision);
+        let (buf, _) = encode(
+            &input,
+            DataKind::Klines,
+            "x".into(),
+            WriteOptions::default(),
+        )
+        .expect("encode");
+        let md = ParquetMetaDataReader::new()
+            .parse_and_finish(&buf)
+            .expect("metadata");
+        for c in md.row_group(0).columns() {
+            let dict = c.dictionary_page_offset().is_some();
+            assert_eq!(
+                dict,
+                c.column_path().string() == SOURCE_COLUMN,
+                "{}",
+                c.column_path()
+            );
+        }
+    }
 }
