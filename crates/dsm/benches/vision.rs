@@ -2,6 +2,10 @@
 //! by the emulator (a month of 1m klines, a day of 1s klines, a day of aggTrades), and end-to-end
 //! download + verify + parse from the emulator.
 //!
+//! Breakdown rows: `sha256_only`, `inflate_only` (zip crate reader), `inflate_raw` (flate2/zlib-rs
+//! streaming into a 256 KiB buffer), `inflate_libdeflate` (whole entry at once, what `parse_zip`
+//! uses), `crc32_only` (over the inflated CSV).
+//!
 //! Run: `cargo bench -p dsm --bench vision`
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 

@@ -770,35 +770,62 @@ pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// Eight ASCII digits at the start of `s` as their value (SWAR: one load, three multiplies), or
-/// `None` if `s` is shorter or any of the eight bytes is not a digit.
+/// `10^n` for `n <= 8`.
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The value of eight ASCII digits loaded little-endian (first digit in the lowest byte); SWAR:
+/// pairs, then quads, then all eight, in three multiplies.
 #[inline(always)]
-fn eight_digits(s: &[u8]) -> Option<u64> {
-    let v = u64::from_le_bytes(*s.first_chunk::<8>()?);
-    // Every byte is 0x30..=0x39: high nibble 3, and adding 6 does not carry out of the nibble.
-    let hi = 0xF0F0_F0F0_F0F0_F0F0u64;
-    if (v & hi) | ((v.wrapping_add(0x0606_0606_0606_0606) & hi) >> 4) != 0x3333_3333_3333_3333 {
-        return None;
-    }
-    let v = v - 0x3030_3030_3030_3030;
-    // Pairs, then quads, then the eight digits (first digit is the lowest byte).
+fn eight_digits_value(v: u64) -> u64 {
+    let v = v.wrapping_sub(0x3030_3030_3030_3030);
     let v = v.wrapping_mul(10).wrapping_add(v >> 8);
-    let v = (v & 0x0000_00FF_0000_00FF)
+    (v & 0x0000_00FF_0000_00FF)
         .wrapping_mul(100 + (1_000_000 << 32))
         .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32)))
-        >> 32;
-    Some(v)
+        >> 32
 }
 
 /// Accumulates the ASCII digits at the start of `s` into `mant` (wrapping: callers bound the
 /// count); returns how many there were.
+///
+/// Eight bytes at a time: a byte is a digit when `byte ^ 0x30 < 10`; the first non-digit ends the
+/// run, and the digits before it are left-padded with `'0'` to eight and converted at once. Bytes
+/// after the first non-digit may get garbled flags (carries), which does not matter.
 #[inline(always)]
 fn digits(s: &[u8], mant: &mut u64) -> usize {
     let mut i = 0;
-    while let Some(d) = s.get(i..).and_then(eight_digits) {
-        *mant = mant.wrapping_mul(100_000_000).wrapping_add(d);
-        i += 8;
+    while let Some(chunk) = s.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let v = u64::from_le_bytes(*chunk);
+        let t = v ^ 0x3030_3030_3030_3030;
+        let non_digit = (t.wrapping_add(0x7676_7676_7676_7676) | t) & 0x8080_8080_8080_8080;
+        if non_digit == 0 {
+            *mant = mant
+                .wrapping_mul(100_000_000)
+                .wrapping_add(eight_digits_value(v));
+            i += 8;
+            continue;
+        }
+        let n = (non_digit.trailing_zeros() / 8) as usize; // 0..=7 digits
+        if n > 0 {
+            let shift = 8 * (8 - n as u32);
+            let padded = (v << shift) | (0x3030_3030_3030_3030 >> (64 - shift));
+            *mant = mant
+                .wrapping_mul(POW10_U64[n])
+                .wrapping_add(eight_digits_value(padded));
+        }
+        return i + n;
     }
+    // Fewer than eight bytes left.
     while let Some(&b) = s.get(i) {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
@@ -1200,10 +1227,11 @@ mod tests {
                     let mut z = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
                     for i in 0..z.len() {
                         let mut e = z.by_index(i).unwrap();
-                        if e.name().ends_with(".csv") {
+                        let entry = e.name().unwrap().to_string();
+                        if entry.ends_with(".csv") {
                             let mut csv = Vec::new();
                             e.read_to_end(&mut csv).unwrap();
-                            out.push((format!("{}:{}", p.display(), e.name()), csv));
+                            out.push((format!("{}:{entry}", p.display()), csv));
                         }
                     }
                 }
@@ -1285,7 +1313,8 @@ mod tests {
             prop_assert_eq!(parse_f64(b).map(f64::to_bits), std_f64(b), "{}", s);
             if let Some((v, n)) = float_prefix(b) {
                 prop_assert_eq!(Some(v.to_bits()), std_f64(&b[..n]), "{}", s);
-                prop_assert!(!b.get(n).is_some_and(|c| c.is_ascii_digit() || *c == b'.'), "{}", s);
+                // The whole digit run is taken (a second '.' may follow "1.").
+                prop_assert!(!b.get(n).is_some_and(u8::is_ascii_digit), "{}", s);
             }
             if let Some((v, n)) = int_prefix(b) {
                 prop_assert_eq!(int(&b[..n], "x"), Ok(v), "{}", s);
