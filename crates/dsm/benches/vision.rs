@@ -2,6 +2,10 @@
 //! by the emulator (a month of 1m klines, a day of 1s klines, a day of aggTrades), and end-to-end
 //! download + verify + parse from the emulator.
 //!
+//! Breakdown rows: `sha256_only`, `inflate_only` (zip crate reader), `inflate_raw` (flate2/zlib-rs
+//! streaming into a 256 KiB buffer), `inflate_libdeflate` (whole entry at once, what `parse_zip`
+//! uses), `crc32_only` (over the inflated CSV).
+//!
 //! Run: `cargo bench -p dsm --bench vision`
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -121,6 +125,32 @@ fn bench(c: &mut Criterion) {
                     }
                 }
             })
+        });
+        // What the pipeline uses now: the whole entry inflated at once by libdeflate into a
+        // buffer of its declared size (allocated per file, as `parse_zip` does), then CRC-32.
+        let size = {
+            let mut z = zip::ZipArchive::new(std::io::Cursor::new(&s.zip)).unwrap();
+            z.by_index_raw(0).unwrap().size() as usize
+        };
+        g.bench_function(format!("inflate_libdeflate/{}", s.name), |b| {
+            b.iter(|| {
+                let mut text = vec![0u8; size];
+                let n = libdeflater::Decompressor::new()
+                    .deflate_decompress(deflated, &mut text)
+                    .unwrap();
+                assert_eq!(n, size);
+                text
+            })
+        });
+        let text = {
+            let mut t = vec![0u8; size];
+            libdeflater::Decompressor::new()
+                .deflate_decompress(deflated, &mut t)
+                .unwrap();
+            t
+        };
+        g.bench_function(format!("crc32_only/{}", s.name), |b| {
+            b.iter(|| crc32fast::hash(&text))
         });
         g.bench_function(format!("verify_inflate_parse/{}", s.name), |b| {
             b.iter(|| verify_and_parse(s))

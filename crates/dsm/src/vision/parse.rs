@@ -6,6 +6,7 @@
 //! count, numbers, inside the file's day or month, then the builder's own checks); the first bad row
 //! fails the whole file with its line number. Exact duplicate rows are dropped.
 
+use std::borrow::Cow;
 use std::io::{Cursor, Read};
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -24,8 +25,13 @@ use crate::schema::{
 /// Values above this are microseconds since the epoch (10^13 ms would be the year 2286).
 const MICROS_THRESHOLD: i64 = 10_000_000_000_000;
 
-/// Size of the inflate buffer.
+/// Size of the inflate buffer when streaming.
 const CHUNK: usize = 256 * 1024;
+
+/// CSV entries up to this size are inflated whole with libdeflate (about twice as fast as
+/// streaming zlib); larger ones (trades, some monthly files) stream through flate2 in [`CHUNK`]s
+/// so memory stays bounded. Every kline file fits (a day of 1s is ~13 MB).
+const WHOLE_MAX: u64 = 64 << 20;
 
 /// Check the cancel flag after this many lines.
 const CANCEL_EVERY: usize = 16 * 1024;
@@ -61,6 +67,17 @@ pub(crate) fn parse_zip_inner(
     name: &str,
     cancel: &AtomicBool,
 ) -> Result<Parsed, VisionError> {
+    parse_zip_with(bytes, key, name, cancel, WHOLE_MAX)
+}
+
+/// [`parse_zip_inner`] with the largest CSV size inflated whole (larger ones stream).
+fn parse_zip_with(
+    bytes: &[u8],
+    key: &FileKey,
+    name: &str,
+    cancel: &AtomicBool,
+    whole_max: u64,
+) -> Result<Parsed, VisionError> {
     let corrupt = |reason: String| VisionError::CorruptArchive {
         url: name.to_owned(),
         reason,
@@ -68,16 +85,19 @@ pub(crate) fn parse_zip_inner(
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a zip: {e}")))?;
     let index = csv_entry(&mut archive, key).map_err(corrupt)?;
-    let entry = EntryReader::open(&mut archive, bytes, index).map_err(corrupt)?;
+    let entry = Entry::open(&mut archive, bytes, index).map_err(corrupt)?;
     let size_hint = usize::try_from(entry.size).unwrap_or(0);
     let mut parser = RowParser::new(key, name, size_hint);
-    for_each_line(entry, cancel, |line_no, line| parser.line(line_no, line)).map_err(
-        |e| match e {
-            LineError::Io(e) => corrupt(format!("inflating the CSV failed: {e}")),
-            LineError::Cancelled => VisionError::Cancelled,
-            LineError::Row(e) => e,
-        },
-    )?;
+    let on_line = |line_no, line: &[u8]| parser.line(line_no, line);
+    let lines = match entry.whole(whole_max).map_err(corrupt)? {
+        Some(text) => for_each_line_in(&text, cancel, on_line),
+        None => for_each_line(EntryReader::new(&entry), cancel, on_line),
+    };
+    lines.map_err(|e| match e {
+        LineError::Io(e) => corrupt(format!("inflating the CSV failed: {e}")),
+        LineError::Cancelled => VisionError::Cancelled,
+        LineError::Row(e) => e,
+    })?;
     Ok(parser.finish())
 }
 
@@ -113,39 +133,31 @@ fn csv_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, key: &FileKey) -> Res
     }
 }
 
-/// The CSV entry's bytes, inflated straight from the in-memory zip (no zip-reader buffering layers),
-/// with the central directory's uncompressed size and CRC-32 checked at the end.
-struct EntryReader<'z> {
+/// The CSV entry located in the in-memory zip (no zip-reader buffering layers): its raw data and
+/// the central directory's uncompressed size and CRC-32, which are always checked.
+struct Entry<'z> {
     /// The entry's compressed (or stored) data.
     data: &'z [u8],
-    /// `None` for a stored entry.
-    inflate: Option<Decompress>,
-    /// Bytes of `data` consumed (stored entries).
-    pos: usize,
+    deflated: bool,
     size: u64,
     crc: u32,
-    hasher: crc32fast::Hasher,
-    out: u64,
-    /// The deflate stream reached its end marker.
-    ended: bool,
-    done: bool,
 }
 
-impl<'z> EntryReader<'z> {
+impl<'z> Entry<'z> {
     fn open(
         archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
         bytes: &'z [u8],
         index: usize,
-    ) -> Result<EntryReader<'z>, String> {
+    ) -> Result<Entry<'z>, String> {
         let entry = archive
             .by_index_raw(index)
             .map_err(|e| format!("cannot open the CSV entry: {e}"))?;
         if entry.encrypted() {
             return Err("the CSV entry is encrypted".into());
         }
-        let inflate = match entry.compression() {
-            zip::CompressionMethod::Stored => None,
-            zip::CompressionMethod::Deflated => Some(Decompress::new(false)),
+        let deflated = match entry.compression() {
+            zip::CompressionMethod::Stored => false,
+            zip::CompressionMethod::Deflated => true,
             other => return Err(format!("unsupported compression method {other}")),
         };
         let data = entry
@@ -162,33 +174,101 @@ impl<'z> EntryReader<'z> {
                     bytes.len()
                 )
             })?;
-        Ok(EntryReader {
+        Ok(Entry {
             data,
-            inflate,
-            pos: 0,
+            deflated,
             size: entry.size(),
             crc: entry.crc32(),
+        })
+    }
+
+    /// The whole CSV text, size and CRC-32 checked: a stored entry as it lies in the zip, a
+    /// deflated one up to `whole_max` bytes inflated at once into a buffer of exactly its declared
+    /// size (libdeflate). `None`: too large, stream it with [`EntryReader`].
+    fn whole(&self, whole_max: u64) -> Result<Option<Cow<'z, [u8]>>, String> {
+        if !self.deflated {
+            self.check(self.data.len() as u64, crc32fast::hash(self.data))?;
+            return Ok(Some(Cow::Borrowed(self.data)));
+        }
+        if self.size > whole_max {
+            return Ok(None);
+        }
+        let Ok(size) = usize::try_from(self.size) else {
+            return Ok(None);
+        };
+        let mut text = vec![0u8; size];
+        let n = libdeflater::Decompressor::new()
+            .deflate_decompress(self.data, &mut text)
+            .map_err(|e| match e {
+                libdeflater::DecompressionError::InsufficientSpace => self.past_size(),
+                libdeflater::DecompressionError::BadData => {
+                    "corrupt deflate data (libdeflate: bad data)".to_owned()
+                }
+            })?;
+        text.truncate(n);
+        self.check(n as u64, crc32fast::hash(&text))?;
+        Ok(Some(Cow::Owned(text)))
+    }
+
+    fn past_size(&self) -> String {
+        format!(
+            "the CSV entry inflates past its declared {} bytes",
+            self.size
+        )
+    }
+
+    /// Checks the CSV's length and CRC-32 against the zip's.
+    fn check(&self, len: u64, crc: u32) -> Result<(), String> {
+        if len != self.size {
+            return Err(format!(
+                "the CSV entry inflated to {len} bytes, its header says {}",
+                self.size
+            ));
+        }
+        if crc != self.crc {
+            return Err(format!(
+                "CRC-32 mismatch: computed {crc:08x}, the zip says {:08x}",
+                self.crc
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A deflated entry too large to hold whole, inflated chunk by chunk (flate2) with its size and
+/// CRC-32 checked at the end.
+struct EntryReader<'e, 'z> {
+    entry: &'e Entry<'z>,
+    inflate: Decompress,
+    hasher: crc32fast::Hasher,
+    out: u64,
+    /// The deflate stream reached its end marker.
+    ended: bool,
+    done: bool,
+}
+
+impl<'e, 'z> EntryReader<'e, 'z> {
+    fn new(entry: &'e Entry<'z>) -> EntryReader<'e, 'z> {
+        EntryReader {
+            entry,
+            inflate: Decompress::new(false),
             hasher: crc32fast::Hasher::new(),
             out: 0,
             ended: false,
             done: false,
-        })
+        }
     }
 
     fn fill(&mut self, buf: &mut [u8]) -> Result<usize, String> {
-        let n = match &mut self.inflate {
-            None => {
-                let n = buf.len().min(self.data.len() - self.pos);
-                buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-                self.pos += n;
-                n
-            }
-            Some(_) if self.ended => 0,
-            Some(d) => loop {
+        let d = &mut self.inflate;
+        let n = if self.ended {
+            0
+        } else {
+            loop {
                 let (out_before, in_before) = (d.total_out(), d.total_in());
                 let input = usize::try_from(in_before)
                     .ok()
-                    .and_then(|i| self.data.get(i..))
+                    .and_then(|i| self.entry.data.get(i..))
                     .unwrap_or_default();
                 let status = d
                     .decompress(input, buf, FlushDecompress::None)
@@ -203,40 +283,25 @@ impl<'z> EntryReader<'z> {
                 if d.total_in() == in_before {
                     return Err(format!(
                         "the deflate stream ends early after {} of {} bytes",
-                        self.out, self.size
+                        self.out, self.entry.size
                     ));
                 }
-            },
+            }
         };
         self.hasher.update(&buf[..n]);
         self.out += n as u64;
-        if self.out > self.size {
-            return Err(format!(
-                "the CSV entry inflates past its declared {} bytes",
-                self.size
-            ));
+        if self.out > self.entry.size {
+            return Err(self.entry.past_size());
         }
         if n == 0 {
             self.done = true;
-            if self.out != self.size {
-                return Err(format!(
-                    "the CSV entry inflated to {} bytes, its header says {}",
-                    self.out, self.size
-                ));
-            }
-            let crc = self.hasher.clone().finalize();
-            if crc != self.crc {
-                return Err(format!(
-                    "CRC-32 mismatch: computed {crc:08x}, the zip says {:08x}",
-                    self.crc
-                ));
-            }
+            self.entry.check(self.out, self.hasher.clone().finalize())?;
         }
         Ok(n)
     }
 }
 
-impl Read for EntryReader<'_> {
+impl Read for EntryReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.done {
             return Ok(0);
@@ -251,6 +316,64 @@ enum LineError {
     Row(VisionError),
 }
 
+/// Calls `f` for every complete line of `buf` (see [`for_each_line`]); returns the length of the
+/// complete lines consumed (the rest is an unfinished line).
+#[inline]
+fn split_lines(
+    buf: &[u8],
+    line_no: &mut usize,
+    f: &mut impl FnMut(usize, &[u8]) -> Result<(), VisionError>,
+) -> Result<usize, LineError> {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', buf) {
+        emit_line(&buf[start..end], line_no, f)?;
+        start = end + 1;
+    }
+    Ok(start)
+}
+
+#[inline]
+fn emit_line(
+    line: &[u8],
+    line_no: &mut usize,
+    f: &mut impl FnMut(usize, &[u8]) -> Result<(), VisionError>,
+) -> Result<(), LineError> {
+    *line_no += 1;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Ok(());
+    }
+    f(*line_no, line).map_err(LineError::Row)
+}
+
+/// [`for_each_line`] over a CSV text held whole, checking `cancel` every [`CANCEL_EVERY`] lines.
+fn for_each_line_in(
+    text: &[u8],
+    cancel: &AtomicBool,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), VisionError>,
+) -> Result<(), LineError> {
+    let mut line_no = 0usize;
+    let mut pos = 0;
+    while pos < text.len() {
+        // About CANCEL_EVERY lines of kline text per slice, cut after a newline.
+        let want = (pos + CANCEL_EVERY * 128).min(text.len());
+        let end = match memchr::memchr(b'\n', &text[want..]) {
+            Some(i) => want + i + 1,
+            None => text.len(),
+        };
+        let slice = &text[pos..end];
+        let done = split_lines(slice, &mut line_no, &mut f)?;
+        if done < slice.len() {
+            emit_line(&slice[done..], &mut line_no, &mut f)?;
+        }
+        pos = end;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(LineError::Cancelled);
+        }
+    }
+    Ok(())
+}
+
 /// Calls `f(line_number, line)` for every non-empty line (1-based numbers, `\r` trimmed), reading
 /// `r` in chunks.
 fn for_each_line<R: Read>(
@@ -262,14 +385,6 @@ fn for_each_line<R: Read>(
     let mut filled = 0;
     let mut line_no = 0usize;
     let mut next_check = CANCEL_EVERY;
-    let mut emit = |line: &[u8], line_no: &mut usize| -> Result<(), LineError> {
-        *line_no += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return Ok(());
-        }
-        f(*line_no, line).map_err(LineError::Row)
-    };
     loop {
         if filled == buf.len() {
             // One line longer than the buffer: grow (bounded by the entry's size).
@@ -282,16 +397,12 @@ fn for_each_line<R: Read>(
         };
         if n == 0 {
             if filled > 0 {
-                emit(&buf[..filled], &mut line_no)?;
+                emit_line(&buf[..filled], &mut line_no, &mut f)?;
             }
             return Ok(());
         }
         filled += n;
-        let mut start = 0;
-        while let Some(i) = memchr::memchr(b'\n', &buf[start..filled]) {
-            emit(&buf[start..start + i], &mut line_no)?;
-            start += i + 1;
-        }
+        let start = split_lines(&buf[..filled], &mut line_no, &mut f)?;
         buf.copy_within(start..filled, 0);
         filled -= start;
         if line_no >= next_check {
@@ -411,6 +522,16 @@ impl<'a> RowParser<'a> {
             return Ok(());
         }
         self.seen_data = true;
+        if let Builder::Kline(b) = &mut self.builder
+            && let Some(r) = kline_fast(line)
+            && r.open_time >= self.start
+            && r.open_time < self.end
+        {
+            // The common case, in one pass over the line; anything unusual (and every error)
+            // goes through the general path below.
+            let pushed = b.push(&r);
+            return self.pushed(row, pushed);
+        }
         let mut cols = [&[][..]; 12];
         let mut n = 0;
         for field in line.split(|b| *b == b',') {
@@ -457,6 +578,10 @@ impl<'a> RowParser<'a> {
                 b.push(&r)
             }
         };
+        self.pushed(row, pushed)
+    }
+
+    fn pushed(&mut self, row: usize, pushed: Result<Pushed, RowError>) -> Result<(), VisionError> {
         match pushed {
             Ok(Pushed::Added) => Ok(()),
             Ok(Pushed::Duplicate) => {
@@ -628,47 +753,187 @@ fn float(s: &[u8], what: &str) -> Result<f64, String> {
     parse_f64(s).ok_or_else(|| bad(s, what, "a number"))
 }
 
-/// Parses a plain decimal (`-123.456`) exactly as `str::parse::<f64>` would.
+/// Parses a number exactly as `str::parse::<f64>` would, rejecting non-finite results.
 ///
-/// Fast path (Clinger): when the digits form an integer `m <= 2^53` and there are at most 22
-/// fraction digits, `m / 10^k` is one correctly rounded IEEE division of two exact values, which is
-/// the correctly rounded decimal. Anything else (exponents, long mantissas) goes to the standard
-/// parser.
+/// Plain decimals (`-123.456`, what Binance writes) take [`float_prefix`]; anything else
+/// (exponents, `+`, long mantissas, garbage) goes to the standard parser.
 pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
-    let (neg, body) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, s),
-    };
-    let mut mant: u64 = 0;
-    let mut digits = 0u32;
-    let mut frac: Option<usize> = None;
-    let mut ok = !body.is_empty() && body.len() <= 19;
-    if ok {
-        for (i, &b) in body.iter().enumerate() {
-            let d = b.wrapping_sub(b'0');
-            if d <= 9 {
-                mant = mant * 10 + u64::from(d);
-                digits += 1;
-            } else if b == b'.' && frac.is_none() {
-                frac = Some(body.len() - i - 1);
-            } else {
-                ok = false;
-                break;
-            }
-        }
-    }
-    let k = frac.unwrap_or(0);
-    if ok && digits > 0 && mant <= (1u64 << 53) && k < POW10.len() {
-        #[allow(clippy::cast_precision_loss)] // mant <= 2^53 is exact
-        let v = mant as f64 / POW10[k];
-        return Some(if neg { -v } else { v });
+    if let Some((v, n)) = float_prefix(s)
+        && n == s.len()
+    {
+        return Some(v);
     }
     // Slow path: the standard library's correctly rounded parser (rejects garbage, accepts
     // exponents and long mantissas).
     let text = std::str::from_utf8(s).ok()?;
     let v: f64 = text.parse().ok()?;
     v.is_finite().then_some(v)
+}
+
+/// `10^n` for `n <= 8`.
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The value of eight ASCII digits loaded little-endian (first digit in the lowest byte); SWAR:
+/// pairs, then quads, then all eight, in three multiplies.
+#[inline(always)]
+fn eight_digits_value(v: u64) -> u64 {
+    let v = v.wrapping_sub(0x3030_3030_3030_3030);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    (v & 0x0000_00FF_0000_00FF)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32)))
+        >> 32
+}
+
+/// Accumulates the ASCII digits at the start of `s` into `mant` (wrapping: callers bound the
+/// count); returns how many there were.
+///
+/// Eight bytes at a time: a byte is a digit when `byte ^ 0x30 < 10`; the first non-digit ends the
+/// run, and the digits before it are left-padded with `'0'` to eight and converted at once. Bytes
+/// after the first non-digit may get garbled flags (carries), which does not matter.
+#[inline(always)]
+fn digits(s: &[u8], mant: &mut u64) -> usize {
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let v = u64::from_le_bytes(*chunk);
+        let t = v ^ 0x3030_3030_3030_3030;
+        let non_digit = (t.wrapping_add(0x7676_7676_7676_7676) | t) & 0x8080_8080_8080_8080;
+        if non_digit == 0 {
+            *mant = mant
+                .wrapping_mul(100_000_000)
+                .wrapping_add(eight_digits_value(v));
+            i += 8;
+            continue;
+        }
+        let n = (non_digit.trailing_zeros() / 8) as usize; // 0..=7 digits
+        if n > 0 {
+            let shift = 8 * (8 - n as u32);
+            let padded = (v << shift) | (0x3030_3030_3030_3030 >> (64 - shift));
+            *mant = mant
+                .wrapping_mul(POW10_U64[n])
+                .wrapping_add(eight_digits_value(padded));
+        }
+        return i + n;
+    }
+    // Fewer than eight bytes left.
+    while let Some(&b) = s.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        *mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    i
+}
+
+/// The plain decimal (`-?digits[.digits]`) at the start of `s` and its length in bytes, when it
+/// can be converted exactly with one IEEE division (Clinger's fast path): at most 19 digits, the
+/// digits as an integer `m <= 2^53`, at most 22 of them after the point. Then `m / 10^k` is a
+/// correctly rounded division of two exact values, i.e. the correctly rounded decimal, the same
+/// value `str::parse::<f64>` gives for `s[..len]`. `None` for anything else (callers fall back).
+#[inline(always)]
+fn float_prefix(s: &[u8]) -> Option<(f64, usize)> {
+    let neg = s.first() == Some(&b'-');
+    let start = usize::from(neg);
+    let body = s.get(start..)?;
+    let mut mant = 0u64;
+    let int_digits = digits(body, &mut mant);
+    let mut len = int_digits;
+    let mut frac_digits = 0;
+    if body.get(len) == Some(&b'.') {
+        frac_digits = digits(body.get(len + 1..)?, &mut mant);
+        len += 1 + frac_digits;
+    }
+    let total = int_digits + frac_digits;
+    if total == 0 || total > 19 || mant > (1u64 << 53) || frac_digits >= POW10.len() {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)] // mant <= 2^53 is exact
+    let v = mant as f64 / POW10[frac_digits];
+    Some((if neg { -v } else { v }, start + len))
+}
+
+/// The integer (`-?digits`, at most 18 digits) at the start of `s` and its length, as [`int`]
+/// would parse it.
+#[inline(always)]
+fn int_prefix(s: &[u8]) -> Option<(i64, usize)> {
+    let neg = s.first() == Some(&b'-');
+    let start = usize::from(neg);
+    let mut v = 0u64;
+    let n = digits(s.get(start..)?, &mut v);
+    if n == 0 || n > 18 {
+        return None;
+    }
+    let v = i64::try_from(v).ok()?;
+    Some((if neg { -v } else { v }, start + n))
+}
+
+/// Parses the value at the start of `rest` with `parse`, which must end right before a comma;
+/// moves `rest` past the comma.
+#[inline(always)]
+fn field<T>(rest: &mut &[u8], parse: impl Fn(&[u8]) -> Option<(T, usize)>) -> Option<T> {
+    let (v, n) = parse(rest)?;
+    let (&comma, after) = rest.get(n..)?.split_first()?;
+    if comma != b',' {
+        return None;
+    }
+    *rest = after;
+    Some(v)
+}
+
+/// One-pass parse of a kline row made only of plain numbers: exactly 12 fields, the same record
+/// [`kline`] gives on the split fields. `None` for anything else, which the caller then parses
+/// (and reports) field by field.
+#[inline]
+fn kline_fast(line: &[u8]) -> Option<KlineRecord> {
+    let mut rest = line;
+    let r = &mut rest;
+    let open_time = field(r, int_prefix)?;
+    let open = field(r, float_prefix)?;
+    let high = field(r, float_prefix)?;
+    let low = field(r, float_prefix)?;
+    let close = field(r, float_prefix)?;
+    let volume = field(r, float_prefix)?;
+    let close_time = field(r, int_prefix)?;
+    let quote_volume = field(r, float_prefix)?;
+    let count = field(r, int_prefix)?;
+    let taker_buy_volume = field(r, float_prefix)?;
+    let taker_buy_quote_volume = field(r, float_prefix)?;
+    // The 12th field (`ignore`) is not parsed, but there must be no 13th.
+    if memchr::memchr(b',', rest).is_some() {
+        return None;
+    }
+    let ms = |v: i64| {
+        if v > MICROS_THRESHOLD {
+            v.div_euclid(1000)
+        } else {
+            v
+        }
+    };
+    Some(KlineRecord {
+        open_time: ms(open_time),
+        open,
+        high,
+        low,
+        close,
+        volume,
+        close_time: ms(close_time),
+        quote_volume,
+        count,
+        taker_buy_volume,
+        taker_buy_quote_volume,
+    })
 }
 
 /// Parses the text of a `.CHECKSUM` sidecar: the first whitespace-delimited token, 64 hex digits
@@ -748,14 +1013,35 @@ mod tests {
         assert_eq!(micros(b"1778198400020", "t"), Ok(1_778_198_400_020_000));
     }
 
+    /// `shared/binance-vision-samples` beside the repository (or, from a git worktree, beside one
+    /// of its ancestors), or `$DSM_VISION_SAMPLES`.
+    fn samples_dir() -> String {
+        let beside = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/binance-vision-samples"
+        );
+        std::env::var("DSM_VISION_SAMPLES")
+            .ok()
+            .into_iter()
+            .chain([beside.to_owned()])
+            .chain(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .ancestors()
+                    .map(|a| {
+                        a.join("shared/binance-vision-samples")
+                            .display()
+                            .to_string()
+                    }),
+            )
+            .find(|d| std::path::Path::new(d).is_dir())
+            .unwrap_or_else(|| beside.to_owned())
+    }
+
     const REAL_1M: &str = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip";
 
     /// The real 2020-01-01 1m zip and its CSV text, or `None` (skipped) without the samples.
     fn real_file() -> Option<(Vec<u8>, Vec<u8>)> {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/binance-vision-samples"
-        );
+        let dir = samples_dir();
         let Ok(zip_bytes) = std::fs::read(format!("{dir}/{REAL_1M}")) else {
             eprintln!("skipped: {dir}/{REAL_1M} not found");
             return None;
@@ -821,11 +1107,13 @@ mod tests {
             for i in signatures(&z, 0x0201_4b50) {
                 z[i + 16] ^= 0xff;
             }
-            let err = parse_zip(&z, &key).unwrap_err();
-            assert!(
-                matches!(&err, VisionError::CorruptArchive { reason, .. } if reason.contains("CRC")),
-                "{method:?}: {err:?}"
-            );
+            for whole_max in [WHOLE_MAX, 0] {
+                let err = parse_with(&z, &key, whole_max).unwrap_err();
+                assert!(
+                    matches!(&err, VisionError::CorruptArchive { reason, .. } if reason.contains("CRC")),
+                    "{method:?} whole_max {whole_max}: {err:?}"
+                );
+            }
         }
         // Damage the middle of the deflate stream: an inflate error, a size or a CRC mismatch,
         // never a silently different batch.
@@ -834,14 +1122,70 @@ mod tests {
         for b in &mut z[mid..mid + 64] {
             *b = !*b;
         }
-        let err = parse_zip(&z, &key).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VisionError::CorruptArchive { .. } | VisionError::InvalidData { .. }
-            ),
-            "{err:?}"
-        );
+        for whole_max in [WHOLE_MAX, 0] {
+            let err = parse_with(&z, &key, whole_max).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    VisionError::CorruptArchive { .. } | VisionError::InvalidData { .. }
+                ),
+                "whole_max {whole_max}: {err:?}"
+            );
+        }
+    }
+
+    fn parse_with(z: &[u8], key: &FileKey, whole_max: u64) -> Result<RecordBatch, VisionError> {
+        parse_zip_with(z, key, &key.path(), &AtomicBool::new(false), whole_max).map(|p| p.batch)
+    }
+
+    /// Offsets of the uncompressed-size field in every local header (26 - 4 = 22) and central
+    /// directory record (24).
+    fn set_declared_size(z: &mut [u8], size: u32) {
+        for i in signatures(z, 0x0403_4b50) {
+            z[i + 22..i + 26].copy_from_slice(&size.to_le_bytes());
+        }
+        for i in signatures(z, 0x0201_4b50) {
+            z[i + 24..i + 28].copy_from_slice(&size.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn whole_and_streamed_inflate_agree_and_check_the_declared_size() {
+        let Some((zip_bytes, csv)) = real_file() else {
+            return;
+        };
+        let key = FileKey::from_path(REAL_1M).unwrap();
+        let whole = parse_with(&zip_bytes, &key, WHOLE_MAX).unwrap();
+        let streamed = parse_with(&zip_bytes, &key, 0).unwrap();
+        assert_eq!(whole, streamed);
+        assert_eq!(whole.num_rows(), 1440);
+        let len = u32::try_from(csv.len()).unwrap();
+        for method in [
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        ] {
+            for (declared, what) in [(len - 1, "past its declared"), (len + 1, "header says")] {
+                let mut z = rezip(&csv, method);
+                set_declared_size(&mut z, declared);
+                for whole_max in [WHOLE_MAX, 0] {
+                    let err = parse_with(&z, &key, whole_max).unwrap_err();
+                    let ok = match &err {
+                        VisionError::CorruptArchive { reason, .. } => {
+                            reason.contains(what)
+                                // A stored entry is its own length: always a size mismatch.
+                                || reason.contains("header says")
+                                // The zip reader may itself refuse an inconsistent record.
+                                || reason.contains("not a zip")
+                        }
+                        _ => false,
+                    };
+                    assert!(
+                        ok,
+                        "{method:?} declared {declared} whole_max {whole_max}: {err:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -872,7 +1216,146 @@ mod tests {
         }
     }
 
+    /// `str::parse::<f64>` as `parse_f64` promises it (finite values only), as bits so that
+    /// `-0.0` and `0.0` differ.
+    fn std_f64(s: &[u8]) -> Option<u64> {
+        let v: f64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+        v.is_finite().then_some(v.to_bits())
+    }
+
+    fn split_fields(line: &[u8]) -> Vec<&[u8]> {
+        line.split(|b| *b == b',').collect()
+    }
+
+    /// Every zip under the samples directory, with its CSV text.
+    fn sample_csvs() -> Vec<(String, Vec<u8>)> {
+        let dir = samples_dir();
+        let mut out = Vec::new();
+        let mut stack = vec![std::path::PathBuf::from(&dir)];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "zip") {
+                    let bytes = std::fs::read(&p).unwrap();
+                    let mut z = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
+                    for i in 0..z.len() {
+                        let mut e = z.by_index(i).unwrap();
+                        let entry = e.name().unwrap().to_string();
+                        if entry.ends_with(".csv") {
+                            let mut csv = Vec::new();
+                            e.read_to_end(&mut csv).unwrap();
+                            out.push((format!("{}:{entry}", p.display()), csv));
+                        }
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            eprintln!("skipped: no sample zips under {dir}");
+        }
+        out
+    }
+
+    #[test]
+    fn every_value_of_the_real_files_parses_like_the_standard_parser() {
+        let mut values = 0;
+        let mut klines = 0;
+        for (name, csv) in sample_csvs() {
+            for line in csv.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let fields = split_fields(line);
+                for f in &fields {
+                    assert_eq!(parse_f64(f).map(f64::to_bits), std_f64(f), "{name}: {f:?}");
+                    if let Some((v, n)) = float_prefix(f) {
+                        assert_eq!(Some(v.to_bits()), std_f64(&f[..n]), "{name}: {f:?}");
+                    }
+                    values += 1;
+                }
+                if fields.len() == 12 && line.first().is_some_and(u8::is_ascii_digit) {
+                    // A row the one-pass path takes gives the same record (rows with more than
+                    // 2^53 as digits, e.g. 17-digit quote volumes, fall back by design).
+                    if let Some(fast) = kline_fast(line) {
+                        assert_eq!(
+                            format!("{fast:?}"),
+                            format!("{:?}", kline(&fields).unwrap()),
+                            "{name}"
+                        );
+                        klines += 1;
+                    }
+                }
+            }
+        }
+        if values > 0 {
+            assert!(klines >= 1440, "{klines} kline rows took the one-pass path");
+        }
+    }
+
+    /// A field for the property tests: mostly plain decimals, sometimes odd ones.
+    fn field_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "-?[0-9]{1,12}\\.[0-9]{0,10}",
+            2 => "-?[0-9]{1,20}",
+            1 => "[-+]?[0-9]{0,25}(\\.[0-9]{0,25})?([eE][-+]?[0-9]{1,3})?",
+            1 => "[-+.0-9eExa ]{0,12}",
+        ]
+    }
+
+    fn int_text() -> impl Strategy<Value = String> {
+        prop_oneof![6 => "[0-9]{1,16}", 1 => "-?[0-9]{0,20}", 1 => field_text()]
+    }
+
+    /// A kline-shaped line: integers where kline rows have them, sometimes broken.
+    fn kline_line() -> impl Strategy<Value = String> {
+        use proptest::collection::vec;
+        (
+            int_text(),
+            vec(field_text(), 5),
+            int_text(),
+            field_text(),
+            int_text(),
+            vec(field_text(), 2),
+            "[0-9a-z,]{0,3}",
+        )
+            .prop_map(|(t0, p, t1, q, n, tb, ignore)| {
+                format!(
+                    "{t0},{},{t1},{q},{n},{},{ignore}",
+                    p.join(","),
+                    tb.join(",")
+                )
+            })
+    }
+
     proptest! {
+        #[test]
+        fn float_prefix_and_parse_f64_match_the_standard_parser(s in field_text(), tail in "[,x.0-9]?") {
+            let s = format!("{s}{tail}");
+            let b = s.as_bytes();
+            prop_assert_eq!(parse_f64(b).map(f64::to_bits), std_f64(b), "{}", s);
+            if let Some((v, n)) = float_prefix(b) {
+                prop_assert_eq!(Some(v.to_bits()), std_f64(&b[..n]), "{}", s);
+                // The whole digit run is taken (a second '.' may follow "1.").
+                prop_assert!(!b.get(n).is_some_and(u8::is_ascii_digit), "{}", s);
+            }
+            if let Some((v, n)) = int_prefix(b) {
+                prop_assert_eq!(int(&b[..n], "x"), Ok(v), "{}", s);
+            }
+        }
+
+        #[test]
+        fn one_pass_kline_rows_match_the_field_by_field_parse(line in kline_line()) {
+            let cols = split_fields(line.as_bytes());
+            let slow = if cols.len() == 12 { kline(&cols).ok() } else { None };
+            if let Some(fast) = kline_fast(line.as_bytes()) {
+                // Debug output of an f64 is exact (and tells -0.0 from 0.0).
+                prop_assert_eq!(format!("{:?}", Some(fast)), format!("{slow:?}"), "{}", line);
+            }
+        }
+
         #[test]
         fn fast_float_parser_is_exact(int_part in 0u64..10_000_000_000, frac in 0u64..100_000_000, dp in 0usize..9, neg: bool) {
             let s = if dp == 0 {
