@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::merge::{first_last_ms, kline_gaps, merge};
+use super::merge::{first_last_ms, kline_gaps_parts, merge_parts};
 use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
 use crate::cache::{CacheStore, DatasetKey, Piece, Provenance};
@@ -260,24 +260,27 @@ pub(crate) async fn fetch_symbol(
         }
     }
 
-    // 4. One sorted, de-duplicated answer for exactly [start, end), gaps reported beside it.
-    let mut merged = merge(&schema, kind, &batches, range).map_err(Error::Arrow)?;
+    // 4. One sorted, de-duplicated answer for exactly [start, end), gaps reported beside it. The
+    //    answer stays in consecutive batches (sharing the sources' buffers when they are already
+    //    in order), never concatenated into one copy.
+    let mut parts = merge_parts(&schema, kind, &batches, range).map_err(Error::Arrow)?;
+    drop(batches);
     let gaps = match req.interval {
         Some(interval) => {
-            let mut g = kline_gaps(&merged, interval, range, closed_until).map_err(Error::Arrow)?;
+            let g =
+                kline_gaps_parts(&parts, interval, range, closed_until).map_err(Error::Arrow)?;
             // Parts no allowed source could supply are reported as missing, not as downtime.
-            g = g
-                .into_iter()
+            g.into_iter()
                 .flat_map(|gap| gap.subtract(&unavailable))
-                .collect();
-            g
+                .collect()
         }
         None => Vec::new(),
     };
     if let Some(open) = open_row {
-        merged = arrow::compute::concat_batches(&schema, [&merged, &open]).map_err(Error::Arrow)?;
+        parts.push(open);
     }
-    summary.rows = merged.num_rows() as u64;
+    parts.retain(|b| b.num_rows() > 0);
+    summary.rows = parts.iter().map(|b| b.num_rows() as u64).sum();
     summary.elapsed = started.elapsed();
     summary.failures.extend(
         unavailable
@@ -295,15 +298,18 @@ pub(crate) async fn fetch_symbol(
         }
         .into());
     }
-    let (first, last) = first_last_ms(&merged, kind).unzip();
+    let first = parts
+        .first()
+        .and_then(|b| first_last_ms(b, kind))
+        .map(|(f, _)| f);
+    let last = parts
+        .last()
+        .and_then(|b| first_last_ms(b, kind))
+        .map(|(_, l)| l);
     Ok(SymbolResult {
         symbol: symbol.clone(),
         schema,
-        batches: if merged.num_rows() == 0 {
-            Vec::new()
-        } else {
-            vec![merged]
-        },
+        batches: parts,
         gaps: TimeRange::merge_all(gaps),
         missing: TimeRange::merge_all(unavailable),
         first_time: first,

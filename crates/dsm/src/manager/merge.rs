@@ -79,7 +79,9 @@ fn strictly_increasing(v: &[i64]) -> bool {
 
 /// Concatenates `batches`, keeps rows whose time lies in `range`, sorts them by key (the time, or
 /// the trade id for trades) and drops repeated keys, keeping the first occurrence in input order
-/// (callers pass cached rows first).
+/// (callers pass cached rows first). The manager uses [`merge_parts`]; this single-batch form is
+/// what the tests compare against.
+#[cfg(test)]
 pub(crate) fn merge(
     schema: &SchemaRef,
     kind: DataKind,
@@ -195,6 +197,7 @@ fn merge_general(
 
 /// The parts of `range` (within `[range.start, until)`) where candles of `interval` are expected but
 /// `batch` has none, merged into ranges. `batch` must be sorted by open time.
+#[cfg(test)]
 pub(crate) fn kline_gaps(
     batch: &RecordBatch,
     interval: Interval,
