@@ -325,8 +325,13 @@ impl FileWriter {
         let what = || format!("writing {}", target.display());
         let inner = match format {
             Format::Parquet => {
+                // zstd(1) without dictionaries (candle floats hardly repeat; only `source` does):
+                // half the encode time of the defaults with zstd(3), and a smaller file
+                // (BENCHMARKS.md, "End-to-end").
                 let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+                    .set_dictionary_enabled(false)
+                    .set_column_dictionary_enabled("source".into(), true)
                     .build();
                 Inner::Parquet(Box::new(
                     ArrowWriter::try_new(file, schema.clone(), Some(props)).with_context(what)?,

@@ -191,13 +191,15 @@ fn check_complete(what: &str, resp: &Response) -> Res<()> {
 }
 
 /// Writes `batches` to a zstd Parquet file as the CLI does.
-/// A Parquet writer with the CLI's settings (zstd level 3).
+/// A Parquet writer with the CLI's settings (zstd level 1, no dictionary but for `source`).
 fn parquet_writer(
     path: &Path,
     schema: &arrow::datatypes::SchemaRef,
 ) -> Res<ArrowWriter<std::fs::File>> {
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled("source".into(), true)
         .build();
     let file = std::fs::File::create(path)?;
     Ok(ArrowWriter::try_new(file, schema.clone(), Some(props))?)
