@@ -536,9 +536,12 @@ impl CacheStore {
     /// cache.write_many(&key, pieces).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn write_many(&self, key: &DatasetKey, pieces: Vec<Piece>) -> Result<(), CacheError> {
+    pub async fn write_many(
+        &self,
+        key: &DatasetKey,
+        mut pieces: Vec<Piece>,
+    ) -> Result<(), CacheError> {
         key.check()?;
-        let mut pieces = pieces;
         pieces.sort_by_key(|p| p.complete.start());
         for w in pieces.windows(2) {
             if w[1].complete.start() < w[0].complete.end() {
@@ -550,22 +553,17 @@ impl CacheStore {
         }
         let scale = key_scale(key.kind);
         let now = now_ms();
-        // Every piece checked before anything is published.
-        let mut checked = Vec::with_capacity(pieces.len());
+        // Every piece is checked (and cut at partition boundaries) before anything is published.
+        let mut per_part: BTreeMap<i64, (Partition, Vec<PartPiece>)> = BTreeMap::new();
         for p in pieces {
             check_schema(key, &p.batch)?;
             let times = key_times(&p.batch, key.kind)
                 .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
             check_rows(key, &p.batch, times, p.complete, scale)?;
             check_closed(key, &p.batch, times, p.complete, now)?;
-            let times = times.to_vec();
             let tagged = with_source(&p.batch, key.market, key.kind, p.provenance.source());
-            checked.push((p.complete, times, tagged, p.provenance));
-        }
-        let mut per_part: BTreeMap<i64, (Partition, Vec<PartPiece>)> = BTreeMap::new();
-        for (complete, times, tagged, provenance) in &checked {
-            for part in key.partitions(*complete) {
-                let Some(sub) = complete.intersect(&part.range) else {
+            for part in key.partitions(p.complete) {
+                let Some(sub) = p.complete.intersect(&part.range) else {
                     continue;
                 };
                 let a = times.partition_point(|t| *t < sub.start() * scale);
@@ -573,7 +571,7 @@ impl CacheStore {
                 let piece = PartPiece {
                     sub,
                     rows: tagged.slice(a, z - a),
-                    provenance: provenance.clone(),
+                    provenance: p.provenance.clone(),
                 };
                 per_part
                     .entry(part.range.start())
@@ -582,7 +580,6 @@ impl CacheStore {
                     .push(piece);
             }
         }
-        drop(checked);
         let writes = per_part
             .into_values()
             .map(|(part, pieces)| async move { self.write_partition(key, &part, pieces).await });
