@@ -1130,6 +1130,7 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
     let emu = emulator().await;
     let base = snapshot(&emu);
     let r = range("2024-01-01", "2024-04-01");
+    let mut cancelled = 0;
     for delay_ms in [0u64, 1, 3, 10, 30] {
         let cache = tempfile::tempdir().expect("temp dir");
         let m = manager(&emu, Some(cache.path()));
@@ -1175,15 +1176,22 @@ async fn cancel_by_drop_swept_across_a_cache_write() {
             },
             verify.removed
         );
-        assert!(
-            latency < Duration::from_millis(100),
-            "{delay_ms} ms: {latency:?}"
-        );
+        // A run that finished before the drop has no cancel latency to speak of (on a fast
+        // machine the longest delays can outlast the whole download).
+        if !finished {
+            cancelled += 1;
+            assert!(
+                latency < Duration::from_millis(100),
+                "{delay_ms} ms: returned {latency:?} after the drop"
+            );
+        }
         let m = manager(&emu, Some(cache.path()));
         let resp = m.get(req).await.expect("rerun");
         assert_truth(&emu, Market::Spot, Interval::M1, r, &resp.results[0]);
         assert!(resp.summary.cache_hits >= 1, "{:?}", resp.summary);
     }
+    // The sweep is only worth its name if the drops did land mid-run.
+    assert!(cancelled >= 1, "every run finished before its drop");
     emu.shutdown().await;
 }
 
