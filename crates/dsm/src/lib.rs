@@ -27,8 +27,10 @@
 
 pub mod cache;
 pub mod error;
+mod http;
 pub mod manager;
 pub mod market;
+pub mod output;
 pub mod rest;
 pub mod schema;
 pub mod time;

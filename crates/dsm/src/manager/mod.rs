@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::CacheStore;
 use crate::error::{Error, InputError, Result};
+use crate::http::LazyClient;
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::rest::{RestClient, RestConfig};
 use crate::time::TimeRange;
@@ -361,21 +362,20 @@ pub struct DataSourceManager {
 }
 
 impl DataSourceManager {
-    /// A manager with `config`: one pooled HTTP client shared by the Vision and REST clients, and
-    /// the cache (unless `use_cache` is off). No network call happens here.
+    /// A manager with `config`: one pooled HTTP client shared by the Vision and REST clients (built
+    /// when the first request goes to the network, so an answer from the cache alone never loads
+    /// the platform's root certificates), and the cache (unless `use_cache` is off). No network
+    /// call happens here.
     pub fn new(config: ManagerConfig) -> Result<DataSourceManager> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("dsm/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Error::Input(InputError::Invalid {
-                    what: "HTTP client",
-                    reason: e.to_string(),
-                })
-            })?;
+        let (connect_timeout, read_timeout) = (config.connect_timeout, config.read_timeout);
+        let http = LazyClient::new(move || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .read_timeout(read_timeout)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .user_agent(concat!("dsm/", env!("CARGO_PKG_VERSION")))
+                .build()
+        });
         let vision_cfg = VisionConfig {
             concurrency: config.vision_concurrency.max(1),
             connect_timeout: config.connect_timeout,
@@ -402,8 +402,8 @@ impl DataSourceManager {
             None
         };
         Ok(DataSourceManager {
-            vision: VisionClient::with_http_client(vision_cfg, http.clone()),
-            rest: RestClient::with_http_client(rest_cfg, http),
+            vision: VisionClient::with_lazy_client(vision_cfg, http.clone()),
+            rest: RestClient::with_lazy_client(rest_cfg, http),
             cache,
             frontier: exec::Frontier::default(),
             root: CancellationToken::new(),

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::InputError;
+use crate::http::LazyClient;
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::schema::{FundingBuilder, FundingRecord, KlineBuilder, KlineRecord};
 use crate::time::TimeRange;
@@ -37,7 +38,7 @@ pub struct RestClient {
 #[derive(Debug)]
 struct Inner {
     config: RestConfig,
-    http: reqwest::Client,
+    http: LazyClient,
     budget: WeightBudget,
 }
 
@@ -86,6 +87,11 @@ impl RestClient {
 
     /// A client that sends through `http` (which should have connect and read timeouts).
     pub fn with_http_client(config: RestConfig, http: reqwest::Client) -> RestClient {
+        RestClient::with_lazy_client(config, LazyClient::ready(http))
+    }
+
+    /// A client that sends through `http`, built when the first request is sent.
+    pub(crate) fn with_lazy_client(config: RestConfig, http: LazyClient) -> RestClient {
         let budget = WeightBudget::new(
             config.spot_weight_per_minute,
             config.futures_weight_per_minute,
@@ -491,8 +497,8 @@ impl Call<'_> {
         }
     }
 
-    async fn attempt(&self, url: &str) -> Result<Answer, reqwest::Error> {
-        let resp = self.inner.http.get(url).send().await?;
+    async fn attempt(&self, http: &reqwest::Client, url: &str) -> Result<Answer, reqwest::Error> {
+        let resp = http.get(url).send().await?;
         let status = resp.status();
         let h = resp.headers();
         let used_weight = header_u64(h, "x-mbx-used-weight-1m").and_then(|u| u32::try_from(u).ok());
@@ -513,6 +519,7 @@ impl Call<'_> {
         parse: impl Fn(&[u8]) -> Result<T, String>,
     ) -> Result<T, RestError> {
         let cfg = &self.inner.config;
+        let http = self.inner.http.client().map_err(RestError::Client)?;
         let market = req.market;
         let mut url = format!("{}{}", cfg.urls.for_market(market), req.path);
         for (i, (k, v)) in req.query.iter().enumerate() {
@@ -536,7 +543,7 @@ impl Call<'_> {
             self.weight
                 .fetch_add(u64::from(req.weight), Ordering::Relaxed);
             tracing::trace!(%url, weight = req.weight, "GET");
-            let failure = match self.guard(self.attempt(&url)).await? {
+            let failure = match self.guard(self.attempt(http, &url)).await? {
                 Err(e) if e.is_timeout() => RestError::Timeout { url: url.clone() },
                 Err(e) => RestError::Network {
                     url: url.clone(),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::key::{FileKey, fallback_days, plan};
 use super::parse::{Parsed, parse_checksum, parse_zip_inner};
 use super::{VisionConfig, VisionError};
+use crate::http::LazyClient;
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::time::TimeRange;
 
@@ -104,7 +105,7 @@ struct Download {
 #[derive(Debug, Clone)]
 pub struct VisionClient {
     cfg: VisionConfig,
-    http: reqwest::Client,
+    http: LazyClient,
 }
 
 /// Sets the parse task's cancel flag when the owning future ends (normally or by being dropped).
@@ -114,6 +115,10 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+fn client_error(e: reqwest::Error) -> VisionError {
+    VisionError::Config(format!("building the HTTP client: {e}"))
 }
 
 /// Most listing pages followed before giving up (a broken marker must not loop forever).
@@ -127,14 +132,19 @@ impl VisionClient {
             .read_timeout(cfg.read_timeout)
             .pool_max_idle_per_host(cfg.concurrency.max(1))
             .build()
-            .map_err(|e| VisionError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(VisionClient { cfg, http })
+            .map_err(client_error)?;
+        Ok(VisionClient::with_http_client(cfg, http))
     }
 
     /// A client sharing `http`'s connection pool. The client's own timeouts still apply, and dsm
     /// additionally bounds every wait by `cfg.connect_timeout + cfg.read_timeout` (headers) and
     /// `cfg.read_timeout` (each body chunk).
     pub fn with_http_client(cfg: VisionConfig, http: reqwest::Client) -> VisionClient {
+        VisionClient::with_lazy_client(cfg, LazyClient::ready(http))
+    }
+
+    /// A client sharing `http`, built when the first request is sent.
+    pub(crate) fn with_lazy_client(cfg: VisionConfig, http: LazyClient) -> VisionClient {
         VisionClient { cfg, http }
     }
 
@@ -331,7 +341,7 @@ impl VisionClient {
                 }
             }
         };
-        let send = self.http.get(url).send();
+        let send = self.http.client().map_err(client_error)?.get(url).send();
         let resp = tokio::time::timeout(self.cfg.connect_timeout + self.cfg.read_timeout, send)
             .await
             .map_err(|_| timeout())?
