@@ -23,9 +23,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use dsm::Symbol;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use dsm::output::ParquetWriter;
 
 use crate::args::Format;
 use crate::exit::UsageError;
@@ -303,7 +301,7 @@ pub struct FileWriter {
 }
 
 enum Inner {
-    Parquet(Box<ArrowWriter<File>>),
+    Parquet(Box<ParquetWriter<BufWriter<File>>>),
     Arrow(Box<arrow::ipc::writer::FileWriter<BufWriter<File>>>),
     Csv {
         writer: Box<arrow::csv::Writer<BufWriter<File>>>,
@@ -324,19 +322,11 @@ impl FileWriter {
         let (pending, file) = Pending::create(target, control)?;
         let what = || format!("writing {}", target.display());
         let inner = match format {
-            Format::Parquet => {
-                // zstd(1) without dictionaries (candle floats hardly repeat; only `source` does):
-                // half the encode time of the defaults with zstd(3), and a smaller file
-                // (BENCHMARKS.md, "End-to-end").
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-                    .set_dictionary_enabled(false)
-                    .set_column_dictionary_enabled("source".into(), true)
-                    .build();
-                Inner::Parquet(Box::new(
-                    ArrowWriter::try_new(file, schema.clone(), Some(props)).with_context(what)?,
-                ))
-            }
+            // dsm's settings (zstd(1), no dictionaries but for `source`), the columns of each
+            // row group encoded in parallel.
+            Format::Parquet => Inner::Parquet(Box::new(
+                ParquetWriter::try_new(BufWriter::new(file), schema.clone()).with_context(what)?,
+            )),
             Format::Arrow => Inner::Arrow(Box::new(
                 arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), schema)
                     .with_context(what)?,
@@ -394,7 +384,12 @@ impl FileWriter {
         check_cancel(&self.control)?;
         let what = || format!("writing {}", self.target.display());
         let file = match self.inner {
-            Inner::Parquet(w) => w.into_inner().with_context(what)?,
+            Inner::Parquet(w) => w
+                .into_inner()
+                .with_context(what)?
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(what)?,
             Inner::Arrow(mut w) => {
                 w.finish().with_context(what)?;
                 let buf = w.into_inner().with_context(what)?;
@@ -605,7 +600,10 @@ mod tests {
         );
         assert_eq!(got, batches);
         let codec = meta.row_group(0).column(0).compression();
-        assert!(matches!(codec, Compression::ZSTD(_)), "zstd, got {codec:?}");
+        assert!(
+            matches!(codec, parquet::basic::Compression::ZSTD(_)),
+            "zstd, got {codec:?}"
+        );
         assert_eq!(
             dir_entries(dir.path()),
             vec!["BTCUSDT.parquet"],

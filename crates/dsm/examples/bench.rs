@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use chrono::{TimeZone, Utc};
 use dsm::manager::RestUrls;
+use dsm::output::ParquetWriter;
 use dsm::time::parse_instant;
 use dsm::vision::FileKey;
 use dsm::{
@@ -35,9 +36,6 @@ use dsm::{
     Symbol, TimeRange,
 };
 use dsm_emulator::{Emulator, EmulatorConfig};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -190,19 +188,13 @@ fn check_complete(what: &str, resp: &Response) -> Res<()> {
     Ok(())
 }
 
-/// Writes `batches` to a zstd Parquet file as the CLI does.
-/// A Parquet writer with the CLI's settings (zstd level 1, no dictionary but for `source`).
+/// A Parquet writer with the CLI's settings and its parallel column encoding.
 fn parquet_writer(
     path: &Path,
     schema: &arrow::datatypes::SchemaRef,
-) -> Res<ArrowWriter<std::fs::File>> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_dictionary_enabled(false)
-        .set_column_dictionary_enabled("source".into(), true)
-        .build();
-    let file = std::fs::File::create(path)?;
-    Ok(ArrowWriter::try_new(file, schema.clone(), Some(props))?)
+) -> Res<ParquetWriter<std::io::BufWriter<std::fs::File>>> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    Ok(ParquetWriter::try_new(file, schema.clone())?)
 }
 
 fn write_parquet(path: &Path, resp: &Response) -> Res<()> {
@@ -215,7 +207,7 @@ fn write_parquet(path: &Path, resp: &Response) -> Res<()> {
             w.write(b)?;
         }
     }
-    w.close()?;
+    std::io::Write::flush(&mut w.into_inner()?)?;
     Ok(())
 }
 
@@ -293,7 +285,7 @@ fn child_fetch(args: &[String]) -> Res<()> {
             }
         }
         if let Some(w) = writer {
-            w.close()?;
+            std::io::Write::flush(&mut w.into_inner()?)?;
         }
         let total = t0.elapsed();
         println!(
