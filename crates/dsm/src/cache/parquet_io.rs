@@ -122,6 +122,16 @@ pub(crate) fn timestamps(col: &ArrayRef) -> Option<&[i64]> {
     }
 }
 
+/// Candle volume columns, stored uncompressed whatever the codec: their values are all distinct
+/// and full of random low digits, so Snappy shrinks them by 0% (real BTCUSDT 1m of 2020) to 9%
+/// (emulated 1s) and only adds a decompression pass to every read (BENCHMARKS.md "Cache").
+const INCOMPRESSIBLE_COLUMNS: &[&str] = &[
+    "volume",
+    "quote_volume",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+];
+
 fn properties(kind: DataKind, schema: &SchemaRef, opts: WriteOptions) -> WriterProperties {
     let compression = match opts.compression {
         CacheCompression::Zstd1 => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
@@ -151,8 +161,15 @@ fn properties(kind: DataKind, schema: &SchemaRef, opts: WriteOptions) -> WriterP
             }
         }
     }
-    b.set_compression(compression)
-        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+    b = b.set_compression(compression);
+    if compression != Compression::UNCOMPRESSED {
+        for name in INCOMPRESSIBLE_COLUMNS {
+            if schema.column_with_name(name).is_some() {
+                b = b.set_column_compression(ColumnPath::from(*name), Compression::UNCOMPRESSED);
+            }
+        }
+    }
+    b.set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_sorting_columns(Some(vec![SortingColumn {
             column_idx: time_idx,
@@ -592,6 +609,28 @@ mod tests {
                     plain.map(|b| b.expect("batch").num_rows()).sum::<usize>(),
                     40
                 );
+                // Volumes are stored uncompressed whatever the codec; prices use the codec.
+                let meta = ParquetRecordBatchReaderBuilder::try_new(buf.clone())
+                    .expect("plain reader")
+                    .metadata()
+                    .clone();
+                let codec = |name: &str| {
+                    let group = meta.row_group(0);
+                    let i = (0..group.num_columns())
+                        .find(|i| group.column(*i).column_path().string() == name)
+                        .expect("column");
+                    group.column(i).compression()
+                };
+                let want = if compression == CacheCompression::Snappy {
+                    Compression::SNAPPY
+                } else {
+                    Compression::UNCOMPRESSED
+                };
+                assert_eq!(codec("close"), want);
+                assert_eq!(codec("open_time"), want);
+                for name in INCOMPRESSIBLE_COLUMNS {
+                    assert_eq!(codec(name), Compression::UNCOMPRESSED, "{name}");
+                }
                 let got = decode_all(buf.clone(), DataKind::Klines, &schema).expect("decode");
                 let got = arrow::compute::concat_batches(&schema, &got).expect("concat");
                 assert_eq!(got.num_rows(), 40, "{encoding:?} {compression:?}");
