@@ -76,9 +76,10 @@ fn setups(rt: &tokio::runtime::Runtime) -> Vec<Setup> {
     let batch = year_of_candles();
     use CacheCompression as C;
     use CacheEncoding as E;
-    // The default (snappy, plain) first; then the other encodings and codecs. Row-group sizes
-    // were settled earlier (BENCHMARKS.md): 8,192 throughout.
+    // The default (no codec, delta integers) first; then the other encodings and codecs.
+    // Row-group sizes were settled earlier (BENCHMARKS.md): 8,192 throughout.
     let variants = [
+        ("none_delta", C::None, E::DeltaIntegers),
         ("snappy_plain", C::Snappy, E::Plain),
         ("snappy_dict", C::Snappy, E::Dictionary),
         ("snappy_delta", C::Snappy, E::DeltaIntegers),

@@ -8,9 +8,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -390,20 +389,28 @@ impl Blobs for LocalBlobs {
     fn get_ranges(&self, path: String, ranges: Vec<Range<u64>>) -> BoxFut<'_, Option<Vec<Bytes>>> {
         let p = self.abs(&path);
         Box::pin(blocking(move || {
-            let f = match std::fs::File::open(&p) {
+            let mut f = match std::fs::File::open(&p) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(io_err(&p)(e)),
             };
-            // Positioned reads into one buffer, then zero-copy slices of it.
+            // The ranges read into one buffer's spare capacity (`read_to_end` on a file does not
+            // zero it first: a tenth of a read's time was that zeroing), then zero-copy slices.
             let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
-            let mut buf = vec![0u8; total as usize];
-            let mut at = 0usize;
+            let mut buf = Vec::with_capacity(total as usize);
             for r in &ranges {
-                let n = r.end.saturating_sub(r.start) as usize;
-                f.read_exact_at(&mut buf[at..at + n], r.start)
+                let n = r.end.saturating_sub(r.start);
+                f.seek(std::io::SeekFrom::Start(r.start))
                     .map_err(io_err(&p))?;
-                at += n;
+                let got = std::io::Read::take(&mut f, n)
+                    .read_to_end(&mut buf)
+                    .map_err(io_err(&p))?;
+                if got as u64 != n {
+                    return Err(io_err(&p)(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file ends before the range read",
+                    )));
+                }
             }
             let buf = Bytes::from(buf);
             let mut out = Vec::with_capacity(ranges.len());

@@ -33,12 +33,14 @@ use crate::schema::{SOURCE_COLUMN, time_column};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CacheCompression {
-    /// zstd level 1: ~20% smaller files than Snappy, but reads measured ~2x slower.
+    /// zstd level 1: the smallest files, but reads measured ~4x slower than `None`.
     Zstd1,
-    /// Snappy (the default: see BENCHMARKS.md "Cache").
-    #[default]
+    /// Snappy: about the size of `None` with [`CacheEncoding::DeltaIntegers`] and reads ~1.6x
+    /// slower (BENCHMARKS.md "Cache").
     Snappy,
-    /// No compression.
+    /// No compression (the default, with [`CacheEncoding::DeltaIntegers`]: the times, ids and
+    /// counts it shrinks to a few bits, and the floats no codec shrinks much).
+    #[default]
     None,
 }
 
@@ -48,14 +50,16 @@ pub enum CacheCompression {
 #[non_exhaustive]
 pub enum CacheEncoding {
     /// PLAIN for every column but `source` (dictionary-encoded: one distinct value per file or
-    /// few). The default: prices, volumes and times are nearly all distinct, so a dictionary only
-    /// costs (it is built, overflows and falls back to PLAIN part-way through the file).
-    #[default]
+    /// few): prices, volumes and times are nearly all distinct, so a dictionary only costs (it is
+    /// built, overflows and falls back to PLAIN part-way through the file).
     Plain,
     /// The Parquet writer's defaults: dictionary encoding for every column, falling back to PLAIN
-    /// when the dictionary grows too large (what dsm wrote before the `Plain` default).
+    /// when the dictionary grows too large (what dsm wrote first).
     Dictionary,
-    /// Like `Plain`, with DELTA_BINARY_PACKED for the 64-bit integer and timestamp columns.
+    /// Like `Plain`, with DELTA_BINARY_PACKED for the 64-bit integer and timestamp columns. The
+    /// default: open and close times step by the interval and trade ids by one, so they pack to
+    /// almost nothing and decode faster than a codec's pass over them.
+    #[default]
     DeltaIntegers,
 }
 
@@ -73,9 +77,9 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
-            compression: CacheCompression::Snappy,
+            compression: CacheCompression::default(),
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
-            encoding: CacheEncoding::Plain,
+            encoding: CacheEncoding::default(),
         }
     }
 }
@@ -124,7 +128,7 @@ pub(crate) fn timestamps(col: &ArrayRef) -> Option<&[i64]> {
 
 /// Candle volume columns, stored uncompressed whatever the codec: their values are all distinct
 /// and full of random low digits, so Snappy shrinks them by 0% (real BTCUSDT 1m of 2020) to 9%
-/// (emulated 1s) and only adds a decompression pass to every read (BENCHMARKS.md "Cache").
+/// (emulated 1s) and would only add a decompression pass to every read (BENCHMARKS.md "Cache").
 const INCOMPRESSIBLE_COLUMNS: &[&str] = &[
     "volume",
     "quote_volume",
