@@ -33,13 +33,14 @@ use crate::schema::{SOURCE_COLUMN, time_column};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CacheCompression {
-    /// zstd level 1: the smallest files, but reads measured ~4x slower than `None`.
+    /// zstd level 1: the smallest files, but reads measured ~3.5x slower than `None`.
     Zstd1,
-    /// Snappy: about the size of `None` with [`CacheEncoding::DeltaIntegers`] and reads ~1.6x
+    /// Snappy: about the size of `None` with [`CacheEncoding::DeltaIntegers`] and reads ~1.5x
     /// slower (BENCHMARKS.md "Cache").
     Snappy,
-    /// No compression (the default, with [`CacheEncoding::DeltaIntegers`]: the times, ids and
-    /// counts it shrinks to a few bits, and the floats no codec shrinks much).
+    /// No compression: the default, with [`CacheEncoding::DeltaIntegers`], which packs the times,
+    /// ids and counts to a few bits. What Snappy saves on prices (~40%) that saves on the times,
+    /// and volumes Snappy cannot shrink at all.
     #[default]
     None,
 }
