@@ -4,48 +4,24 @@
 //! emulator on port 0 and checks its request log.
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use dsm_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
+use dsm_emulator::{Emulator, Fault, FaultKind};
 
-const DSM: &str = env!("CARGO_BIN_EXE_dsm");
+mod support;
+use support::{DSM, dsm, files_in};
 
 /// An emulator whose clock is at 2026-06-10 00:00 UTC.
 async fn emulator() -> Emulator {
-    let now = Utc.with_ymd_and_hms(2026, 6, 10, 0, 0, 0).unwrap();
-    Emulator::start(EmulatorConfig::default().with_now(now))
-        .await
-        .expect("the emulator starts")
-}
-
-/// `dsm` with a clean environment: its cache in `cache`, every URL pointed at `emu`.
-fn dsm(emu: &Emulator, cache: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(DSM);
-    cmd.args(args)
-        .env_remove("DSM_LOG")
-        .env("DSM_CACHE_DIR", cache)
-        .env("DSM_REST_URL", emu.base_url())
-        .env("DSM_VISION_URL", emu.base_url())
-        .stdin(Stdio::null());
-    cmd
+    support::emulator_at(2026, 6, 10, 0, 0).await
 }
 
 async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("dsm runs"))
         .await
         .expect("the runner thread")
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test(flavor = "multi_thread")]

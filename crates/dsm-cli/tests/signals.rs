@@ -8,29 +8,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind, Market};
+use dsm_emulator::{Emulator, Fault, KlineKind, Market};
 use nix::sys::signal::Signal;
 
-const DSM: &str = env!("CARGO_BIN_EXE_dsm");
+mod support;
+use support::{DSM, files_in};
 
 async fn emulator() -> Emulator {
-    let now = Utc.with_ymd_and_hms(2024, 6, 15, 12, 30, 0).unwrap();
-    Emulator::start(EmulatorConfig::default().with_now(now))
-        .await
-        .expect("the emulator starts")
+    support::emulator_at(2024, 6, 15, 12, 30).await
 }
 
+/// `dsm args` against `emu` with its cache in `cache`, standard error captured.
 fn dsm(emu: &Emulator, cache: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(DSM);
-    cmd.args(args)
-        .env_remove("DSM_LOG")
-        .env("DSM_CACHE_DIR", cache)
-        .env("DSM_REST_URL", emu.base_url())
-        .env("DSM_VISION_URL", emu.base_url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = support::dsm(emu, cache, args);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     cmd
 }
 
@@ -53,15 +44,6 @@ fn fetch_args(out: &Path) -> Vec<String> {
     .map(|s| (*s).to_owned())
     .chain([out.to_string_lossy().into_owned()])
     .collect()
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Every file under `dir`, recursively.
