@@ -38,9 +38,9 @@ pub enum CacheCompression {
     /// Snappy: about the size of `None` with [`CacheEncoding::DeltaIntegers`] and reads ~1.5x
     /// slower (BENCHMARKS.md "Cache").
     Snappy,
-    /// No compression: the default, with [`CacheEncoding::DeltaIntegers`], which packs the times,
-    /// ids and counts to a few bits. What Snappy saves on prices (~40%) that saves on the times,
-    /// and volumes Snappy cannot shrink at all.
+    /// No compression: the default. With [`CacheEncoding::DeltaIntegers`] the times, ids and
+    /// counts pack to a few bits, which saves about what Snappy saves on the prices (~40% of
+    /// them); the volumes Snappy cannot shrink at all.
     #[default]
     None,
 }
