@@ -106,6 +106,8 @@ struct Download {
 pub struct VisionClient {
     cfg: VisionConfig,
     http: LazyClient,
+    /// Parses running at once: one per core, shared by clones of this client.
+    parsers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Sets the parse task's cancel flag when the owning future ends (normally or by being dropped).
@@ -145,7 +147,12 @@ impl VisionClient {
 
     /// A client sharing `http`, built when the first request is sent.
     pub(crate) fn with_lazy_client(cfg: VisionConfig, http: LazyClient) -> VisionClient {
-        VisionClient { cfg, http }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        VisionClient {
+            cfg,
+            http,
+            parsers: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
     }
 
     /// The configuration.
@@ -288,8 +295,9 @@ impl VisionClient {
         }))
     }
 
-    /// Inflates and parses on a blocking thread owned by this future: dropping the future sets the
-    /// cancel flag the parser polls, so the thread stops within a few thousand rows.
+    /// Inflates and parses on a blocking thread owned by this future, once a core is free:
+    /// dropping the future sets the cancel flag the parser polls, so the thread stops within a few
+    /// thousand rows.
     async fn parse_blocking(
         &self,
         bytes: Bytes,
@@ -300,7 +308,14 @@ impl VisionClient {
         let _guard = CancelOnDrop(flag.clone());
         let key = key.clone();
         let name = url.to_owned();
-        let task = tokio::task::spawn_blocking(move || parse_zip_inner(&bytes, &key, &name, &flag));
+        // Wait for a core first: more parses than cores only evict each other's data from the
+        // CPU caches (and hold more inflated text at once). The semaphore is never closed; the
+        // permit is released when the parse ends, even if this future was dropped before that.
+        let permit = self.parsers.clone().acquire_owned().await.ok();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            parse_zip_inner(&bytes, &key, &name, &flag)
+        });
         task.await.map_err(|e| VisionError::CorruptArchive {
             url: url.to_owned(),
             reason: format!("the parser stopped unexpectedly: {e}"),
