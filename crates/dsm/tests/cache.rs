@@ -262,6 +262,7 @@ conformance!(
     bad_rows_are_rejected_and_nothing_is_written,
     corrupt_data_file_is_detected,
     corrupt_manifest_is_detected,
+    manifests_with_a_sha256_still_check_their_file,
     rewrites_replace_files_and_keep_one_per_partition,
     concurrent_tasks_fill_one_partition,
     list_prune_and_size,
@@ -787,7 +788,7 @@ async fn corrupt_data_file_is_detected(be: Backend) {
     let report = store.verify().await.unwrap();
     assert!(!report.is_clean());
     assert_eq!(report.problems.len(), 1, "{report:?}");
-    assert!(report.problems[0].reason.contains("SHA-256"), "{report:?}");
+    assert!(report.problems[0].reason.contains("CRC-32"), "{report:?}");
     assert!(report.quarantined.contains(&file));
     // Its coverage is gone, so it is fetched again; nothing bad is ever returned.
     assert_eq!(store.coverage(&k, days).await.unwrap().missing, vec![days]);
@@ -868,6 +869,81 @@ async fn corrupt_manifest_is_detected(be: Backend) {
         rows_for(&k, days)
     );
     assert!(store.verify().await.unwrap().is_clean());
+}
+
+/// Manifests written before whole-file CRC-32s record the data file's SHA-256 instead: such a
+/// cache still reads, still verifies clean, and a damaged file is still caught by the SHA-256.
+async fn manifests_with_a_sha256_still_check_their_file(be: Backend) {
+    use sha2::Digest;
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
+    let days = r("2024-02-27", "2024-03-01");
+    store
+        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
+        .await
+        .unwrap();
+    let file = data_file(&store).await;
+    let good = be.raw(&file).await;
+    let manifest = be
+        .paths()
+        .await
+        .into_iter()
+        .find(|p| p.contains("manifest"))
+        .unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&be.raw(&manifest).await).unwrap();
+    let data = m["file"].as_object_mut().unwrap();
+    assert!(
+        data.remove("crc32").is_some(),
+        "new manifests carry a CRC-32"
+    );
+    assert!(data.get("sha256").is_none(), "and no SHA-256");
+    let sha = hex::encode(sha2::Sha256::digest(&good));
+    data.insert("sha256".into(), sha.into());
+    let old_style = serde_json::to_vec_pretty(&m).unwrap();
+    be.set_raw(&manifest, old_style.clone()).await;
+    assert_eq!(
+        base(&concat(&k, &store.read(&k, days).await.unwrap())),
+        rows_for(&k, days)
+    );
+    assert!(store.verify().await.unwrap().is_clean());
+
+    // One flipped byte just before the footer, in the page indexes: no row group's CRC-32 covers
+    // it, so only the whole-file checksum can see it.
+    let num = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+    let at = num(&m["file"]["footer"]["offset"]) - 1;
+    let groups_end = m["file"]["row_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| num(&g["offset"]) + num(&g["len"]))
+        .max()
+        .unwrap();
+    assert!(
+        at >= groups_end,
+        "{at} is inside a row group (they end at {groups_end})"
+    );
+    let mut bad = good.clone();
+    bad[at] ^= 0x01;
+    be.set_raw(&file, bad).await;
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(report.problems[0].reason.contains("SHA-256"), "{report:?}");
+    assert!(store.read(&k, days).await.unwrap().is_empty());
+
+    // A manifest with neither checksum is a problem too, not a pass.
+    store
+        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
+        .await
+        .unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&be.raw(&manifest).await).unwrap();
+    m["file"].as_object_mut().unwrap().remove("crc32");
+    be.set_raw(&manifest, serde_json::to_vec(&m).unwrap()).await;
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].reason.contains("no checksum"),
+        "{report:?}"
+    );
 }
 
 async fn rewrites_replace_files_and_keep_one_per_partition(be: Backend) {

@@ -126,8 +126,13 @@ pub struct DataFile {
     pub name: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// Hex SHA-256 of the whole file (checked by `verify`).
-    pub sha256: String,
+    /// CRC-32 (IEEE) of the whole file, checked by `verify` and by reads of the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
+    /// Hex SHA-256 of the whole file: what manifests written before `crc32` carry instead
+    /// (still checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Total rows.
     pub rows: u64,
     /// The Parquet footer (file metadata) and its checksum.

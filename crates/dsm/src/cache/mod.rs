@@ -11,7 +11,7 @@
 //! - **Safe across processes.** Writers hold a per-partition lock file around read-merge-publish
 //!   (object stores use conditional manifest creation instead); readers never lock.
 //! - **Never returns bad bytes as data.** Every fetched byte range is checked against the CRC-32
-//!   recorded in the manifest; [`CacheStore::verify`] re-hashes whole files (SHA-256).
+//!   recorded in the manifest; [`CacheStore::verify`] re-checks whole files (CRC-32 of the file).
 //!
 //! It must never fetch anything from the network: the manager decides what to fetch.
 //!
@@ -756,7 +756,7 @@ impl CacheStore {
         })
     }
 
-    /// Reads and fully checks a data file (size, SHA-256, decode, row count).
+    /// Reads and fully checks a data file (size, whole-file checksum, decode, row count).
     async fn read_whole(
         &self,
         path: &str,
@@ -776,10 +776,7 @@ impl CacheStore {
             if buf.len() as u64 != f2.bytes {
                 return Err(format!("{} bytes, manifest says {}", buf.len(), f2.bytes));
             }
-            let sha = hex::encode(sha2::Sha256::digest(&buf));
-            if sha != f2.sha256 {
-                return Err(format!("SHA-256 {sha}, manifest says {}", f2.sha256));
-            }
+            check_whole_file(&buf, &f2)?;
             let batches = parquet_io::decode_all(buf, kind, &out_schema)?;
             let b =
                 arrow::compute::concat_batches(&out_schema, &batches).map_err(|e| e.to_string())?;
@@ -1000,7 +997,7 @@ impl CacheStore {
         Ok(out)
     }
 
-    /// Re-reads every data file and checks it against its manifest (size, SHA-256, rows, order,
+    /// Re-reads every data file and checks it against its manifest (size, checksum, rows, order,
     /// ranges). Anything bad is moved to `quarantine/` and its partition's coverage dropped, so it
     /// is fetched again. Unreferenced data files and stray temporaries are removed.
     pub async fn verify(&self) -> Result<VerifyReport, CacheError> {
@@ -1343,6 +1340,27 @@ fn kline_gaps(
         gaps.push(g);
     }
     Ok(gaps)
+}
+
+/// Checks a whole data file against its manifest's checksum: CRC-32 in manifests written now,
+/// SHA-256 in older ones.
+fn check_whole_file(buf: &[u8], f: &DataFile) -> Result<(), String> {
+    if f.crc32.is_none() && f.sha256.is_none() {
+        return Err("the manifest records no checksum for it".into());
+    }
+    if let Some(want) = f.crc32 {
+        let got = crc32fast::hash(buf);
+        if got != want {
+            return Err(format!("CRC-32 {got:08x}, manifest says {want:08x}"));
+        }
+    }
+    if let Some(want) = &f.sha256 {
+        let got = hex::encode(sha2::Sha256::digest(buf));
+        if &got != want {
+            return Err(format!("SHA-256 {got}, manifest says {want}"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks decoded rows against the manifest's ranges and counts; returns the row count.
