@@ -263,6 +263,7 @@ conformance!(
     corrupt_data_file_is_detected,
     corrupt_manifest_is_detected,
     manifests_with_a_sha256_still_check_their_file,
+    read_covered_is_coverage_and_rows_in_one_pass,
     rewrites_replace_files_and_keep_one_per_partition,
     concurrent_tasks_fill_one_partition,
     list_prune_and_size,
@@ -869,6 +870,56 @@ async fn corrupt_manifest_is_detected(be: Backend) {
         rows_for(&k, days)
     );
     assert!(store.verify().await.unwrap().is_clean());
+}
+
+/// `read_covered` answers what `coverage` and `read` answer together, across partitions, and
+/// treats a corrupt manifest as missing (to be fetched again) where `read` fails.
+async fn read_covered_is_coverage_and_rows_in_one_pass(be: Backend) {
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "ETHUSDT", Interval::M5);
+    let (a, c) = (r("2024-01-01", "2024-01-08"), r("2024-01-20", "2024-01-25"));
+    for piece in [a, c] {
+        store
+            .write(&k, piece, &rows_for(&k, piece), vision("v.zip"))
+            .await
+            .unwrap();
+    }
+    // From inside the first piece into the next (empty) month partition.
+    let range = r("2024-01-05", "2024-02-03");
+    let (cov, rows) = store.read_covered(&k, range).await.unwrap();
+    assert_eq!(cov, store.coverage(&k, range).await.unwrap());
+    assert_eq!(cov.covered, vec![r("2024-01-05", "2024-01-08"), c]);
+    assert_eq!(
+        cov.missing,
+        vec![r("2024-01-08", "2024-01-20"), r("2024-01-25", "2024-02-03")]
+    );
+    let want = arrow::compute::concat_batches(
+        &rows_for(&k, a).schema(),
+        &[rows_for(&k, r("2024-01-05", "2024-01-08")), rows_for(&k, c)],
+    )
+    .unwrap();
+    assert_eq!(base(&concat(&k, &rows)), want);
+    // Nothing cached in the range: nothing covered, no rows.
+    let later = r("2024-01-10", "2024-01-15");
+    let (cov, rows) = store.read_covered(&k, later).await.unwrap();
+    assert_eq!((cov.covered, cov.missing), (vec![], vec![later]));
+    assert!(rows.is_empty());
+
+    // A corrupt manifest: its partition is missing, so it is fetched again, not an error.
+    let manifest = be
+        .paths()
+        .await
+        .into_iter()
+        .find(|p| p.contains("manifest"))
+        .unwrap();
+    be.set_raw(&manifest, b"{not json".to_vec()).await;
+    let (cov, rows) = store.read_covered(&k, range).await.unwrap();
+    assert_eq!(cov.missing, vec![range]);
+    assert!(rows.is_empty());
+    assert!(matches!(
+        store.read(&k, range).await.unwrap_err(),
+        CacheError::CorruptManifest { .. }
+    ));
 }
 
 /// Manifests written before whole-file CRC-32s record the data file's SHA-256 instead: such a

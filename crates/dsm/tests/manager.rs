@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -46,7 +47,7 @@ fn fault(s: &str) -> Fault {
 struct Env {
     emu: Emulator,
     m: DataSourceManager,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn setup_with(
@@ -68,7 +69,7 @@ async fn setup_with(
         ..ManagerConfig::default()
     });
     let m = DataSourceManager::new(config).expect("manager");
-    Env { emu, m, _dir: dir }
+    Env { emu, m, dir }
 }
 
 async fn setup(now: &str) -> Env {
@@ -348,6 +349,45 @@ async fn cache_monthly_daily_and_rest_mix_into_the_truth() {
     assert_klines(one(&again), &truth);
     assert_eq!(again.summary.cache_rows, truth.len() as u64);
     assert_eq!(sources(&concat(one(&again))), sources(&b));
+}
+
+/// A damaged manifest costs its partition a new download, not the whole answer: the other
+/// partitions still come from the cache.
+#[tokio::test]
+async fn a_corrupt_manifest_is_fetched_again_not_an_error() {
+    let env = setup("2024-06-15T12:30:00Z").await;
+    let r = range(t("2023-01-01"), t("2023-04-01"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    env.m.get(req.clone()).await.expect("cold get");
+    let february = find_files(env.dir.path(), &|p: &Path| {
+        let s = p.to_string_lossy();
+        s.contains("month=02") && s.contains("manifest")
+    });
+    assert_eq!(february.len(), 1, "{february:?}");
+    std::fs::write(&february[0], b"{not json").expect("damage the manifest");
+
+    env.emu.clear_log();
+    let resp = env.m.get(req).await.expect("get with a damaged manifest");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", r));
+    assert_eq!(
+        env.zips(),
+        vec!["/data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2023-02.zip".to_owned()]
+    );
+    assert_eq!(resp.summary.cache_rows, (31 + 31) * 1440);
+}
+
+/// Files under `dir` (recursively) for which `pick` holds.
+fn find_files(dir: &Path, pick: &dyn Fn(&Path) -> bool) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find_files(&p, pick));
+        } else if pick(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -23,11 +23,9 @@
 //! let cache = CacheStore::open_default()?;
 //! let key = DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
 //! let range = TimeRange::new(1_704_067_200_000, 1_704_153_600_000)?;
-//! let cov = cache.coverage(&key, range).await?;
-//! if cov.missing.is_empty() {
-//!     let batches = cache.read(&key, range).await?;
-//!     # let _ = batches;
-//! }
+//! // What is cached of the range, and its rows, from one reading of each manifest.
+//! let (cov, batches) = cache.read_covered(&key, range).await?;
+//! println!("{} batches cached; still to fetch: {:?}", batches.len(), cov.missing);
 //! # Ok(()) }
 //! ```
 
@@ -237,6 +235,26 @@ pub struct Coverage {
     pub gaps: Vec<TimeRange>,
     /// The range minus `covered`: what must be fetched.
     pub missing: Vec<TimeRange>,
+}
+
+/// What a partition read returns besides its manifest's coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Manifests only; a corrupt manifest counts as missing.
+    Coverage,
+    /// Coverage, and the rows of partitions that cover part of the range; a corrupt manifest
+    /// counts as missing.
+    Covered,
+    /// The rows in the range whatever the coverage; a corrupt manifest is an error.
+    Rows,
+}
+
+/// One partition's part of a range, all from one manifest generation.
+#[derive(Debug, Default)]
+struct Snapshot {
+    covered: Vec<TimeRange>,
+    gaps: Vec<TimeRange>,
+    rows: Vec<RecordBatch>,
 }
 
 /// One partition, as listed by [`CacheStore::list`].
@@ -453,39 +471,47 @@ impl CacheStore {
         key: &DatasetKey,
         range: TimeRange,
     ) -> Result<Coverage, CacheError> {
+        Ok(self.snapshots(key, range, Mode::Coverage).await?.0)
+    }
+
+    /// [`CacheStore::coverage`] and the covered rows ([`CacheStore::read`]) in one pass. Each
+    /// partition's manifest is read once and its rows are read with that same manifest, so a
+    /// writer or a `prune` in between cannot leave a range reported as covered without its rows.
+    /// Data files of partitions that cover nothing of `range` are not opened; a corrupt manifest
+    /// counts as missing (and is logged), as for `coverage`.
+    pub async fn read_covered(
+        &self,
+        key: &DatasetKey,
+        range: TimeRange,
+    ) -> Result<(Coverage, Vec<RecordBatch>), CacheError> {
+        self.snapshots(key, range, Mode::Covered).await
+    }
+
+    /// Every partition of `range` in `mode`, concurrently, put together.
+    async fn snapshots(
+        &self,
+        key: &DatasetKey,
+        range: TimeRange,
+        mode: Mode,
+    ) -> Result<(Coverage, Vec<RecordBatch>), CacheError> {
         key.check()?;
         let parts = key.partitions(range);
-        let loads = parts.iter().map(|p| self.load_manifest(key, p));
-        let manifests = futures::future::join_all(loads).await;
+        let snaps = parts.iter().map(|p| self.snapshot(key, p, range, mode));
         let mut covered = Vec::new();
         let mut gaps = Vec::new();
-        for m in manifests {
-            match m {
-                Ok(Some((_, m))) => {
-                    covered.extend(
-                        m.covered_ranges()
-                            .iter()
-                            .filter_map(|r| r.intersect(&range)),
-                    );
-                    gaps.extend(
-                        m.no_data_ranges()
-                            .iter()
-                            .filter_map(|r| r.intersect(&range)),
-                    );
-                }
-                Ok(None) => {}
-                Err(e @ CacheError::CorruptManifest { .. }) => {
-                    tracing::warn!(error = %e, "treating a corrupt cache partition as missing");
-                }
-                Err(e) => return Err(e),
-            }
+        let mut rows = Vec::new();
+        for s in futures::future::try_join_all(snaps).await? {
+            covered.extend(s.covered);
+            gaps.extend(s.gaps);
+            rows.extend(s.rows);
         }
         let covered = TimeRange::merge_all(covered);
-        Ok(Coverage {
+        let coverage = Coverage {
             missing: range.subtract(&covered),
             gaps: TimeRange::merge_all(gaps),
             covered,
-        })
+        };
+        Ok((coverage, rows))
     }
 
     /// Stores `batch` (rows in the dataset's base [`schema`], sorted by time) as complete for
@@ -801,117 +827,160 @@ impl CacheStore {
         key: &DatasetKey,
         range: TimeRange,
     ) -> Result<Vec<RecordBatch>, CacheError> {
-        key.check()?;
-        let parts = key.partitions(range);
-        let reads = parts.iter().map(|p| self.read_partition(key, p, range));
-        let per_part = futures::future::try_join_all(reads).await?;
-        Ok(per_part.into_iter().flatten().collect())
+        Ok(self.snapshots(key, range, Mode::Rows).await?.1)
     }
 
-    async fn read_partition(
+    /// What one generation of a partition's manifest says of `range` (coverage and known gaps)
+    /// and, as `mode` asks, the rows of its data file in `range`, read with that same manifest.
+    async fn snapshot(
         &self,
         key: &DatasetKey,
         part: &Partition,
         range: TimeRange,
-    ) -> Result<Vec<RecordBatch>, CacheError> {
-        let scale = key_scale(key.kind);
+        mode: Mode,
+    ) -> Result<Snapshot, CacheError> {
         let Some(window) = range.intersect(&part.range) else {
-            return Ok(Vec::new());
+            return Ok(Snapshot::default());
         };
-        let (lo, hi) = (window.start() * scale, window.end() * scale);
         let mut last_generation = None;
         for _ in 0..MAX_READ_ATTEMPTS {
-            let Some((_, m)) = self.load_manifest(key, part).await? else {
-                return Ok(Vec::new());
-            };
-            let Some(f) = m.file.clone() else {
-                return Ok(Vec::new());
-            };
-            let path = format!("{}/{}", part.dir, f.name);
-            let corrupt = |reason: String| CacheError::CorruptData {
-                path: path.clone(),
-                reason,
-            };
-            let sel: Vec<usize> = f
-                .row_groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.max >= lo && g.min < hi)
-                .map(|(i, _)| i)
-                .collect();
-            if sel.is_empty() {
-                return Ok(Vec::new());
-            }
-            // One ranged fetch: contiguous row groups coalesced, plus the footer.
-            let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
-            for i in &sel {
-                let c = f.row_groups[*i].chunk;
-                match ranges.last_mut() {
-                    Some(r) if r.end == c.offset => r.end = c.offset + c.len,
-                    _ => ranges.push(c.offset..c.offset + c.len),
-                }
-            }
-            ranges.push(f.footer.offset..f.footer.offset + f.footer.len);
-            let fetched = match self.blobs.get_ranges(path.clone(), ranges.clone()).await {
-                Ok(v) => v,
-                Err(CacheError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
-                {
-                    return Err(corrupt("the file is shorter than its manifest says".into()));
-                }
-                Err(CacheError::ObjectStore { source, .. })
-                    if matches!(*source, object_store::Error::Generic { .. }) =>
-                {
-                    return Err(corrupt(format!("ranged read failed: {source}")));
+            let m = match self.load_manifest(key, part).await {
+                Ok(Some((_, m))) => m,
+                Ok(None) => return Ok(Snapshot::default()),
+                Err(e @ CacheError::CorruptManifest { .. }) if mode != Mode::Rows => {
+                    tracing::warn!(error = %e, "treating a corrupt cache partition as missing");
+                    return Ok(Snapshot::default());
                 }
                 Err(e) => return Err(e),
             };
-            let Some(mut fetched) = fetched else {
-                // A writer replaced the file after we read the manifest: read the new manifest.
-                if last_generation == Some(m.generation) {
-                    return Err(corrupt("the data file is missing".into()));
-                }
-                last_generation = Some(m.generation);
-                continue;
+            let within = |rs: Vec<TimeRange>| -> Vec<TimeRange> {
+                rs.iter().filter_map(|r| r.intersect(&range)).collect()
             };
-            if fetched.len() != ranges.len() {
-                return Err(corrupt("short ranged read".into()));
-            }
-            let footer = fetched.pop().unwrap_or_default();
-            let (kind, out_schema) = (key.kind, output_schema(key.market, key.kind));
-            // Checksums and decoding run on a blocking thread, one per partition, so a year's
-            // partitions spread over the cores and the async workers stay free.
-            let decoded = tokio::task::spawn_blocking(move || -> Result<_, String> {
-                check_crc(&f.footer, &footer).map_err(|r| format!("footer: {r}"))?;
-                let mut chunks = Vec::with_capacity(fetched.len());
-                let mut rows_hint = 0usize;
-                for (r, bytes) in ranges.iter().zip(fetched) {
-                    for i in &sel {
-                        let g = &f.row_groups[*i];
-                        if g.chunk.offset >= r.start && g.chunk.offset + g.chunk.len <= r.end {
-                            let s = (g.chunk.offset - r.start) as usize;
-                            let piece = bytes
-                                .get(s..s + g.chunk.len as usize)
-                                .map(|b| bytes.slice_ref(b))
-                                .unwrap_or_default();
-                            check_crc(&g.chunk, &piece)
-                                .map_err(|r| format!("row group {i}: {r}"))?;
-                            rows_hint += g.rows as usize;
+            let covered = within(m.covered_ranges());
+            let gaps = within(m.no_data_ranges());
+            let wanted = match mode {
+                Mode::Coverage => false,
+                Mode::Covered => !covered.is_empty(),
+                Mode::Rows => true,
+            };
+            let rows = match m.file {
+                Some(f) if wanted => {
+                    let name = f.name.clone();
+                    match self.read_rows(key, part, f, window).await? {
+                        Some(rows) => rows,
+                        None => {
+                            // A writer replaced the file after we read the manifest: read the
+                            // new manifest (and take its coverage with it).
+                            if last_generation == Some(m.generation) {
+                                return Err(CacheError::CorruptData {
+                                    path: format!("{}/{name}", part.dir),
+                                    reason: "the data file is missing".into(),
+                                });
+                            }
+                            last_generation = Some(m.generation);
+                            continue;
                         }
                     }
-                    chunks.push((r.start, bytes));
                 }
-                let sparse = parquet_io::SparseFile::new(f.bytes, chunks);
-                parquet_io::decode(sparse, &footer, sel, rows_hint, kind, &out_schema, (lo, hi))
-            })
-            .await
-            .map_err(|e| corrupt(format!("decoding task failed: {e}")))?;
-            return decoded.map_err(corrupt);
+                _ => Vec::new(),
+            };
+            return Ok(Snapshot {
+                covered,
+                gaps,
+                rows,
+            });
         }
         Err(CacheError::Conflict {
             path: part.dir.clone(),
             attempts: MAX_READ_ATTEMPTS,
         })
+    }
+
+    /// The rows of data file `f` (as its manifest describes it) with time in `window`. `None`:
+    /// the file is gone (replaced by a writer since the manifest was read).
+    async fn read_rows(
+        &self,
+        key: &DatasetKey,
+        part: &Partition,
+        f: DataFile,
+        window: TimeRange,
+    ) -> Result<Option<Vec<RecordBatch>>, CacheError> {
+        let scale = key_scale(key.kind);
+        let (lo, hi) = (window.start() * scale, window.end() * scale);
+        let path = format!("{}/{}", part.dir, f.name);
+        let corrupt = |reason: String| CacheError::CorruptData {
+            path: path.clone(),
+            reason,
+        };
+        let sel: Vec<usize> = f
+            .row_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.max >= lo && g.min < hi)
+            .map(|(i, _)| i)
+            .collect();
+        if sel.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        // One ranged fetch: contiguous row groups coalesced, plus the footer.
+        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        for i in &sel {
+            let c = f.row_groups[*i].chunk;
+            match ranges.last_mut() {
+                Some(r) if r.end == c.offset => r.end = c.offset + c.len,
+                _ => ranges.push(c.offset..c.offset + c.len),
+            }
+        }
+        ranges.push(f.footer.offset..f.footer.offset + f.footer.len);
+        let fetched = match self.blobs.get_ranges(path.clone(), ranges.clone()).await {
+            Ok(v) => v,
+            Err(CacheError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                return Err(corrupt("the file is shorter than its manifest says".into()));
+            }
+            Err(CacheError::ObjectStore { source, .. })
+                if matches!(*source, object_store::Error::Generic { .. }) =>
+            {
+                return Err(corrupt(format!("ranged read failed: {source}")));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(mut fetched) = fetched else {
+            return Ok(None);
+        };
+        if fetched.len() != ranges.len() {
+            return Err(corrupt("short ranged read".into()));
+        }
+        let footer = fetched.pop().unwrap_or_default();
+        let (kind, out_schema) = (key.kind, output_schema(key.market, key.kind));
+        // Checksums and decoding run on a blocking thread, one per partition, so a year's
+        // partitions spread over the cores and the async workers stay free.
+        let decoded = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            check_crc(&f.footer, &footer).map_err(|r| format!("footer: {r}"))?;
+            let mut chunks = Vec::with_capacity(fetched.len());
+            let mut rows_hint = 0usize;
+            for (r, bytes) in ranges.iter().zip(fetched) {
+                for i in &sel {
+                    let g = &f.row_groups[*i];
+                    if g.chunk.offset >= r.start && g.chunk.offset + g.chunk.len <= r.end {
+                        let s = (g.chunk.offset - r.start) as usize;
+                        let piece = bytes
+                            .get(s..s + g.chunk.len as usize)
+                            .map(|b| bytes.slice_ref(b))
+                            .unwrap_or_default();
+                        check_crc(&g.chunk, &piece).map_err(|r| format!("row group {i}: {r}"))?;
+                        rows_hint += g.rows as usize;
+                    }
+                }
+                chunks.push((r.start, bytes));
+            }
+            let sparse = parquet_io::SparseFile::new(f.bytes, chunks);
+            parquet_io::decode(sparse, &footer, sel, rows_hint, kind, &out_schema, (lo, hi))
+        })
+        .await
+        .map_err(|e| corrupt(format!("decoding task failed: {e}")))?;
+        decoded.map(Some).map_err(corrupt)
     }
 
     /// Directories that hold a manifest, and every stored object (quarantine excluded).

@@ -115,13 +115,11 @@ pub(crate) async fn fetch_symbol(
     let mut batches: Vec<RecordBatch> = Vec::new();
     let missing = match ctx.cache {
         Some(cache) => {
-            let cov = cache.coverage(&key, range).await?;
-            if !cov.covered.is_empty() {
-                let cached = cache.read(&key, range).await?;
-                summary.cache_rows = cached.iter().map(|b| b.num_rows() as u64).sum();
-                summary.cache_hits = cov.covered.len() as u64;
-                batches.extend(cached);
-            }
+            // One pass: the rows come from the same manifests as the coverage.
+            let (cov, cached) = cache.read_covered(&key, range).await?;
+            summary.cache_rows = cached.iter().map(|b| b.num_rows() as u64).sum();
+            summary.cache_hits = cov.covered.len() as u64;
+            batches.extend(cached);
             cov.missing
         }
         None => vec![range],
