@@ -175,6 +175,8 @@ fn properties(kind: DataKind, schema: &SchemaRef, opts: WriteOptions) -> WriterP
     }
     b.set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
+        // The min and max of `source` prune nothing and cost a string comparison per row.
+        .set_column_statistics_enabled(ColumnPath::from(SOURCE_COLUMN), EnabledStatistics::None)
         .set_sorting_columns(Some(vec![SortingColumn {
             column_idx: time_idx,
             descending: false,
