@@ -756,6 +756,26 @@ async fn bad_rows_are_rejected_and_nothing_is_written(be: Backend) {
     assert!(store.list().await.unwrap().is_empty());
 }
 
+/// Stores the rows of `days` for `k`, as from one Vision file.
+async fn write_days(store: &CacheStore, k: &DatasetKey, days: TimeRange) {
+    store
+        .write(k, days, &rows_for(k, days), vision("v.zip"))
+        .await
+        .unwrap();
+}
+
+/// The path of the store's only manifest (quarantined ones aside).
+async fn only_manifest(be: &Backend) -> String {
+    let manifests: Vec<String> = be
+        .paths()
+        .await
+        .into_iter()
+        .filter(|p| p.contains("manifest") && !p.starts_with("quarantine/"))
+        .collect();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    manifests[0].clone()
+}
+
 /// The data file of the only partition of `k`.
 async fn data_file(store: &CacheStore) -> String {
     let list = store.list().await.unwrap();
@@ -767,10 +787,7 @@ async fn corrupt_data_file_is_detected(be: Backend) {
     let store = be.store();
     let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
     let days = r("2024-01-01", "2024-01-08");
-    store
-        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
-        .await
-        .unwrap();
+    write_days(&store, &k, days).await;
     let file = data_file(&store).await;
     let good = be.raw(&file).await;
     // 1. One flipped byte in the middle of the data.
@@ -803,10 +820,7 @@ async fn corrupt_data_file_is_detected(be: Backend) {
     assert!(store.verify().await.unwrap().is_clean());
 
     // 2. A truncated file.
-    store
-        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
-        .await
-        .unwrap();
+    write_days(&store, &k, days).await;
     let file = data_file(&store).await;
     let good = be.raw(&file).await;
     be.set_raw(&file, good[..good.len() - 100].to_vec()).await;
@@ -816,10 +830,7 @@ async fn corrupt_data_file_is_detected(be: Backend) {
     assert_eq!(report.problems.len(), 1, "{report:?}");
     assert!(store.coverage(&k, days).await.unwrap().covered.is_empty());
     // The partition is usable again.
-    store
-        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
-        .await
-        .unwrap();
+    write_days(&store, &k, days).await;
     assert_eq!(
         base(&concat(&k, &store.read(&k, days).await.unwrap())),
         rows_for(&k, days)
@@ -834,12 +845,7 @@ async fn corrupt_manifest_is_detected(be: Backend) {
         .write(&k, days, &rows_for(&k, days), Provenance::Rest)
         .await
         .unwrap();
-    let manifest = be
-        .paths()
-        .await
-        .into_iter()
-        .find(|p| p.contains("manifest"))
-        .unwrap();
+    let manifest = only_manifest(&be).await;
     let text = String::from_utf8(be.raw(&manifest).await).unwrap();
     // Claims more coverage than the file holds rows for: internally inconsistent.
     let tampered = text.replacen("\"rows\": 192", "\"rows\": 193", 1);
@@ -906,12 +912,7 @@ async fn read_covered_is_coverage_and_rows_in_one_pass(be: Backend) {
     assert!(rows.is_empty());
 
     // A corrupt manifest: its partition is missing, so it is fetched again, not an error.
-    let manifest = be
-        .paths()
-        .await
-        .into_iter()
-        .find(|p| p.contains("manifest"))
-        .unwrap();
+    let manifest = only_manifest(&be).await;
     be.set_raw(&manifest, b"{not json".to_vec()).await;
     let (cov, rows) = store.read_covered(&k, range).await.unwrap();
     assert_eq!(cov.missing, vec![range]);
@@ -929,18 +930,10 @@ async fn manifests_with_a_sha256_still_check_their_file(be: Backend) {
     let store = be.store();
     let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
     let days = r("2024-02-27", "2024-03-01");
-    store
-        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
-        .await
-        .unwrap();
+    write_days(&store, &k, days).await;
     let file = data_file(&store).await;
     let good = be.raw(&file).await;
-    let manifest = be
-        .paths()
-        .await
-        .into_iter()
-        .find(|p| p.contains("manifest"))
-        .unwrap();
+    let manifest = only_manifest(&be).await;
     let mut m: serde_json::Value = serde_json::from_slice(&be.raw(&manifest).await).unwrap();
     let data = m["file"].as_object_mut().unwrap();
     assert!(
@@ -982,10 +975,8 @@ async fn manifests_with_a_sha256_still_check_their_file(be: Backend) {
     assert!(store.read(&k, days).await.unwrap().is_empty());
 
     // A manifest with neither checksum is a problem too, not a pass.
-    store
-        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
-        .await
-        .unwrap();
+    write_days(&store, &k, days).await;
+    let manifest = only_manifest(&be).await;
     let mut m: serde_json::Value = serde_json::from_slice(&be.raw(&manifest).await).unwrap();
     m["file"].as_object_mut().unwrap().remove("crc32");
     be.set_raw(&manifest, serde_json::to_vec(&m).unwrap()).await;
@@ -1147,10 +1138,7 @@ async fn files_are_plain_hive_partitioned_parquet() {
     let store = CacheStore::open(dir.path()).unwrap();
     let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
     let days = r("2024-01-30", "2024-02-02");
-    store
-        .write(&k, days, &rows_for(&k, days), vision("v.zip"))
-        .await
-        .unwrap();
+    write_days(&store, &k, days).await;
     let list = store.list().await.unwrap();
     assert_eq!(list.len(), 2);
     let mut rows = Vec::new();
