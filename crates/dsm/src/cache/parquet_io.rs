@@ -246,15 +246,42 @@ pub(crate) fn describe(
             max,
         });
     }
+    let mut pieces: Vec<Chunk> = row_groups.iter().map(|g| g.chunk).collect();
+    pieces.push(footer);
     Ok(DataFile {
         name,
         bytes: size,
-        crc32: Some(crc32fast::hash(buf)),
+        crc32: Some(whole_crc(buf, &pieces)),
         sha256: None,
         rows: md.file_metadata().num_rows() as u64,
         footer,
         row_groups,
     })
+}
+
+/// The CRC-32 of `buf`, from the CRC-32s of its `pieces` (in order, not overlapping) and of
+/// the bytes between them, so the file is not read a second time.
+fn whole_crc(buf: &[u8], pieces: &[Chunk]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let mut pos = 0usize;
+    for c in pieces {
+        let (Ok(start), Ok(len)) = (usize::try_from(c.offset), usize::try_from(c.len)) else {
+            return crc32fast::hash(buf);
+        };
+        let Some(gap) = buf.get(pos..start) else {
+            return crc32fast::hash(buf);
+        };
+        h.update(gap);
+        h.combine(&crc32fast::Hasher::new_with_initial_len(c.crc32, c.len));
+        pos = start + len;
+    }
+    match buf.get(pos..) {
+        Some(rest) => {
+            h.update(rest);
+            h.finalize()
+        }
+        None => crc32fast::hash(buf),
+    }
 }
 
 fn footer_chunk(buf: &Bytes) -> Result<Chunk, ParquetError> {
@@ -610,6 +637,9 @@ mod tests {
                 let (buf, info) =
                     encode(&input, DataKind::Klines, "x.parquet".into(), opts).expect("encode");
                 assert_eq!(info.row_groups.len(), 4);
+                // The file's CRC-32, put together from its pieces', is the whole file's.
+                assert_eq!(info.crc32, Some(crc32fast::hash(&buf)));
+                assert_eq!(info.bytes, buf.len() as u64);
                 // The plain `parquet` reader opens the file.
                 let plain = ParquetRecordBatchReaderBuilder::try_new(buf.clone())
                     .expect("plain reader")
