@@ -191,17 +191,13 @@ pub(crate) async fn fetch_symbol(
 
         // 2. Vision: the fewest files, downloaded concurrently, each cached as soon as it verifies.
         if !p.vision.is_empty() {
-            let fallback = fetch_vision(
-                ctx,
+            let job = SymbolJob {
                 req,
                 symbol,
-                &key,
-                &p.vision,
+                key: &key,
                 now,
-                &mut batches,
-                &mut summary,
-            )
-            .await?;
+            };
+            let fallback = fetch_vision(ctx, job, &p.vision, &mut batches, &mut summary).await?;
             for r in fallback {
                 // Whatever Vision lacks goes to REST when allowed (and only for the missing part).
                 let parts: Vec<TimeRange> =
@@ -388,24 +384,36 @@ impl PartitionBatcher {
     }
 }
 
+/// One symbol's request, as the fetch from a source sees it.
+#[derive(Clone, Copy)]
+struct SymbolJob<'a> {
+    req: &'a Request,
+    symbol: &'a Symbol,
+    key: &'a DatasetKey,
+    /// The exchange's clock (the local one when REST is not used).
+    now: i64,
+}
+
 /// Downloads the Vision files for `ranges`, caching each verified file. Returns the ranges Vision
-/// could not supply (not published, or failed integrity after retries). `now` is the exchange's
-/// clock (the local one when REST is not used): a 404 near it marks the publication frontier.
+/// could not supply (not published, or failed integrity after retries). A 404 near the job's
+/// `now` marks the publication frontier.
 ///
 /// Cache writes run while downloads continue (at most [`MAX_PENDING_WRITES`] at once); a partition
 /// is written once when all its files arrived, or every [`FLUSH_AFTER`] while they trickle in, never
 /// once per file.
-#[allow(clippy::too_many_arguments)]
 async fn fetch_vision(
     ctx: &Ctx<'_>,
-    req: &Request,
-    symbol: &Symbol,
-    key: &DatasetKey,
+    job: SymbolJob<'_>,
     ranges: &[TimeRange],
-    now: i64,
     batches: &mut Vec<RecordBatch>,
     summary: &mut Summary,
 ) -> Result<Vec<TimeRange>> {
+    let SymbolJob {
+        req,
+        symbol,
+        key,
+        now,
+    } = job;
     let (market, kind) = (req.market, req.kind);
     let mut keys = Vec::new();
     for r in ranges {

@@ -195,8 +195,14 @@ impl RestClient {
         range: TimeRange,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        self.klines_inner(market, kind, symbol, interval, range, None, cancel)
-            .await
+        let query = KlineQuery {
+            market,
+            kind,
+            symbol,
+            interval,
+            range,
+        };
+        self.klines_inner(query, None, cancel).await
     }
 
     /// Like [`RestClient::klines`], with the server's time `server_now` (ms) already read by the
@@ -214,29 +220,29 @@ impl RestClient {
         server_now: i64,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        self.klines_inner(
+        let query = KlineQuery {
             market,
             kind,
             symbol,
             interval,
             range,
-            Some(server_now),
-            cancel,
-        )
-        .await
+        };
+        self.klines_inner(query, Some(server_now), cancel).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn klines_inner(
         &self,
-        market: Market,
-        kind: DataKind,
-        symbol: &Symbol,
-        interval: Interval,
-        range: TimeRange,
+        query: KlineQuery<'_>,
         server_now: Option<i64>,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
+        let KlineQuery {
+            market,
+            kind,
+            symbol,
+            interval,
+            range,
+        } = query;
         if !kind.has_interval() {
             return Err(InputError::Invalid {
                 what: "kind",
@@ -264,8 +270,16 @@ impl RestClient {
         let windows = paging::plan(market, interval, range.start(), end, cm_max);
         tracing::debug!(%market, %kind, symbol = name, %interval, %range, pages = windows.len(), "rest klines");
         let path = endpoint(market, kind.vision_name());
+        let series = Series {
+            market,
+            path: &path,
+            param,
+            name,
+            interval,
+            cm_max,
+        };
         let pages: Vec<Vec<KlineRecord>> = futures::stream::iter(windows)
-            .map(|w| call.window(market, &path, param, name, interval, w, cm_max))
+            .map(|w| call.window(&series, w))
             .buffered(self.inner.config.max_concurrent_pages.max(1))
             .try_collect()
             .await?;
@@ -362,6 +376,28 @@ impl RestClient {
     }
 }
 
+/// One kline series of a [`RestClient::klines`] call.
+#[derive(Clone, Copy)]
+struct KlineQuery<'a> {
+    market: Market,
+    kind: DataKind,
+    symbol: &'a Symbol,
+    interval: Interval,
+    range: TimeRange,
+}
+
+/// A kline series as its pages request it: the endpoint, the symbol (or pair) parameter, and the
+/// COIN-M window limit.
+#[derive(Clone, Copy)]
+struct Series<'a> {
+    market: Market,
+    path: &'a str,
+    param: &'static str,
+    name: &'a str,
+    interval: Interval,
+    cm_max: i64,
+}
+
 /// The path of endpoint `name` on `market` (`/api/v3/…`, `/fapi/v1/…`, `/dapi/v1/…`).
 fn endpoint(market: Market, name: &str) -> String {
     let prefix = match market {
@@ -409,18 +445,20 @@ impl Call<'_> {
         .await
     }
 
-    /// Fetches every candle of window `w` (plus follow-ups if a page comes back full).
-    #[allow(clippy::too_many_arguments)]
+    /// Fetches every candle of window `w` of `series` (plus follow-ups if a page comes back full).
     async fn window(
         &self,
-        market: Market,
-        path: &str,
-        param: &'static str,
-        name: &str,
-        interval: Interval,
+        series: &Series<'_>,
         mut w: Window,
-        cm_max: i64,
     ) -> Result<Vec<KlineRecord>, RestError> {
+        let Series {
+            market,
+            path,
+            param,
+            name,
+            interval,
+            cm_max,
+        } = *series;
         let mut out = Vec::new();
         loop {
             let page = self
