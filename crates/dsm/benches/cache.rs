@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use dsm::cache::{
     CacheCompression, CacheEncoding, CacheStore, DatasetKey, Provenance, WriteOptions,
 };
@@ -169,6 +169,25 @@ fn bench(c: &mut Criterion) {
                 assert_eq!(v.iter().map(|b| b.num_rows()).sum::<usize>(), 525_600);
                 v
             })
+        });
+    }
+    g.finish();
+
+    // The same read in a process that drops each answer before the next one: the allocator then
+    // hands the last answer's memory to the next, instead of fresh pages every time as above.
+    let mut g = c.benchmark_group("cache_read_year_1m_answer_dropped");
+    g.sample_size(20).measurement_time(Duration::from_secs(6));
+    for s in &setups {
+        g.bench_function(BenchmarkId::from_parameter(&s.name), |b| {
+            b.iter_batched(
+                || (),
+                |()| {
+                    let v = rt.block_on(s.store.read(&key(), year())).unwrap();
+                    assert_eq!(v.iter().map(|b| b.num_rows()).sum::<usize>(), 525_600);
+                    v
+                },
+                BatchSize::PerIteration,
+            )
         });
     }
     g.finish();
