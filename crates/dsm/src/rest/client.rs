@@ -195,13 +195,7 @@ impl RestClient {
         range: TimeRange,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        let query = KlineQuery {
-            market,
-            kind,
-            symbol,
-            interval,
-            range,
-        };
+        let query = KlineQuery::new(market, kind, symbol, interval, range);
         self.klines_inner(query, None, cancel).await
     }
 
@@ -220,13 +214,7 @@ impl RestClient {
         server_now: i64,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        let query = KlineQuery {
-            market,
-            kind,
-            symbol,
-            interval,
-            range,
-        };
+        let query = KlineQuery::new(market, kind, symbol, interval, range);
         self.klines_inner(query, Some(server_now), cancel).await
     }
 
@@ -384,6 +372,24 @@ struct KlineQuery<'a> {
     symbol: &'a Symbol,
     interval: Interval,
     range: TimeRange,
+}
+
+impl<'a> KlineQuery<'a> {
+    fn new(
+        market: Market,
+        kind: DataKind,
+        symbol: &'a Symbol,
+        interval: Interval,
+        range: TimeRange,
+    ) -> KlineQuery<'a> {
+        KlineQuery {
+            market,
+            kind,
+            symbol,
+            interval,
+            range,
+        }
+    }
 }
 
 /// A kline series as its pages request it: the endpoint, the symbol (or pair) parameter, and the
