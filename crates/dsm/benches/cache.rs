@@ -173,8 +173,9 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    // The same read in a process that drops each answer before the next one: the allocator then
-    // hands the last answer's memory to the next, instead of fresh pages every time as above.
+    // The same read with each answer dropped before the next one (outside the timing), as a
+    // program reading in a loop does. With glibc's defaults this is no faster than keeping them:
+    // glibc gives the freed memory back to the kernel (BENCHMARKS.md, "Cache", session 5).
     let mut g = c.benchmark_group("cache_read_year_1m_answer_dropped");
     g.sample_size(20).measurement_time(Duration::from_secs(6));
     for s in &setups {

@@ -273,7 +273,7 @@ fn whole_crc(buf: &[u8], pieces: &[Chunk]) -> u32 {
         };
         h.update(gap);
         h.combine(&crc32fast::Hasher::new_with_initial_len(c.crc32, c.len));
-        pos = start + len;
+        pos = start.saturating_add(len);
     }
     match buf.get(pos..) {
         Some(rest) => {
