@@ -143,6 +143,21 @@ impl Source {
             Source::Rest => "rest",
         }
     }
+
+    /// This source's key in the `source` column's dictionary ([`source_values`]).
+    pub fn key(self) -> i8 {
+        match self {
+            Source::Vision => 0,
+            Source::Rest => 1,
+        }
+    }
+
+    /// The source a `source` column value names.
+    pub fn from_name(name: &str) -> Option<Source> {
+        [Source::Vision, Source::Rest]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 /// Name of the column that says where each row came from.
@@ -151,6 +166,27 @@ pub const SOURCE_COLUMN: &str = "source";
 /// The type of the `source` column: a dictionary of `vision` / `rest`.
 pub fn source_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8))
+}
+
+/// The one dictionary every `source` column shares: `["vision", "rest"]`, keyed by
+/// [`Source::key`]. Sharing the same array (not an equal copy) is what lets batches from different
+/// sources be concatenated without merging dictionaries and written to one Arrow IPC file, whose
+/// format forbids replacing a dictionary between batches.
+pub fn source_values() -> ArrayRef {
+    static VALUES: std::sync::OnceLock<ArrayRef> = std::sync::OnceLock::new();
+    VALUES
+        .get_or_init(|| {
+            Arc::new(StringArray::from(vec![
+                Source::Vision.as_str(),
+                Source::Rest.as_str(),
+            ]))
+        })
+        .clone()
+}
+
+/// A `source` column with the given [`Source::key`]s over the shared [`source_values`].
+pub fn source_column(keys: Int8Array) -> Result<ArrayRef, arrow::error::ArrowError> {
+    Ok(Arc::new(DictionaryArray::try_new(keys, source_values())?))
 }
 
 /// The schema of dsm's results: [`schema`] plus a trailing `source` column.
@@ -169,10 +205,9 @@ pub fn with_source(
     kind: DataKind,
     source: Source,
 ) -> RecordBatch {
-    let keys = Int8Array::from(vec![0i8; batch.num_rows()]);
-    let values = Arc::new(StringArray::from(vec![source.as_str()]));
-    let dict: ArrayRef = match DictionaryArray::try_new(keys, values) {
-        Ok(d) => Arc::new(d),
+    let keys = Int8Array::from(vec![source.key(); batch.num_rows()]);
+    let dict = match source_column(keys) {
+        Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "building the source column (a dsm bug)");
             return RecordBatch::new_empty(output_schema(market, kind));

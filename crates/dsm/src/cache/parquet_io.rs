@@ -26,7 +26,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::manifest::{Chunk, DataFile, RowGroup};
 use crate::market::DataKind;
-use crate::schema::{SOURCE_COLUMN, time_column};
+use crate::schema::{SOURCE_COLUMN, Source, source_column, time_column};
 
 /// Compression codec of data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -427,7 +427,7 @@ pub(crate) fn decode<R: ChunkReader + Clone + 'static>(
 /// Decodes `row_groups` of `file` into batches of the output schema.
 ///
 /// The `source` column (dictionary-encoded, a dictionary per row group) is decoded one row group
-/// at a time and its keys remapped to one small dictionary: decoding it across row groups in
+/// at a time and its keys remapped to the shared [`crate::schema::source_values`]: decoding it across row groups in
 /// one batch makes the Parquet reader materialise and re-hash every string (measured ~11% of a
 /// year's read). Every other column is decoded in one batch per call.
 fn read_columns<R: ChunkReader + Clone + 'static>(
@@ -455,8 +455,7 @@ fn read_columns<R: ChunkReader + Clone + 'static>(
             .map(|b| to_out(b.map_err(|e| e.to_string())?))
             .collect();
     };
-    // The `source` column, row group by row group, remapped to one dictionary.
-    let mut values: Vec<String> = Vec::new();
+    // The `source` column, row group by row group, remapped to the shared dictionary.
     let mut keys: Vec<i8> = Vec::with_capacity(rows_hint);
     let rg_meta = meta.metadata().row_groups();
     for &g in &row_groups {
@@ -482,18 +481,15 @@ fn read_columns<R: ChunkReader + Clone + 'static>(
             if dict.null_count() > 0 {
                 return Err("stored source column has nulls".into());
             }
-            let mut map = Vec::with_capacity(local.len());
-            for v in local.iter() {
-                let v = v.unwrap_or_default();
-                let i = match values.iter().position(|x| x == v) {
-                    Some(i) => i,
-                    None => {
-                        values.push(v.to_owned());
-                        values.len() - 1
-                    }
-                };
-                map.push(i8::try_from(i).map_err(|_| "too many distinct sources".to_string())?);
-            }
+            let map = local
+                .iter()
+                .map(|v| {
+                    let v = v.unwrap_or_default();
+                    Source::from_name(v)
+                        .map(Source::key)
+                        .ok_or_else(|| format!("unknown source {v:?}"))
+                })
+                .collect::<Result<Vec<i8>, String>>()?;
             for k in dict.keys().values().iter() {
                 let m = usize::try_from(*k)
                     .ok()
@@ -503,13 +499,7 @@ fn read_columns<R: ChunkReader + Clone + 'static>(
             }
         }
     }
-    let source: ArrayRef = Arc::new(
-        DictionaryArray::<Int8Type>::try_new(
-            Int8Array::from(keys),
-            Arc::new(StringArray::from(values)),
-        )
-        .map_err(|e| e.to_string())?,
-    );
+    let source: ArrayRef = source_column(Int8Array::from(keys)).map_err(|e| e.to_string())?;
     // Every other column in one pass.
     let others: Vec<usize> = (0..sd.num_columns()).filter(|i| *i != src_leaf).collect();
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
