@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{TimestampMicrosecondType, TimestampMillisecondType};
-use dsm::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance, PruneFilter};
+use dsm::cache::{CacheError, CacheStore, DatasetKey, Manifest, Piece, Provenance, PruneFilter};
 use dsm::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, Source, TradeBuilder, TradeRecord,
     output_schema, with_source,
@@ -262,6 +262,8 @@ conformance!(
     bad_rows_are_rejected_and_nothing_is_written,
     corrupt_data_file_is_detected,
     corrupt_manifest_is_detected,
+    every_flipped_bit_of_a_manifest_is_caught,
+    verify_cross_checks_row_groups_against_the_file,
     manifests_with_a_sha256_still_check_their_file,
     read_covered_is_coverage_and_rows_in_one_pass,
     rewrites_replace_files_and_keep_one_per_partition,
@@ -925,6 +927,85 @@ async fn read_covered_is_coverage_and_rows_in_one_pass(be: Backend) {
 
 /// Manifests written before whole-file CRC-32s record the data file's SHA-256 instead: such a
 /// cache still reads, still verifies clean, and a damaged file is still caught by the SHA-256.
+/// An edited manifest document, sealed with its own checksum again as dsm writes it.
+fn reseal(m: &serde_json::Value) -> Vec<u8> {
+    serde_json::from_value::<Manifest>(m.clone())
+        .unwrap()
+        .to_bytes()
+}
+
+/// Flips every bit of a real manifest, one at a time: each flipped manifest is either rejected
+/// (its partition counts as missing, to be fetched again, and `verify` reports it) or still says
+/// exactly what the file holds. Never an empty answer that looks covered.
+async fn every_flipped_bit_of_a_manifest_is_caught(be: Backend) {
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::H1);
+    let days = r("2024-02-27", "2024-03-01");
+    write_days(&store, &k, days).await;
+    let manifest = only_manifest(&be).await;
+    let good = be.raw(&manifest).await;
+    let want = rows_for(&k, days);
+    let (mut rejected, mut kept) = (0, 0);
+    for i in 0..good.len() * 8 {
+        let mut bad = good.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        be.set_raw(&manifest, bad).await;
+        let (cov, rows) = store.read_covered(&k, days).await.unwrap();
+        if cov.covered.is_empty() {
+            assert_eq!(cov.missing, vec![days], "bit {i}");
+            assert!(rows.is_empty(), "bit {i}");
+            assert!(
+                matches!(
+                    store.read(&k, days).await,
+                    Err(CacheError::CorruptManifest { .. })
+                ),
+                "bit {i}"
+            );
+            rejected += 1;
+        } else {
+            // Only a change JSON ignores (white space) may pass, and then nothing changed.
+            assert_eq!(cov.covered, vec![days], "bit {i}");
+            assert!(cov.gaps.is_empty(), "bit {i}");
+            assert_eq!(base(&concat(&k, &rows)), want, "bit {i}");
+            kept += 1;
+        }
+    }
+    assert!(
+        rejected > good.len() * 7,
+        "{rejected} rejected, {kept} kept"
+    );
+    // `verify` reports a flipped manifest, quarantines it, and the partition is fetched again.
+    let mut bad = good.clone();
+    let at = String::from_utf8_lossy(&good).find("\"max\"").unwrap() + 8;
+    bad[at] ^= 0x01;
+    be.set_raw(&manifest, bad).await;
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(report.problems[0].reason.contains("checksum"), "{report:?}");
+    assert_eq!(store.coverage(&k, days).await.unwrap().missing, vec![days]);
+}
+
+/// `verify` cross-checks a manifest against its data file: a row group's bounds that disagree
+/// with the file are found even when the manifest's own checksum was recomputed.
+async fn verify_cross_checks_row_groups_against_the_file(be: Backend) {
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::H1);
+    let days = r("2024-02-27", "2024-03-01");
+    write_days(&store, &k, days).await;
+    let manifest = only_manifest(&be).await;
+    let mut m: serde_json::Value = serde_json::from_slice(&be.raw(&manifest).await).unwrap();
+    let g = &mut m["file"]["row_groups"][0];
+    let max = g["max"].as_i64().unwrap();
+    g["max"] = (max + 3_600_000).into();
+    be.set_raw(&manifest, reseal(&m)).await;
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].reason.contains("row group 0"),
+        "{report:?}"
+    );
+}
+
 async fn manifests_with_a_sha256_still_check_their_file(be: Backend) {
     use sha2::Digest;
     let store = be.store();
@@ -943,7 +1024,7 @@ async fn manifests_with_a_sha256_still_check_their_file(be: Backend) {
     assert!(data.get("sha256").is_none(), "and no SHA-256");
     let sha = hex::encode(sha2::Sha256::digest(&good));
     data.insert("sha256".into(), sha.into());
-    let old_style = serde_json::to_vec_pretty(&m).unwrap();
+    let old_style = reseal(&m);
     be.set_raw(&manifest, old_style.clone()).await;
     assert_eq!(
         base(&concat(&k, &store.read(&k, days).await.unwrap())),
@@ -979,7 +1060,7 @@ async fn manifests_with_a_sha256_still_check_their_file(be: Backend) {
     let manifest = only_manifest(&be).await;
     let mut m: serde_json::Value = serde_json::from_slice(&be.raw(&manifest).await).unwrap();
     m["file"].as_object_mut().unwrap().remove("crc32");
-    be.set_raw(&manifest, serde_json::to_vec(&m).unwrap()).await;
+    be.set_raw(&manifest, reseal(&m)).await;
     let report = store.verify().await.unwrap();
     assert_eq!(report.problems.len(), 1, "{report:?}");
     assert!(

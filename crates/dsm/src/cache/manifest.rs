@@ -160,6 +160,12 @@ pub struct Manifest {
     pub no_data: Vec<Span>,
     /// When this generation was published (ms).
     pub updated_at: i64,
+    /// CRC-32 of the manifest itself: of its compact JSON without this field. Set by
+    /// [`Manifest::to_bytes`] and checked by [`Manifest::parse`], so a flipped bit anywhere in
+    /// the document (a row count, a row group's min/max) rejects it instead of silently
+    /// selecting no rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_crc32: Option<u32>,
 }
 
 impl Manifest {
@@ -174,7 +180,18 @@ impl Manifest {
             covered: Vec::new(),
             no_data: Vec::new(),
             updated_at: 0,
+            manifest_crc32: None,
         }
+    }
+
+    /// The CRC-32 of this manifest's compact JSON without its own checksum.
+    fn own_crc32(&self) -> u32 {
+        let unsealed = Manifest {
+            manifest_crc32: None,
+            ..self.clone()
+        };
+        // Serialising plain data to a Vec cannot fail.
+        crc32fast::hash(&serde_json::to_vec(&unsealed).unwrap_or_default())
     }
 
     /// Parses and checks a manifest: format, well-formed sorted ranges inside the partition,
@@ -183,6 +200,16 @@ impl Manifest {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if m.format != MANIFEST_FORMAT {
             return Err(format!("unknown format {:?}", m.format));
+        }
+        match m.manifest_crc32 {
+            None => return Err("it carries no checksum of its own".into()),
+            Some(stored) if stored != m.own_crc32() => {
+                return Err(format!(
+                    "its checksum does not match its content (stored {stored:08x}, computed {:08x})",
+                    m.own_crc32()
+                ));
+            }
+            Some(_) => {}
         }
         let part = m
             .partition
@@ -241,10 +268,14 @@ impl Manifest {
         self.partition.range()
     }
 
-    /// JSON bytes (pretty, so a person can read it).
+    /// JSON bytes (pretty, so a person can read it), sealed with [`Manifest::manifest_crc32`].
     pub fn to_bytes(&self) -> Vec<u8> {
+        let sealed = Manifest {
+            manifest_crc32: Some(self.own_crc32()),
+            ..self.clone()
+        };
         // Serialising plain data to a Vec cannot fail.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        serde_json::to_vec_pretty(&sealed).unwrap_or_default()
     }
 }
 

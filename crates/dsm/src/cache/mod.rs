@@ -235,6 +235,9 @@ pub struct Coverage {
     pub gaps: Vec<TimeRange>,
     /// The range minus `covered`: what must be fetched.
     pub missing: Vec<TimeRange>,
+    /// Corrupt data files found and quarantined by [`CacheStore::read_covered_repairing`] (their
+    /// partitions count as missing), each with the reason.
+    pub quarantined: Vec<Problem>,
 }
 
 /// What a partition read returns besides its manifest's coverage.
@@ -247,6 +250,9 @@ enum Mode {
     Covered,
     /// The rows in the range whatever the coverage; a corrupt manifest is an error.
     Rows,
+    /// As `Covered`, and a corrupt data file is quarantined with its manifest and counts as
+    /// missing, so the caller fetches it again.
+    Repair,
 }
 
 /// One partition's part of a range, all from one manifest generation.
@@ -255,6 +261,7 @@ struct Snapshot {
     covered: Vec<TimeRange>,
     gaps: Vec<TimeRange>,
     rows: Vec<RecordBatch>,
+    quarantined: Vec<Problem>,
 }
 
 /// One partition, as listed by [`CacheStore::list`].
@@ -487,6 +494,17 @@ impl CacheStore {
         self.snapshots(key, range, Mode::Covered).await
     }
 
+    /// [`CacheStore::read_covered`] that repairs instead of failing: a data file that fails its
+    /// checksums is moved to `quarantine/` with its manifest (as [`CacheStore::verify`] does),
+    /// listed in [`Coverage::quarantined`], and its partition counts as missing.
+    pub async fn read_covered_repairing(
+        &self,
+        key: &DatasetKey,
+        range: TimeRange,
+    ) -> Result<(Coverage, Vec<RecordBatch>), CacheError> {
+        self.snapshots(key, range, Mode::Repair).await
+    }
+
     /// Every partition of `range` in `mode`, concurrently, put together.
     async fn snapshots(
         &self,
@@ -500,16 +518,19 @@ impl CacheStore {
         let mut covered = Vec::new();
         let mut gaps = Vec::new();
         let mut rows = Vec::new();
+        let mut quarantined = Vec::new();
         for s in futures::future::try_join_all(snaps).await? {
             covered.extend(s.covered);
             gaps.extend(s.gaps);
             rows.extend(s.rows);
+            quarantined.extend(s.quarantined);
         }
         let covered = TimeRange::merge_all(covered);
         let coverage = Coverage {
             missing: range.subtract(&covered),
             gaps: TimeRange::merge_all(gaps),
             covered,
+            quarantined,
         };
         Ok((coverage, rows))
     }
@@ -844,8 +865,8 @@ impl CacheStore {
         };
         let mut last_generation = None;
         for _ in 0..MAX_READ_ATTEMPTS {
-            let m = match self.load_manifest(key, part).await {
-                Ok(Some((_, m))) => m,
+            let (mpath, m) = match self.load_manifest(key, part).await {
+                Ok(Some(found)) => found,
                 Ok(None) => return Ok(Snapshot::default()),
                 Err(e @ CacheError::CorruptManifest { .. }) if mode != Mode::Rows => {
                     tracing::warn!(error = %e, "treating a corrupt cache partition as missing");
@@ -860,13 +881,21 @@ impl CacheStore {
             let gaps = within(m.no_data_ranges());
             let wanted = match mode {
                 Mode::Coverage => false,
-                Mode::Covered => !covered.is_empty(),
+                Mode::Covered | Mode::Repair => !covered.is_empty(),
                 Mode::Rows => true,
             };
             let rows = match m.file {
                 Some(f) if wanted => {
                     let name = f.name.clone();
-                    match self.read_rows(key, part, f, window).await? {
+                    let read = match self.read_rows(key, part, f, window).await {
+                        Err(CacheError::CorruptData { path, reason }) if mode == Mode::Repair => {
+                            return self
+                                .quarantine_bad(part, m.generation, mpath, Problem { path, reason })
+                                .await;
+                        }
+                        read => read?,
+                    };
+                    match read {
                         Some(rows) => rows,
                         None => {
                             // A writer replaced the file after we read the manifest: read the
@@ -888,12 +917,51 @@ impl CacheStore {
                 covered,
                 gaps,
                 rows,
+                quarantined: Vec::new(),
             });
         }
         Err(CacheError::Conflict {
             path: part.dir.clone(),
             attempts: MAX_READ_ATTEMPTS,
         })
+    }
+
+    /// Quarantines a partition's bad data file found by a read (`generation` is the manifest it
+    /// was read with), under the partition's lock: the partition then counts as missing. If a
+    /// writer published a new generation meanwhile, that one is left alone (and also not used by
+    /// this read, which then fetches the partition again).
+    async fn quarantine_bad(
+        &self,
+        part: &Partition,
+        generation: u64,
+        mpath: String,
+        problem: Problem,
+    ) -> Result<Snapshot, CacheError> {
+        let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
+        let current = self.load_manifest_at(&part.dir).await.ok().flatten();
+        if current.is_some_and(|(_, m)| m.generation == generation) {
+            tracing::warn!(path = %problem.path, reason = %problem.reason,
+                "corrupt cache file quarantined; fetching its partition again");
+            self.quarantine_partition(&part.dir, mpath, problem.path.clone())
+                .await?;
+        }
+        Ok(Snapshot {
+            quarantined: vec![problem],
+            ..Snapshot::default()
+        })
+    }
+
+    /// Moves a partition's manifest and data file to `quarantine/` (the manifest first, so no
+    /// reader sees a manifest without its file). The caller holds the partition's lock.
+    async fn quarantine_partition(
+        &self,
+        dir: &str,
+        manifest: String,
+        data: String,
+    ) -> Result<(), CacheError> {
+        self.blobs.quarantine(manifest).await?;
+        self.blobs.remove_manifests(dir.to_owned()).await?;
+        self.blobs.quarantine(data).await
     }
 
     /// The rows of data file `f` (as its manifest describes it) with time in `window`. `None`:
@@ -1128,10 +1196,8 @@ impl CacheStore {
                                     path: path.clone(),
                                     reason,
                                 });
-                                // Coverage first, so no reader sees a manifest without its file.
-                                self.blobs.quarantine(mpath.clone()).await?;
-                                self.blobs.remove_manifests(dir.clone()).await?;
-                                self.blobs.quarantine(path.clone()).await?;
+                                self.quarantine_partition(&dir, mpath.clone(), path.clone())
+                                    .await?;
                                 report.quarantined.push(mpath);
                                 report.quarantined.push(path);
                             }
@@ -1454,6 +1520,29 @@ fn check_against_manifest(m: &Manifest, b: &RecordBatch) -> Result<u64, String> 
     let in_covered: u64 = m.covered.iter().map(|s| s.rows).sum();
     if in_covered != b.num_rows() as u64 {
         return Err("rows outside the covered ranges".into());
+    }
+    for g in m.no_data_ranges() {
+        let a = t.partition_point(|x| *x < g.start() * scale);
+        let z = t.partition_point(|x| *x < g.end() * scale);
+        if z > a {
+            return Err(format!("{} rows inside the no-data range {g}", z - a));
+        }
+    }
+    // Each row group's count and key-time bounds: what range reads select row groups by.
+    let mut at = 0usize;
+    for (i, g) in m.file.iter().flat_map(|f| f.row_groups.iter()).enumerate() {
+        let rows = usize::try_from(g.rows).unwrap_or(usize::MAX);
+        let Some(times) = at.checked_add(rows).and_then(|end| t.get(at..end)) else {
+            return Err(format!("row group {i} claims rows past the file's end"));
+        };
+        let (min, max) = (times.first().copied(), times.last().copied());
+        if rows > 0 && (min, max) != (Some(g.min), Some(g.max)) {
+            return Err(format!(
+                "row group {i} holds times {min:?}..{max:?}, manifest says {}..{}",
+                g.min, g.max
+            ));
+        }
+        at += rows;
     }
     Ok(b.num_rows() as u64)
 }
