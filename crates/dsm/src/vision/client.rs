@@ -125,6 +125,10 @@ fn client_error(e: reqwest::Error) -> VisionError {
 
 /// Most listing pages followed before giving up (a broken marker must not loop forever).
 const MAX_LIST_PAGES: usize = 100_000;
+/// The most bytes a `.CHECKSUM` sidecar may have (a real one is ~100: a digest and a file name).
+const MAX_CHECKSUM_BYTES: u64 = 4096;
+/// The most bytes one listing page may have (a real page of 1000 keys is ~350 KB).
+const MAX_LISTING_PAGE_BYTES: u64 = 16 << 20;
 
 impl VisionClient {
     /// A client with its own connection pool, using `cfg`'s connect and read timeouts.
@@ -246,7 +250,10 @@ impl VisionClient {
         checksum_url: &str,
         counters: &Counters,
     ) -> Result<FileOutcome, VisionError> {
-        let expected = match self.get(checksum_url, false, counters).await? {
+        let expected = match self
+            .get(checksum_url, false, MAX_CHECKSUM_BYTES, counters)
+            .await?
+        {
             Some(d) => {
                 Some(
                     parse_checksum(&d.bytes).ok_or_else(|| VisionError::BadChecksumFile {
@@ -258,7 +265,7 @@ impl VisionClient {
             }
             None => None,
         };
-        let Some(zip) = self.get(url, true, counters).await? else {
+        let Some(zip) = self.get(url, true, key.max_zip_bytes(), counters).await? else {
             return Ok(FileOutcome::NotPublished);
         };
         let actual = zip.sha256.unwrap_or_default();
@@ -322,14 +329,16 @@ impl VisionClient {
         })?
     }
 
-    /// GET with bounded, jittered retries of transient failures. `None` on 404.
+    /// GET with bounded, jittered retries of transient failures. `None` on 404. A body larger
+    /// than `limit` bytes (announced or received) is refused as [`VisionError::TooLarge`].
     async fn get(
         &self,
         url: &str,
         hash: bool,
+        limit: u64,
         counters: &Counters,
     ) -> Result<Option<Download>, VisionError> {
-        (|| self.get_once(url, hash, counters))
+        (|| self.get_once(url, hash, limit, counters))
             .retry(self.backoff())
             .when(VisionError::is_transient)
             .notify(|e, wait| tracing::debug!(error = %e, ?wait, "transient failure, retrying"))
@@ -340,6 +349,7 @@ impl VisionClient {
         &self,
         url: &str,
         hash: bool,
+        limit: u64,
         counters: &Counters,
     ) -> Result<Option<Download>, VisionError> {
         counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +384,17 @@ impl VisionClient {
             }
         }
         let announced = resp.content_length();
+        let too_large = |what, bytes| VisionError::TooLarge {
+            url: url.to_owned(),
+            what,
+            bytes,
+            limit,
+        };
+        if let Some(n) = announced
+            && n > limit
+        {
+            return Err(too_large("the server announces", n));
+        }
         let cap = announced.map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(0).min(1 << 30));
         let mut buf = Vec::with_capacity(cap);
         let mut hasher = hash.then(Sha256::new);
@@ -386,6 +407,11 @@ impl VisionClient {
                 None => break,
                 Some(Err(e)) => return Err(net(e)),
                 Some(Ok(c)) => {
+                    let received = (buf.len() + c.len()) as u64;
+                    // (A body longer than its announced length is an error of the HTTP layer.)
+                    if received > limit {
+                        return Err(too_large("the server sent at least", received));
+                    }
                     if let Some(h) = hasher.as_mut() {
                         h.update(&c);
                     }
@@ -524,14 +550,14 @@ impl VisionClient {
                 url: url.clone(),
                 reason: reason.to_owned(),
             };
-            let page =
-                self.get(&url, false, &counters)
-                    .await?
-                    .ok_or_else(|| VisionError::Http {
-                        url: url.clone(),
-                        status: 404,
-                        transient: false,
-                    })?;
+            let page = self
+                .get(&url, false, MAX_LISTING_PAGE_BYTES, &counters)
+                .await?
+                .ok_or_else(|| VisionError::Http {
+                    url: url.clone(),
+                    status: 404,
+                    transient: false,
+                })?;
             let xml = std::str::from_utf8(&page.bytes).map_err(|_| bad("not UTF-8"))?;
             if !xml.contains("<ListBucketResult") {
                 return Err(bad("not a ListBucketResult"));

@@ -88,6 +88,14 @@ fn unreachable_range(start: i64) -> TimeRange {
         .unwrap_or_else(|_| unreachable_range(start.saturating_sub(1)))
 }
 
+/// The longest CSV line any archive file has: a candle row is about 150 bytes, a trade row less.
+pub(crate) const MAX_LINE_BYTES: usize = 1024;
+/// The most CSV bytes a daily trades or aggTrades file may hold (the busiest real days hold a few
+/// hundred MB).
+const MAX_TRADES_DAY_BYTES: u64 = 8 << 30;
+/// The most CSV bytes a monthly trades or aggTrades file may hold.
+const MAX_TRADES_MONTH_BYTES: u64 = 128 << 30;
+
 /// One archive file: `data/{market}/{daily|monthly}/{kind}/{SYMBOL}/[{interval}/]{SYMBOL}-{interval|kind}-{date}.zip`.
 ///
 /// ```
@@ -169,6 +177,35 @@ impl FileKey {
     /// The time range the file covers, `[start, end)`.
     pub fn range(&self) -> TimeRange {
         self.period.range()
+    }
+
+    /// The most bytes this file's CSV can hold: for candles and funding, every slot of the period
+    /// at [`MAX_LINE_BYTES`] each; for trades, a ceiling far above the busiest real day or month.
+    /// A file that declares (or inflates to) more is hostile or broken, never data.
+    pub fn max_csv_bytes(&self) -> u64 {
+        let range = self.range();
+        let rows = match (self.kind, self.interval) {
+            (DataKind::AggTrades | DataKind::Trades, _) => {
+                return if self.period.is_month() {
+                    MAX_TRADES_MONTH_BYTES
+                } else {
+                    MAX_TRADES_DAY_BYTES
+                };
+            }
+            // Funding settles at most hourly.
+            (DataKind::FundingRate, _) => {
+                u64::try_from((range.end() - range.start()) / crate::market::HOUR_MS).unwrap_or(0)
+            }
+            (_, Some(i)) => i.count_in(range.start(), range.end()),
+            (_, None) => u64::try_from((range.end() - range.start()) / 1000).unwrap_or(0),
+        };
+        // A header line and one row of slack.
+        (rows + 2) * MAX_LINE_BYTES as u64
+    }
+
+    /// The most bytes the zip itself can hold: its CSV (stored, at worst) plus the zip's headers.
+    pub fn max_zip_bytes(&self) -> u64 {
+        self.max_csv_bytes() + 64 * 1024
     }
 
     /// Parses an object key (as listed) back into a [`FileKey`], leniently: non-zero-padded months

@@ -142,6 +142,21 @@ pub enum VisionError {
         /// What is broken.
         reason: String,
     },
+    /// The file is larger than any real archive file of its kind and period (a hostile or broken
+    /// file): refused before it is held in memory.
+    #[error(
+        "{url}: {what} {bytes} bytes, more than any real file of this kind can hold ({limit}); it was rejected"
+    )]
+    TooLarge {
+        /// The zip URL (or object key).
+        url: String,
+        /// What was too large (`the server announces`, `its CSV entry declares`, ...).
+        what: &'static str,
+        /// The size seen.
+        bytes: u64,
+        /// The most a real file can hold.
+        limit: u64,
+    },
     /// A row of the CSV is invalid.
     #[error("{url} line {row}: {reason}; the file was rejected")]
     InvalidData {
@@ -219,6 +234,7 @@ impl VisionError {
                 | VisionError::BadChecksumFile { .. }
                 | VisionError::CorruptArchive { .. }
                 | VisionError::InvalidData { .. }
+                | VisionError::TooLarge { .. }
         )
     }
 

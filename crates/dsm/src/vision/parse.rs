@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::record_batch::RecordBatch;
 
 use super::VisionError;
-use super::key::FileKey;
+use super::key::{FileKey, MAX_LINE_BYTES};
 use crate::market::{DataKind, Market};
 use crate::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, Pushed, RowError, TradeBuilder,
@@ -119,6 +119,15 @@ fn parse_zip_with(
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a zip: {e}")))?;
     let index = csv_entry(&mut archive, key).map_err(corrupt)?;
     let entry = Entry::open(&mut archive, bytes, index).map_err(corrupt)?;
+    let limit = key.max_csv_bytes();
+    if entry.size > limit {
+        return Err(VisionError::TooLarge {
+            url: name.to_owned(),
+            what: "its CSV entry declares",
+            bytes: entry.size,
+            limit,
+        });
+    }
     let size_hint = usize::try_from(entry.size).unwrap_or(0);
     let mut parser = RowParser::new(key, name, size_hint);
     let on_line = |line_no, line: &[u8]| parser.line(line_no, line);
@@ -135,6 +144,9 @@ fn parse_zip_with(
     lines.map_err(|e| match e {
         LineError::Io(e) => corrupt(format!("inflating the CSV failed: {e}")),
         LineError::Cancelled => VisionError::Cancelled,
+        LineError::TooLong { line } => corrupt(format!(
+            "line {line} is longer than {MAX_LINE_BYTES} bytes: not a Binance CSV"
+        )),
         LineError::Row(e) => e,
     })?;
     Ok(parser.finish())
@@ -352,6 +364,10 @@ impl Read for EntryReader<'_, '_> {
 enum LineError {
     Io(std::io::Error),
     Cancelled,
+    /// A line (1-based number) longer than [`MAX_LINE_BYTES`].
+    TooLong {
+        line: usize,
+    },
     Row(VisionError),
 }
 
@@ -378,6 +394,9 @@ fn emit_line(
     f: &mut impl FnMut(usize, &[u8]) -> Result<(), VisionError>,
 ) -> Result<(), LineError> {
     *line_no += 1;
+    if line.len() > MAX_LINE_BYTES {
+        return Err(LineError::TooLong { line: *line_no });
+    }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
         return Ok(());
@@ -426,8 +445,8 @@ fn for_each_line<R: Read>(
     let mut next_check = CANCEL_EVERY;
     loop {
         if filled == buf.len() {
-            // One line longer than the buffer: grow (bounded by the entry's size).
-            buf.resize(buf.len() * 2, 0);
+            // An unfinished line fills the whole buffer: far past any real row.
+            return Err(LineError::TooLong { line: line_no + 1 });
         }
         let n = match r.read(&mut buf[filled..]) {
             Ok(n) => n,
@@ -500,7 +519,8 @@ impl<'a> RowParser<'a> {
             (DataKind::AggTrades | DataKind::Trades, _) => Builder::Trade(TradeBuilder::new(
                 key.market,
                 key.kind,
-                (size_hint / 64).min(1 << 24),
+                // Grows as rows come; a declared size is only a hint (and may lie).
+                (size_hint / 64).min(1 << 20),
             )),
             (kind, Some(interval)) => {
                 let n = interval.count_in(range.start(), range.end());
