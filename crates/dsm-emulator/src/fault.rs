@@ -32,6 +32,18 @@ pub enum FaultKind {
     ChecksumMismatch,
     /// A damaged zip; its `.CHECKSUM` (while the fault is active) matches the damaged bytes.
     CorruptZipMatchingChecksum,
+    /// A valid zip, and a `.CHECKSUM` that matches it, holding only the first part of the file's
+    /// rows (Binance has published such files): `fraction` of the data lines are kept.
+    ShortFile {
+        /// Share of the data lines kept (0..1).
+        fraction: f64,
+    },
+    /// A small zip whose CSV entry inflates to `bytes` bytes with no line break (a hostile file),
+    /// with a `.CHECKSUM` that matches it.
+    NoNewline {
+        /// The entry's inflated size (at most 4 GiB − 1: no zip64).
+        bytes: u64,
+    },
     /// `.CHECKSUM` answers 404.
     MissingChecksum,
     /// HTTP 500.
@@ -218,6 +230,28 @@ impl FromStr for Fault {
             "truncate" => no_arg(FaultKind::TruncatedBody)?,
             "checksum-mismatch" => no_arg(FaultKind::ChecksumMismatch)?,
             "corrupt-zip" => no_arg(FaultKind::CorruptZipMatchingChecksum)?,
+            "short-file" => {
+                let fraction = match arg {
+                    Some(a) => a
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| (0.0..1.0).contains(f))
+                        .ok_or_else(|| err("short-file takes a fraction within 0..1"))?,
+                    None => 0.57,
+                };
+                FaultKind::ShortFile { fraction }
+            }
+            "no-newline" => {
+                let bytes = match arg {
+                    Some(a) => a
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|b| *b > 0 && *b < 1 << 32)
+                        .ok_or_else(|| err("no-newline takes a size in bytes below 4 GiB"))?,
+                    None => 1 << 30,
+                };
+                FaultKind::NoNewline { bytes }
+            }
             "missing-checksum" => no_arg(FaultKind::MissingChecksum)?,
             "status500" | "500" => no_arg(FaultKind::Status500)?,
             "status403" | "403" => no_arg(FaultKind::AccessDenied403)?,
@@ -265,6 +299,8 @@ impl fmt::Display for Fault {
             FaultKind::TruncatedBody => f.write_str("truncate")?,
             FaultKind::ChecksumMismatch => f.write_str("checksum-mismatch")?,
             FaultKind::CorruptZipMatchingChecksum => f.write_str("corrupt-zip")?,
+            FaultKind::ShortFile { fraction } => write!(f, "short-file={fraction}")?,
+            FaultKind::NoNewline { bytes } => write!(f, "no-newline={bytes}")?,
             FaultKind::MissingChecksum => f.write_str("missing-checksum")?,
             FaultKind::Status500 => f.write_str("status500")?,
             FaultKind::AccessDenied403 => f.write_str("status403")?,
@@ -312,6 +348,8 @@ pub(crate) fn group(k: &FaultKind) -> Group {
         | FaultKind::MissingChecksum => Group::Response,
         FaultKind::ChecksumMismatch
         | FaultKind::CorruptZipMatchingChecksum
+        | FaultKind::ShortFile { .. }
+        | FaultKind::NoNewline { .. }
         | FaultKind::DuplicateRows => Group::Content,
         FaultKind::SlowBody { .. } | FaultKind::ResetMidBody | FaultKind::TruncatedBody => {
             Group::Delivery
@@ -370,17 +408,19 @@ impl FaultSet {
         None
     }
 
-    /// Whether a fault of `kind` applicable per `applies` still has budget (consumes nothing).
-    pub(crate) fn active(&self, kind: &FaultKind, applies: impl Fn(&Fault) -> bool) -> bool {
-        self.faults.iter().any(|(f, used)| {
-            f.kind == *kind
-                && applies(f)
-                && match f.limit {
-                    FaultLimit::First(n) => *used < n,
-                    FaultLimit::Probability(p) => p > 0.0,
-                    FaultLimit::Always => true,
-                }
-        })
+    /// The first fault applicable per `applies` that still has budget (consumes nothing).
+    pub(crate) fn first_active(&self, applies: impl Fn(&Fault) -> bool) -> Option<FaultKind> {
+        self.faults
+            .iter()
+            .find(|(f, used)| {
+                applies(f)
+                    && match f.limit {
+                        FaultLimit::First(n) => *used < n,
+                        FaultLimit::Probability(p) => p > 0.0,
+                        FaultLimit::Always => true,
+                    }
+            })
+            .map(|(f, _)| f.kind.clone())
     }
 }
 

@@ -29,7 +29,14 @@ struct Args {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// A fault, `KIND[=ARG][@GLOB][#N|%P]` (repeatable), e.g. `hang@/data/spot/*#2`.
+    /// A fault, `KIND[=ARG][@GLOB][#N|%P]` (repeatable), e.g. `hang@/data/spot/*#2`. Kinds:
+    /// hang; slow=BYTES_PER_SEC; reset (drop mid-body); truncate (short body, full
+    /// Content-Length); checksum-mismatch; corrupt-zip (matching .CHECKSUM); short-file[=FRACTION]
+    /// (a valid zip and matching .CHECKSUM holding only the first FRACTION of the rows, default
+    /// 0.57); no-newline[=BYTES] (an entry that inflates to BYTES with no line break, default
+    /// 1 GiB, matching .CHECKSUM); missing-checksum; status500; status403; status429; status418;
+    /// duplicate-rows; gap=START..END[:SYMBOL] (exchange downtime in every source). GLOB matches
+    /// the request path (`*` = anything); #N = first N matching requests; %P = probability P.
     #[arg(long = "fault", value_parser = parse_fault)]
     faults: Vec<Fault>,
 }

@@ -454,7 +454,7 @@ async fn zip_blob(shared: &Arc<Shared>, key: &str, variant: Variant) -> Option<A
                 let bytes = std::fs::read(path).ok()?;
                 let bytes = match variant {
                     Variant::Normal => bytes,
-                    Variant::Corrupt => vision::corrupt(&bytes),
+                    other => other.apply(&bytes)?,
                 };
                 Some(Blob::new(Bytes::from(bytes), published))
             })
@@ -475,13 +475,13 @@ async fn zip_blob(shared: &Arc<Shared>, key: &str, variant: Variant) -> Option<A
                 })
                 .await
         }
-        Variant::Corrupt => {
+        other => {
             let normal = Box::pin(zip_blob(shared, key, Variant::Normal)).await?;
             shared
                 .files
-                .get_or_build((key.to_string(), generation, Variant::Corrupt), move || {
+                .get_or_build((key.to_string(), generation, other), move || {
                     Some(Blob::new(
-                        Bytes::from(vision::corrupt(&normal.bytes)),
+                        Bytes::from(other.apply(&normal.bytes)?),
                         normal.last_modified,
                     ))
                 })
@@ -534,7 +534,7 @@ async fn object(shared: &Arc<Shared>, path: &str, headers: &HeaderMap) -> Reply 
     let zip_path = path.trim_end_matches(".CHECKSUM");
     let newline = shared.rules.checksum_trailing_newline;
     if is_checksum {
-        let (mismatch, corrupt) = {
+        let (mismatch, variant) = {
             let mut f = shared.faults.lock().unwrap_or_else(|e| e.into_inner());
             let mismatch = f
                 .take(Group::Content, |x| {
@@ -542,20 +542,19 @@ async fn object(shared: &Arc<Shared>, path: &str, headers: &HeaderMap) -> Reply 
                         && (x.matches(path) || x.matches(zip_path))
                 })
                 .is_some();
-            let corrupt = f.active(&FaultKind::CorruptZipMatchingChecksum, |x: &Fault| {
-                x.matches(zip_path) || x.matches(path)
-            });
-            (mismatch, corrupt)
-        };
-        let variant = if corrupt {
-            Variant::Corrupt
-        } else {
-            Variant::Normal
+            // A content fault whose sidecar matches the bytes it serves.
+            let variant = f
+                .first_active(|x: &Fault| {
+                    Variant::of(&x.kind).is_some() && (x.matches(zip_path) || x.matches(path))
+                })
+                .and_then(|k| Variant::of(&k))
+                .unwrap_or(Variant::Normal);
+            (mismatch, variant)
         };
         // A real sidecar is served as-is unless a fault changes it.
         if let Some(p) = shared.store.real.get(key).cloned()
             && !mismatch
-            && !corrupt
+            && variant == Variant::Normal
         {
             let gated = FileId::parse(key)
                 .is_some_and(|(id, _)| shared.rules.publish_time(id.chunk) > shared.clock.now());
@@ -598,19 +597,15 @@ async fn object(shared: &Arc<Shared>, path: &str, headers: &HeaderMap) -> Reply 
         let cblob = Blob::new(Bytes::from(text), lm);
         return zip_reply(&cblob, headers, "binary/octet-stream");
     }
-    let corrupt = shared
+    let variant = shared
         .faults
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take(Group::Content, |x| {
-            x.kind == FaultKind::CorruptZipMatchingChecksum && x.matches(path)
+            Variant::of(&x.kind).is_some() && x.matches(path)
         })
-        .is_some();
-    let variant = if corrupt {
-        Variant::Corrupt
-    } else {
-        Variant::Normal
-    };
+        .and_then(|k| Variant::of(&k))
+        .unwrap_or(Variant::Normal);
     match zip_blob(shared, key, variant).await {
         Some(b) => zip_reply(&b, headers, "application/zip"),
         None => not_found(key),

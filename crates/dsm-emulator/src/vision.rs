@@ -194,10 +194,41 @@ impl Blob {
     }
 }
 
+/// What a served zip is: the file itself, or one of the content faults whose `.CHECKSUM` matches
+/// the bytes served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Variant {
     Normal,
     Corrupt,
+    /// Only the first per-mille of the data lines.
+    Short(u32),
+    /// An entry of this many bytes with no line break.
+    NoNewline(u64),
+}
+
+impl Variant {
+    /// The variant a content fault serves, if it is one of those.
+    pub(crate) fn of(kind: &crate::fault::FaultKind) -> Option<Variant> {
+        use crate::fault::FaultKind;
+        match kind {
+            FaultKind::CorruptZipMatchingChecksum => Some(Variant::Corrupt),
+            FaultKind::ShortFile { fraction } => {
+                Some(Variant::Short((fraction * 1000.0).round() as u32))
+            }
+            FaultKind::NoNewline { bytes } => Some(Variant::NoNewline(*bytes)),
+            _ => None,
+        }
+    }
+
+    /// The bytes of this variant of the zip `normal`; `None` if it cannot be made.
+    pub(crate) fn apply(self, normal: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Variant::Normal => Some(normal.to_vec()),
+            Variant::Corrupt => Some(corrupt(normal)),
+            Variant::Short(per_mille) => shorten(normal, per_mille),
+            Variant::NoNewline(bytes) => no_newline(normal, bytes),
+        }
+    }
 }
 
 type CacheKey = (String, u64, Variant);
@@ -547,6 +578,66 @@ pub(crate) fn corrupt(bytes: &[u8]) -> Vec<u8> {
         *b = 0;
     }
     v
+}
+
+/// The name and text of a zip's first entry.
+fn first_entry(zip_bytes: &[u8]) -> Option<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).ok()?;
+    let mut entry = archive.by_index(0).ok()?;
+    let name = entry.name().ok()?.into_owned();
+    let mut text = Vec::new();
+    entry.read_to_end(&mut text).ok()?;
+    Some((name, text))
+}
+
+/// A zip of one deflated entry, written by `fill`.
+fn zip_with(
+    name: &str,
+    fill: impl FnOnce(&mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>) -> std::io::Result<()>,
+) -> Option<Vec<u8>> {
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1))
+        .unix_permissions(0o644);
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zw.start_file(name, opts).ok()?;
+    fill(&mut zw).ok()?;
+    Some(zw.finish().ok()?.into_inner())
+}
+
+/// The zip with only the first `per_mille`/1000 of its data lines (a header line is kept): a
+/// valid archive that holds part of the period.
+fn shorten(zip_bytes: &[u8], per_mille: u32) -> Option<Vec<u8>> {
+    let (name, text) = first_entry(zip_bytes)?;
+    let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+    let header = lines
+        .first()
+        .is_some_and(|l| !l.first().is_some_and(u8::is_ascii_digit));
+    let data = lines.len() - usize::from(header);
+    let keep = usize::from(header) + data * per_mille as usize / 1000;
+    zip_with(&name, |zw| {
+        for l in &lines[..keep] {
+            zw.write_all(l)?;
+        }
+        Ok(())
+    })
+}
+
+/// A zip named like `zip_bytes`'s entry whose entry is `bytes` bytes of digits with no line
+/// break: a few MB that inflate to a huge single line.
+fn no_newline(zip_bytes: &[u8], bytes: u64) -> Option<Vec<u8>> {
+    let (name, _) = first_entry(zip_bytes)?;
+    let chunk = vec![b'1'; 1 << 20];
+    zip_with(&name, |zw| {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            zw.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    })
 }
 
 /// The `.CHECKSUM` text for a zip with `sha256`.
