@@ -108,6 +108,10 @@ pub struct FetchArgs {
     /// Include the still-open candle (never cached).
     #[arg(long)]
     pub include_open: bool,
+    /// Write what was obtained and exit 0 even if part of the range could not be (it is still
+    /// reported). Without it such a run writes nothing and exits 6.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
     #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub cache_dir: Option<PathBuf>,

@@ -8,6 +8,7 @@
 //! | 3 | data not available: unknown symbol, range entirely before listing or in the future |
 //! | 4 | upstream or network failure after retries, including a rate-limit ban |
 //! | 5 | integrity failure (checksum, corrupt archive, invalid rows) |
+//! | 6 | incomplete: part of the range could not be obtained (and `--allow-partial` was not given) |
 //! | 130 | interrupted by SIGINT (Ctrl-C), or cancelled |
 //! | 143 | terminated by SIGTERM |
 //!
@@ -34,6 +35,8 @@ pub enum Exit {
     Upstream,
     /// 5: integrity failure.
     Integrity,
+    /// 6: part of the range could not be obtained.
+    Incomplete,
     /// 130: SIGINT or cancellation.
     Interrupted,
     /// 143: SIGTERM.
@@ -52,6 +55,7 @@ impl Exit {
             Exit::Unavailable => 3,
             Exit::Upstream => 4,
             Exit::Integrity => 5,
+            Exit::Incomplete => 6,
             Exit::Interrupted => 130,
             Exit::Terminated => 143,
         }
@@ -76,6 +80,7 @@ pub fn for_category(category: ErrorCategory) -> Exit {
         ErrorCategory::Unavailable => Exit::Unavailable,
         ErrorCategory::Upstream => Exit::Upstream,
         ErrorCategory::Integrity => Exit::Integrity,
+        ErrorCategory::Incomplete => Exit::Incomplete,
         ErrorCategory::Cancelled => Exit::Interrupted,
         ErrorCategory::Local => Exit::Local,
     }
@@ -160,6 +165,11 @@ mod tests {
     #[test]
     fn integrity_is_5() {
         assert_eq!(for_category(ErrorCategory::Integrity).code(), 5);
+    }
+
+    #[test]
+    fn incomplete_is_6() {
+        assert_eq!(for_category(ErrorCategory::Incomplete).code(), 6);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
     let range = TimeRange::new(start, end)?;
     let mut request = Request::new(args.market, args.kind, symbols, args.interval, range);
     request.include_open = args.include_open;
+    // The CLI takes every window the library can give and decides at the end (so the summary
+    // lists everything that is missing, not only the first window's).
+    request.allow_partial = true;
     request.source = Some(args.source);
     request.validate()?;
     Ok(request)
@@ -119,6 +122,7 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
         .cloned()
         .map(SymbolTotals::new)
         .collect();
+    let allow_partial = args.allow_partial;
     let feed = async {
         // Owned by the fetch: dropping it (a signal) closes the channel, and the writer then
         // discards its temporaries instead of committing.
@@ -131,12 +135,18 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
             }
             if tx.send(Window::Data(window)).await.is_err() {
                 // The writer stopped; its error is reported below.
-                return Ok(());
+                return Ok(None);
             }
+        }
+        // An incomplete answer is not committed unless asked for: dropping the sender without
+        // `End` makes the writer discard its temporaries.
+        let incomplete = totals.iter().find_map(|t| t.incomplete());
+        if let (Some(e), false) = (&incomplete, allow_partial) {
+            return Ok(Some(e.clone()));
         }
         // Only now may the writer commit: everything arrived.
         let _ = tx.send(Window::End).await;
-        Ok::<(), anyhow::Error>(())
+        Ok::<_, anyhow::Error>(None)
     };
     let outcome = tokio::select! {
         r = async {
@@ -147,12 +157,18 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
         sig = signals.recv() => Err(sig),
     };
     drop(progress);
+    let mut incomplete = None;
     let paths = match outcome {
         Ok((fed, written)) => {
             let written = written.context("the output writer stopped unexpectedly");
             manager.shutdown(SHUTDOWN_DEADLINE).await;
-            fed?;
-            written??
+            incomplete = fed?;
+            if incomplete.is_some() {
+                // The writer saw the channel close without `End`: nothing was written.
+                Vec::new()
+            } else {
+                written??
+            }
         }
         Err(sig) => {
             // The fetch is dropped (which cancels it); stop the writer, which removes its
@@ -199,7 +215,11 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
             printer.status(&line);
         }
     }
-    Ok(())
+    match incomplete {
+        Some(e) => Err(anyhow::Error::from(dsm::Error::from(e))
+            .context(format!("fetching {what}: nothing was written"))),
+        None => Ok(()),
+    }
 }
 
 /// What the fetch sends the writer thread.

@@ -29,8 +29,11 @@ pub struct FetchReport {
 pub struct SymbolReport {
     /// The symbol.
     pub symbol: String,
-    /// The file written.
-    pub path: PathBuf,
+    /// The file written (`null` when nothing was written: an incomplete answer without
+    /// `--allow-partial`).
+    pub path: Option<PathBuf>,
+    /// Whether the whole range was obtained (rows and confirmed gaps account for all of it).
+    pub complete: bool,
     /// Rows written.
     pub rows: u64,
     /// Time of the first row (RFC 3339 UTC), if any.
@@ -39,10 +42,14 @@ pub struct SymbolReport {
     pub last: Option<String>,
     /// Ranges the exchange has no data for.
     pub gaps: Vec<Gap>,
+    /// Ranges that could not be obtained from the allowed sources.
+    pub missing: Vec<Gap>,
     /// Source costs.
     pub sources: Sources,
     /// Parts that could not be had.
     pub failures: Vec<String>,
+    /// Vision files that verified but lacked rows REST had (those rows came from REST).
+    pub short_files: Vec<String>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -58,15 +65,21 @@ pub struct Totals {
     pub last: Option<String>,
     /// Number of gaps.
     pub gaps: usize,
+    /// Whether every symbol's answer is complete.
+    pub complete: bool,
+    /// Number of missing ranges.
+    pub missing: usize,
     /// Source costs.
     pub sources: Sources,
     /// Parts that could not be had.
     pub failures: Vec<String>,
+    /// Short Vision files, over all symbols.
+    pub short_files: Vec<String>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
 }
 
-/// A `[start, end)` range with no data.
+/// A `[start, end)` range (a gap with no data upstream, or a part that could not be obtained).
 #[derive(Debug, Serialize)]
 pub struct Gap {
     /// First missing instant.
@@ -166,6 +179,8 @@ pub struct SymbolTotals {
     pub bounds: Option<(i64, i64)>,
     /// Gaps, merged across window boundaries.
     pub gaps: Vec<TimeRange>,
+    /// Ranges not obtained, merged across window boundaries.
+    pub missing: Vec<TimeRange>,
     /// What the symbol cost.
     pub summary: Summary,
 }
@@ -178,8 +193,17 @@ impl SymbolTotals {
             rows: 0,
             bounds: None,
             gaps: Vec::new(),
+            missing: Vec::new(),
             summary: Summary::default(),
         }
+    }
+
+    /// The error for this symbol's answer if part of it could not be obtained.
+    pub fn incomplete(&self) -> Option<dsm::IncompleteError> {
+        (!self.missing.is_empty()).then(|| dsm::IncompleteError {
+            symbol: self.symbol.clone(),
+            missing: self.missing.clone(),
+        })
     }
 
     /// Adds the next window's result (windows come in time order).
@@ -190,12 +214,15 @@ impl SymbolTotals {
         }
         self.gaps.extend(r.gaps.iter().copied());
         self.gaps = TimeRange::merge_all(std::mem::take(&mut self.gaps));
+        self.missing.extend(r.missing.iter().copied());
+        self.missing = TimeRange::merge_all(std::mem::take(&mut self.missing));
         self.summary.add(&r.summary);
     }
 }
 
 impl FetchReport {
-    /// The report for `results` written to `paths` (same order), with `total` from the response.
+    /// The report for `results` written to `paths` (same order; empty when nothing was written),
+    /// with `total` from the response.
     pub fn new(
         kind: DataKind,
         results: &[SymbolTotals],
@@ -206,8 +233,8 @@ impl FetchReport {
         let mut last_all: Option<i64> = None;
         let symbols = results
             .iter()
-            .zip(paths)
-            .map(|(r, path)| {
+            .enumerate()
+            .map(|(i, r)| {
                 let bounds = r.bounds;
                 if let Some((f, l)) = bounds {
                     first_all = Some(first_all.map_or(f, |x| x.min(f)));
@@ -215,13 +242,16 @@ impl FetchReport {
                 }
                 SymbolReport {
                     symbol: r.symbol.as_str().to_owned(),
-                    path: path.clone(),
+                    path: paths.get(i).cloned(),
+                    complete: r.missing.is_empty(),
                     rows: r.rows,
                     first: bounds.map(|(f, _)| format_time(f, kind)),
                     last: bounds.map(|(_, l)| format_time(l, kind)),
                     gaps: r.gaps.iter().map(gap).collect(),
+                    missing: r.missing.iter().map(gap).collect(),
                     sources: Sources::from(&r.summary),
                     failures: r.summary.failures.clone(),
+                    short_files: r.summary.short_files.clone(),
                     elapsed_ms: millis(r.summary.elapsed),
                 }
             })
@@ -231,8 +261,11 @@ impl FetchReport {
             first: first_all.map(|f| format_time(f, kind)),
             last: last_all.map(|l| format_time(l, kind)),
             gaps: symbols.iter().map(|s| s.gaps.len()).sum(),
+            complete: symbols.iter().all(|s| s.complete),
+            missing: symbols.iter().map(|s| s.missing.len()).sum(),
             sources: Sources::from(total),
             failures: total.failures.clone(),
+            short_files: total.short_files.clone(),
             elapsed_ms: millis(total.elapsed),
         };
         FetchReport {
@@ -250,18 +283,27 @@ impl FetchReport {
                 (Some(f), Some(l)) => format!("{f} .. {l}"),
                 _ => "no rows".to_owned(),
             };
+            let target = s
+                .path
+                .as_deref()
+                .map_or_else(|| "nothing written".to_owned(), display);
             lines.push(format!(
-                "{}: {} rows ({span}), {} gaps -> {}  [{}]",
+                "{}: {} rows ({span}), {} gaps -> {target}  [{}]",
                 s.symbol,
                 s.rows,
                 s.gaps.len(),
-                display(&s.path),
                 cost(&s.sources, s.elapsed_ms)
             ));
             for g in &s.gaps {
                 lines.push(format!(
                     "  gap (no data upstream): {} .. {}",
                     g.start, g.end
+                ));
+            }
+            for m in &s.missing {
+                lines.push(format!(
+                    "  missing (not obtained): {} .. {}",
+                    m.start, m.end
                 ));
             }
         }

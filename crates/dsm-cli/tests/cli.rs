@@ -262,7 +262,7 @@ async fn help_and_version_exit_0() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn source_cache_with_an_empty_cache_makes_no_request() {
+async fn an_incomplete_answer_exits_6_unless_a_partial_one_is_allowed() {
     let emu = emulator().await;
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -280,31 +280,177 @@ async fn source_cache_with_an_empty_cache_makes_no_request() {
         "2024-01-02",
         "--source",
         "cache",
-        "-q",
+        "--json",
         "-o",
     ];
+    // Offline with an empty cache: nothing asked, nothing written, exit 6 naming what is missing.
     let mut cmd = dsm(&emu, cache.path(), &args);
     cmd.arg(&path);
-    let result = output(cmd).await;
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    println!("exit {:?}, stderr: {stderr}", result.status.code());
+    let (code, json, stderr) = run_json(cmd).await;
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(
+        stderr.contains("incomplete") && stderr.contains("--allow-partial"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2024-01-01T00:00:00.000Z"), "{stderr}");
+    assert!(files_in(out.path()).is_empty(), "nothing written");
+    assert_eq!(json["total"]["complete"], false, "{json}");
+    assert_eq!(
+        json["symbols"][0]["path"],
+        serde_json::Value::Null,
+        "{json}"
+    );
+    assert_eq!(
+        json["symbols"][0]["missing"][0]["start"], "2024-01-01T00:00:00.000Z",
+        "{json}"
+    );
     assert!(
         emu.request_log().is_empty(),
         "offline: {:?}",
         emu.request_log()
     );
     assert_eq!(emu.stats().total_connections, 0);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    if result.status.success() {
-        // The manager reported the range as missing data rather than failing: still a valid file.
-        assert!(path.exists());
-    } else {
+
+    // --allow-partial: the (empty) answer is written, still reported, exit 0.
+    let partial = [&args[..args.len() - 1], &["--allow-partial", "-o"]].concat();
+    let mut cmd = dsm(&emu, cache.path(), &partial);
+    cmd.arg(&path);
+    let (code, json, stderr) = run_json(cmd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(path.exists());
+    assert_eq!(json["symbols"][0]["complete"], false, "{json}");
+    assert_eq!(json["total"]["missing"], 1, "{json}");
+
+    // Vision only, with days not yet published: exit 6 too.
+    let recent = out.path().join("recent.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2026-06-05",
+            "--end",
+            "2026-06-09T12:00:00Z",
+            "--source",
+            "vision",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(&recent);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(6), "{stderr}");
+    assert!(!recent.exists());
+    emu.shutdown().await;
+}
+
+/// A cold fetch whose answer mixes Vision and REST rows writes every format (the `source`
+/// column's dictionary is the same in every batch), and the warm rerun writes the same rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_cold_and_warm_answers_write_every_format() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let truth = emu.klines(
+        dsm_emulator::Market::Spot,
+        dsm_emulator::KlineKind::Klines,
+        "BTCUSDT",
+        "1h",
+        dsm::time::parse_instant("2026-06-05").unwrap(),
+        dsm::time::parse_instant("2026-06-09T12:00:00Z").unwrap(),
+    );
+    for (run, ext) in [
+        ("cold", "arrow"),
+        ("warm", "arrow"),
+        ("warm", "parquet"),
+        ("warm", "csv"),
+    ] {
+        if run == "cold" {
+            assert!(files_in(cache.path()).is_empty());
+        }
+        let path = out.path().join(format!("{run}.{ext}"));
+        let mut cmd = dsm(
+            &emu,
+            cache.path(),
+            &[
+                "fetch",
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1h",
+                "--start",
+                "2026-06-05",
+                "--end",
+                "2026-06-09T12:00:00Z",
+                "-q",
+                "-o",
+            ],
+        );
+        cmd.arg(&path);
+        let result = output(cmd).await;
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(0), "{run} {ext}: {stderr}");
+        let (rows, sources) = read_back(&path);
+        assert_eq!(rows, truth.len(), "{run} {ext}");
         assert!(
-            files_in(out.path()).is_empty(),
-            "no partial output on failure"
+            sources.contains("vision") && sources.contains("rest"),
+            "{run} {ext}: a mixed answer, {sources:?}"
         );
     }
     emu.shutdown().await;
+}
+
+/// Rows and distinct `source` values of an output file, read with Arrow's own readers.
+fn read_back(path: &Path) -> (usize, std::collections::BTreeSet<String>) {
+    use arrow::array::AsArray;
+    let batches: Vec<arrow::record_batch::RecordBatch> =
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("arrow") => {
+                arrow::ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None)
+                    .unwrap()
+                    .map(|b| b.unwrap())
+                    .collect()
+            }
+            Some("parquet") => parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                std::fs::File::open(path).unwrap(),
+                1024,
+            )
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect(),
+            _ => {
+                let text = std::fs::read_to_string(path).unwrap();
+                let mut lines = text.lines();
+                let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+                let col = header.iter().position(|h| *h == "source").unwrap();
+                let rows: Vec<&str> = lines.collect();
+                let sources = rows
+                    .iter()
+                    .map(|l| l.split(',').nth(col).unwrap().to_owned())
+                    .collect();
+                return (rows.len(), sources);
+            }
+        };
+    let mut sources = std::collections::BTreeSet::new();
+    let mut rows = 0;
+    for b in &batches {
+        rows += b.num_rows();
+        let c = arrow::compute::cast(
+            b.column_by_name("source").unwrap(),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        sources.extend(c.as_string::<i32>().iter().flatten().map(str::to_owned));
+    }
+    (rows, sources)
 }
 
 /// Waits until the emulator has seen a request (the fetch is under way), at most 10 s.

@@ -134,6 +134,30 @@ pub enum UnavailableError {
     },
 }
 
+/// Part of the range could not be obtained, and it is neither a gap the exchange confirmed nor
+/// outside the symbol's life: returned instead of a shorter answer unless the request allows a
+/// partial one ([`crate::Request::allow_partial`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{symbol}: incomplete answer: {} could not be obtained from the allowed sources (not cached, not yet published, or no allowed source serves it); use another --source, or allow a partial answer (--allow-partial) to take what was obtained",
+    ranges(.missing)
+)]
+pub struct IncompleteError {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// What is missing, sorted and merged.
+    pub missing: Vec<TimeRange>,
+}
+
+fn ranges(rs: &[TimeRange]) -> String {
+    const SHOWN: usize = 3;
+    let mut s: Vec<String> = rs.iter().take(SHOWN).map(ToString::to_string).collect();
+    if rs.len() > SHOWN {
+        s.push(format!("and {} more ranges", rs.len() - SHOWN));
+    }
+    s.join(", ")
+}
+
 /// How an error should be treated by a caller (the CLI maps these to exit codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCategory {
@@ -145,6 +169,8 @@ pub enum ErrorCategory {
     Upstream,
     /// Data failed an integrity check (exit 5).
     Integrity,
+    /// Part of the range could not be obtained and a partial answer was not allowed (exit 6).
+    Incomplete,
     /// Cancelled by the caller or by shutdown (exit 130).
     Cancelled,
     /// A local failure: the cache directory, the output file (exit 1).
@@ -161,6 +187,9 @@ pub enum Error {
     /// The data does not exist upstream (unknown symbol, before listing, in the future).
     #[error(transparent)]
     Unavailable(#[from] UnavailableError),
+    /// Part of the range could not be obtained (see [`IncompleteError`]).
+    #[error(transparent)]
+    Incomplete(#[from] IncompleteError),
     /// Building or merging Arrow data failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -187,6 +216,7 @@ impl Error {
         match self {
             Error::Input(_) => ErrorCategory::Input,
             Error::Unavailable(_) => ErrorCategory::Unavailable,
+            Error::Incomplete(_) => ErrorCategory::Incomplete,
             Error::Arrow(_) => ErrorCategory::Local,
             Error::Cache(e) => e.category(),
             Error::Cancelled => ErrorCategory::Cancelled,

@@ -36,7 +36,7 @@ pub mod schema;
 pub mod time;
 pub mod vision;
 
-pub use error::{Error, ErrorCategory, InputError, Result, UnavailableError};
+pub use error::{Error, ErrorCategory, IncompleteError, InputError, Result, UnavailableError};
 pub use manager::{
     BlockingManager, DataSourceManager, ManagerConfig, Request, Response, SourcePolicy,
 };

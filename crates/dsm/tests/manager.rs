@@ -651,14 +651,23 @@ async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
     // day's file: the emulator (8 h delay) has published through Mar 4; Mar 5 is missing.
     let published = range(r.start(), t("2024-03-05"));
 
-    let req = Request::new(
+    let mut req = Request::new(
         Market::Spot,
         DataKind::Trades,
         vec![sym("BTCUSDT")],
         None,
         r,
     );
+    // Part of the range cannot be had: an error, unless a partial answer is allowed.
+    let e = env.m.get(req.clone()).await.expect_err("incomplete");
+    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
+    assert!(
+        e.to_string().contains("2024-03-05T00:00:00.000Z"),
+        "names what is missing: {e}"
+    );
+    req.allow_partial = true;
     let resp = env.m.get(req).await.expect("trades");
+    assert!(!resp.is_complete());
     let res = one(&resp);
     let truth = env
         .emu
@@ -692,13 +701,14 @@ async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
     assert!(env.rest_requests().is_empty(), "{:?}", env.paths());
     assert!(sources(&b).iter().all(|s| s == "vision"));
 
-    let req = Request::new(
+    let mut req = Request::new(
         Market::UsdM,
         DataKind::AggTrades,
         vec![sym("BTCUSDT")],
         None,
         r,
     );
+    req.allow_partial = true;
     let resp = env.m.get(req).await.expect("aggTrades");
     let res = one(&resp);
     let truth = env
@@ -856,10 +866,19 @@ async fn source_policies_restrict_what_is_asked() {
     let env = setup("2024-03-05T12:00:00Z").await;
     let r = range(t("2024-03-01"), t("2024-03-05T06:00:00Z"));
 
-    // Cache only, empty cache: nothing asked, everything missing, not an error.
+    // Cache only, empty cache: nothing asked, everything missing: an incomplete answer, which
+    // is an error unless a partial answer is allowed.
     let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
     req.source = Some(SourcePolicy::Cache);
+    let e = env.m.get(req.clone()).await.expect_err("incomplete");
+    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
+    assert!(
+        matches!(&e, dsm::Error::Incomplete(i) if i.missing == vec![r]),
+        "{e:?}"
+    );
+    req.allow_partial = true;
     let resp = env.m.get(req).await.expect("cache policy");
+    assert!(!resp.is_complete());
     assert!(env.paths().is_empty(), "{:?}", env.paths());
     assert_eq!(one(&resp).num_rows(), 0);
     assert_eq!(one(&resp).missing, vec![r]);
@@ -868,6 +887,9 @@ async fn source_policies_restrict_what_is_asked() {
     // Vision only: only archive paths; what is not published is missing.
     let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
     req.source = Some(SourcePolicy::Vision);
+    let e = env.m.get(req.clone()).await.expect_err("incomplete");
+    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
+    req.allow_partial = true;
     let resp = env.m.get(req).await.expect("vision policy");
     assert!(!env.paths().is_empty());
     assert!(env.rest_requests().is_empty(), "{:?}", env.paths());
@@ -1350,4 +1372,221 @@ async fn windows_stop_at_the_exchange_clock_and_fail_like_get() {
         .expect_err("bad input");
     assert_eq!(e.category(), ErrorCategory::Input, "{e}");
     assert!(env.paths().is_empty(), "{:?}", env.paths());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integrity: short files, hostile files, corrupt cache files
+// ---------------------------------------------------------------------------------------------
+
+/// A Vision file that verifies but holds only part of its day (Binance has published such files):
+/// the missing hours come from REST, the file is reported as short, and nothing of it is
+/// remembered as an exchange gap, so the answer stays right once the archive is repaired.
+#[tokio::test]
+async fn a_short_vision_file_is_completed_from_rest_never_a_gap() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    env.emu
+        .add_fault(fault("short-file=0.57@*/BTCUSDT-1m-2024-02-10.zip"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
+    let resp = env.m.get(req.clone()).await.expect("short file");
+    let res = one(&resp);
+    assert_klines(res, &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    assert!(res.gaps.is_empty(), "false gaps: {:?}", res.gaps);
+    assert!(res.is_complete());
+    assert_eq!(res.summary.short_files, vec!["BTCUSDT-1m-2024-02-10.zip"]);
+    let src = sources(&concat(res));
+    assert!(src.iter().any(|s| s == "vision") && src.iter().any(|s| s == "rest"));
+    assert!(!env.rest_data_queries().is_empty());
+
+    // The cache holds the whole day, with no remembered gap: answered offline, nothing asked.
+    env.emu.clear_faults();
+    env.emu.clear_log();
+    let mut offline = req.clone();
+    offline.source = Some(SourcePolicy::Cache);
+    let again = env.m.get(offline).await.expect("cached");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+    assert_klines(one(&again), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    assert!(one(&again).gaps.is_empty());
+}
+
+/// Without REST, a hole in a verified file cannot be confirmed: it is missing (incomplete), not a
+/// gap, and it is not cached, so a later run fetches it again and gets it once the file is whole.
+#[tokio::test]
+async fn a_short_vision_file_without_rest_is_incomplete_and_not_remembered() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    env.emu
+        .add_fault(fault("short-file=0.5@*/BTCUSDT-1h-2024-02-10.zip"));
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, day);
+    req.source = Some(SourcePolicy::Vision);
+    let e = env.m.get(req.clone()).await.expect_err("incomplete");
+    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
+    req.allow_partial = true;
+    let resp = env.m.get(req.clone()).await.expect("partial");
+    let res = one(&resp);
+    assert_eq!(res.num_rows(), 12);
+    assert_eq!(
+        res.missing,
+        vec![range(t("2024-02-10T12:00:00Z"), day.end())]
+    );
+    assert!(res.gaps.is_empty(), "{:?}", res.gaps);
+
+    // The archive is repaired: the same request is now whole.
+    env.emu.clear_faults();
+    req.allow_partial = false;
+    let resp = env.m.get(req).await.expect("repaired");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", day));
+}
+
+/// Real downtime (no candles in any source) inside a Vision file is confirmed by REST, reported
+/// as a gap and remembered.
+#[tokio::test]
+async fn downtime_inside_a_vision_file_is_confirmed_by_rest_and_remembered() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault("gap=2024-02-10T03:00:00Z..2024-02-10T05:00:00Z")),
+        |c| c,
+    )
+    .await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
+    let resp = env.m.get(req.clone()).await.expect("day");
+    let gap = range(t("2024-02-10T03:00:00Z"), t("2024-02-10T05:00:00Z"));
+    assert_eq!(one(&resp).gaps, vec![gap]);
+    assert!(one(&resp).summary.short_files.is_empty());
+    // REST was asked about the hole only.
+    let q = env.rest_data_queries();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(param(&q[0], "startTime"), gap.start());
+    env.emu.clear_log();
+    let again = env.m.get(req).await.expect("again");
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+    assert_eq!(one(&again).gaps, vec![gap]);
+}
+
+/// Peak resident memory of this process (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// A small zip whose entry inflates to a huge line: a typed integrity error within seconds,
+/// bounded memory, nothing cached. Candles fall back to REST; trades (no REST) fail.
+#[tokio::test]
+async fn a_hostile_archive_is_rejected_quickly_with_bounded_memory() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    env.emu
+        .add_fault(fault("no-newline=536870912@*-2024-02-10.zip"));
+    let started = std::time::Instant::now();
+    let mut req = Request::new(
+        Market::UsdM,
+        DataKind::AggTrades,
+        vec![sym("BTCUSDT")],
+        None,
+        day,
+    );
+    req.source = Some(SourcePolicy::Vision);
+    let e = env.m.get(req).await.expect_err("hostile");
+    assert_eq!(e.category(), ErrorCategory::Integrity, "{e}");
+    assert!(
+        e.to_string().contains("BTCUSDT-aggTrades-2024-02-10.zip"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Candles: a declared size no day of 1m candles can have is refused before inflating, and
+    // REST supplies the day.
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
+    let resp = env.m.get(req).await.expect("REST instead");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    assert!(
+        one(&resp)
+            .summary
+            .failures
+            .iter()
+            .any(|f| f.contains("BTCUSDT-1m-2024-02-10.zip")),
+        "{:?}",
+        one(&resp).summary.failures
+    );
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
+    let cached = env.m.cache().expect("cache").list().await.expect("list");
+    assert!(
+        cached.iter().all(|p| p.dataset.kind != DataKind::AggTrades),
+        "{cached:?}"
+    );
+    if let Some(peak) = peak_rss() {
+        println!("peak RSS {} MiB", peak >> 20);
+        assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
+    }
+}
+
+/// Every `.parquet` data file under `dir` (quarantine excluded).
+fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with("quarantine") {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A cached file that fails its checksum: `auto` quarantines it, says so, and fetches the
+/// partition again; offline (`cache`) cannot repair and fails with an integrity error.
+#[tokio::test]
+async fn a_corrupt_cached_file_is_quarantined_and_fetched_again() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
+    env.m.get(req.clone()).await.expect("first");
+    let files = data_files(env.dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&files[0], bytes).expect("write");
+
+    let mut offline = req.clone();
+    offline.source = Some(SourcePolicy::Cache);
+    let e = env
+        .m
+        .get(offline.clone())
+        .await
+        .expect_err("offline cannot repair");
+    assert_eq!(e.category(), ErrorCategory::Integrity, "{e}");
+
+    env.emu.clear_log();
+    let resp = env.m.get(req).await.expect("repaired");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    assert!(!env.zips().is_empty(), "fetched again");
+    let failures = &one(&resp).summary.failures;
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("quarantined") && f.contains(".parquet")),
+        "{failures:?}"
+    );
+    assert!(env.dir.path().join("quarantine").exists());
+    // Whole again: offline works.
+    let resp = env.m.get(offline).await.expect("offline after repair");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::merge::{first_last_ms, kline_gaps_parts, merge_parts};
+use super::merge::{first_last_ms, kline_gaps_parts, merge_parts, rows_in};
 use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
 use crate::cache::{CacheStore, DatasetKey, Piece, Provenance};
@@ -115,8 +115,19 @@ pub(crate) async fn fetch_symbol(
     let mut batches: Vec<RecordBatch> = Vec::new();
     let missing = match ctx.cache {
         Some(cache) => {
-            // One pass: the rows come from the same manifests as the coverage.
-            let (cov, cached) = cache.read_covered(&key, range).await?;
+            // One pass: the rows come from the same manifests as the coverage. A corrupt file is
+            // quarantined and fetched again, unless the request is offline (which cannot repair).
+            let (cov, cached) = if ctx.policy == SourcePolicy::Cache {
+                cache.read_covered(&key, range).await?
+            } else {
+                cache.read_covered_repairing(&key, range).await?
+            };
+            summary.failures.extend(cov.quarantined.iter().map(|p| {
+                format!(
+                    "corrupt cache file {} quarantined ({}); fetched again",
+                    p.path, p.reason
+                )
+            }));
             summary.cache_rows = cached.iter().map(|b| b.num_rows() as u64).sum();
             summary.cache_hits = cov.covered.len() as u64;
             batches.extend(cached);
@@ -190,6 +201,7 @@ pub(crate) async fn fetch_symbol(
         let mut rest_ranges = p.rest.clone();
 
         // 2. Vision: the fewest files, downloaded concurrently, each cached as soon as it verifies.
+        let mut holes: Vec<(TimeRange, String)> = Vec::new();
         if !p.vision.is_empty() {
             let job = SymbolJob {
                 req,
@@ -197,17 +209,19 @@ pub(crate) async fn fetch_symbol(
                 key: &key,
                 now,
             };
-            let fallback = fetch_vision(ctx, job, &p.vision, &mut batches, &mut summary).await?;
-            for r in fallback {
-                // Whatever Vision lacks goes to REST when allowed (and only for the missing part).
-                let parts: Vec<TimeRange> =
-                    missing.iter().filter_map(|m| m.intersect(&r)).collect();
+            let done = fetch_vision(ctx, job, &p.vision, &mut batches, &mut summary).await?;
+            // Whatever Vision lacks goes to REST when allowed (and only for the missing part);
+            // so do the holes inside its files, which only REST can confirm as exchange gaps.
+            let hole_ranges = done.holes.iter().map(|(r, _)| *r);
+            for r in done.lacking.into_iter().chain(hole_ranges) {
+                let parts = missing.iter().filter_map(|m| m.intersect(&r));
                 if uses_rest {
                     rest_ranges.extend(parts);
                 } else {
                     unavailable.extend(parts);
                 }
             }
+            holes = done.holes;
         }
 
         // 3. REST: recent data and whatever Vision did not have.
@@ -222,6 +236,20 @@ pub(crate) async fn fetch_symbol(
                 _ => continue,
             }
             .map_err(rest_err)?;
+            // A hole in a Vision file that REST fills: the file was short.
+            for (hole, file) in &holes {
+                if let Some(h) = hole.intersect(&r)
+                    && rows_in(&data.batch, kind, h).map_err(Error::Arrow)?.1 > 0
+                    && !summary.short_files.contains(file)
+                {
+                    tracing::warn!(
+                        file,
+                        window = %h,
+                        "a verified Vision file lacks rows the REST API has; took them from REST"
+                    );
+                    summary.short_files.push(file.clone());
+                }
+            }
             summary.rest.requests += data.requests;
             summary.rest.bytes += data.bytes;
             summary.rest.rows += data.batch.num_rows() as u64;
@@ -355,15 +383,15 @@ impl PartitionBatcher {
     }
 
     /// Records that `file` arrived (with data or not); returns the pieces now ready to write.
-    fn arrived(&mut self, key: &DatasetKey, file: &FileKey, piece: Option<Piece>) -> Vec<Piece> {
+    fn arrived(&mut self, key: &DatasetKey, file: &FileKey, pieces: Vec<Piece>) -> Vec<Piece> {
         let parts = Self::parts(key, file.range());
         for p in &parts {
             if let Some(n) = self.waiting.get_mut(p) {
                 *n = n.saturating_sub(1);
             }
         }
-        if let Some(piece) = piece {
-            self.pending.push((parts, piece));
+        for piece in pieces {
+            self.pending.push((parts.clone(), piece));
         }
         let waiting = &self.waiting;
         self.pending
@@ -394,9 +422,51 @@ struct SymbolJob<'a> {
     now: i64,
 }
 
-/// Downloads the Vision files for `ranges`, caching each verified file. Returns the ranges Vision
-/// could not supply (not published, or failed integrity after retries). A 404 near the job's
-/// `now` marks the publication frontier.
+/// What [`fetch_vision`] could not settle.
+struct VisionDone {
+    /// Ranges Vision could not supply (not published, or failed integrity after retries).
+    lacking: Vec<TimeRange>,
+    /// Candle slots missing inside verified files, with the file's name: exchange downtime or a
+    /// short file, which only REST can tell apart. Never cached from Vision.
+    holes: Vec<(TimeRange, String)>,
+}
+
+/// The candle slots of `file` (a day or month of `interval`) that hold no row. Empty for kinds
+/// without a grid (funding, trades).
+fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
+    match file.interval {
+        Some(interval) if file.kind.has_interval() => Ok(kline_gaps_parts(
+            std::slice::from_ref(batch),
+            interval,
+            file.range(),
+            i64::MAX,
+        )?),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The cache pieces of a verified file: the whole file when it has no holes, else one piece per
+/// stretch between them, so a hole is never recorded as complete (a known gap) on Vision's word.
+fn file_pieces(
+    file: &FileKey,
+    batch: &RecordBatch,
+    holes: &[TimeRange],
+    provenance: Provenance,
+) -> Result<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    for complete in file.range().subtract(holes) {
+        let (offset, len) = rows_in(batch, file.kind, complete)?;
+        pieces.push(Piece {
+            complete,
+            batch: batch.slice(offset, len),
+            provenance: provenance.clone(),
+        });
+    }
+    Ok(pieces)
+}
+
+/// Downloads the Vision files for `ranges`, caching each verified file (all of it but its holes).
+/// A 404 near the job's `now` marks the publication frontier.
 ///
 /// Cache writes run while downloads continue (at most [`MAX_PENDING_WRITES`] at once); a partition
 /// is written once when all its files arrived, or every [`FLUSH_AFTER`] while they trickle in, never
@@ -407,7 +477,7 @@ async fn fetch_vision(
     ranges: &[TimeRange],
     batches: &mut Vec<RecordBatch>,
     summary: &mut Summary,
-) -> Result<Vec<TimeRange>> {
+) -> Result<VisionDone> {
     let SymbolJob {
         req,
         symbol,
@@ -434,6 +504,7 @@ async fn fetch_vision(
     };
     let mut writes = FuturesUnordered::new();
     let mut lacking = Vec::new();
+    let mut holes = Vec::new();
     let mut round = 0;
     while !keys.is_empty() && round < 2 {
         round += 1;
@@ -464,7 +535,7 @@ async fn fetch_vision(
             let file_key = result.key;
             summary.vision.requests += result.requests;
             summary.vision.bytes += result.bytes;
-            let mut piece = None;
+            let mut pieces = Vec::new();
             match result.outcome {
                 Ok(FileOutcome::Data(file)) => {
                     let rows = file.batch.num_rows() as u64;
@@ -477,14 +548,13 @@ async fn fetch_vision(
                         },
                     );
                     batches.push(with_source(&file.batch, market, kind, Source::Vision));
-                    piece = Some(Piece {
-                        complete: file_key.range(),
-                        batch: file.batch,
-                        provenance: Provenance::Vision {
-                            file: file_key.file_name(),
-                            sha256: file.sha256,
-                        },
-                    });
+                    let file_holes = file_holes(&file_key, &file.batch)?;
+                    let provenance = Provenance::Vision {
+                        file: file_key.file_name(),
+                        sha256: file.sha256,
+                    };
+                    pieces = file_pieces(&file_key, &file.batch, &file_holes, provenance)?;
+                    holes.extend(file_holes.into_iter().map(|h| (h, file_key.file_name())));
                 }
                 Ok(FileOutcome::NotPublished) => {
                     let r = file_key.range();
@@ -527,7 +597,7 @@ async fn fetch_vision(
                 }
                 Err(e) => return Err(Error::Vision(e)),
             }
-            let ready = batcher.arrived(key, &file_key, piece);
+            let ready = batcher.arrived(key, &file_key, pieces);
             if !ready.is_empty() {
                 writes.push(write(ready));
             }
@@ -546,5 +616,8 @@ async fn fetch_vision(
     while let Some(w) = writes.next().await {
         w?;
     }
-    Ok(TimeRange::merge_all(lacking))
+    Ok(VisionDone {
+        lacking: TimeRange::merge_all(lacking),
+        holes,
+    })
 }

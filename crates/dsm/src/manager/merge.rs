@@ -242,6 +242,19 @@ pub(crate) fn kline_gaps_parts(
     Ok(gaps)
 }
 
+/// The rows of `batch` (sorted by time) whose time lies in `range`, as `(offset, len)`.
+pub(crate) fn rows_in(
+    batch: &RecordBatch,
+    kind: DataKind,
+    range: TimeRange,
+) -> Result<(usize, usize), ArrowError> {
+    let t = times(batch, kind)?;
+    let (lo, hi) = range_in_unit(kind, range);
+    let a = t.partition_point(|v| *v < lo);
+    let b = t.partition_point(|v| *v < hi);
+    Ok((a, b.saturating_sub(a)))
+}
+
 /// The first and last values of the time column, in milliseconds.
 pub(crate) fn first_last_ms(batch: &RecordBatch, kind: DataKind) -> Option<(i64, i64)> {
     let t = times(batch, kind).ok()?;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::CacheStore;
-use crate::error::{Error, InputError, Result};
+use crate::error::{Error, IncompleteError, InputError, Result};
 use crate::http::LazyClient;
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::rest::{RestClient, RestConfig};
@@ -190,6 +190,9 @@ pub struct Request {
     pub range: TimeRange,
     /// Include the still-open candle (never cached).
     pub include_open: bool,
+    /// Accept an answer that lacks part of the range (listed in [`SymbolResult::missing`]) instead
+    /// of failing with [`Error::Incomplete`]. Off by default: an answer is complete or an error.
+    pub allow_partial: bool,
     /// Overrides the manager's source policy.
     pub source: Option<SourcePolicy>,
     /// Receives progress events.
@@ -205,6 +208,7 @@ impl fmt::Debug for Request {
             .field("interval", &self.interval)
             .field("range", &self.range)
             .field("include_open", &self.include_open)
+            .field("allow_partial", &self.allow_partial)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -237,6 +241,7 @@ impl Request {
             interval,
             range,
             include_open: false,
+            allow_partial: false,
             source: None,
             progress: None,
         }
@@ -286,6 +291,9 @@ pub struct Summary {
     pub rest_weight: u64,
     /// Parts that could not be had (each a one-line description).
     pub failures: Vec<String>,
+    /// Vision files that verified but lack rows the REST API has (Binance has published such
+    /// files): their missing windows were taken from REST, never remembered as exchange gaps.
+    pub short_files: Vec<String>,
     /// Wall time (serialised as milliseconds, `elapsed_ms`).
     #[serde(rename = "elapsed_ms", serialize_with = "serialize_ms")]
     pub elapsed: Duration,
@@ -322,6 +330,23 @@ impl SymbolResult {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+
+    /// Whether every part of the range was obtained (`missing` is empty): rows and confirmed gaps
+    /// account for all of it.
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// `Ok` if complete, else the [`IncompleteError`] that names what is missing.
+    pub fn check_complete(&self) -> Result<(), IncompleteError> {
+        if self.is_complete() {
+            return Ok(());
+        }
+        Err(IncompleteError {
+            symbol: self.symbol.clone(),
+            missing: self.missing.clone(),
+        })
+    }
 }
 
 /// The answer to a [`Request`]: one [`SymbolResult`] per symbol, in request order.
@@ -331,6 +356,14 @@ pub struct Response {
     pub results: Vec<SymbolResult>,
     /// Totals over all symbols.
     pub summary: Summary,
+}
+
+impl Response {
+    /// Whether every symbol's answer is complete ([`SymbolResult::is_complete`]). Always true for
+    /// a request that did not set [`Request::allow_partial`]: an incomplete answer is an error.
+    pub fn is_complete(&self) -> bool {
+        self.results.iter().all(SymbolResult::is_complete)
+    }
 }
 
 /// The Data Source Manager. Owns its HTTP client, cache handle and every task it starts.
@@ -598,6 +631,11 @@ impl DataSourceManager {
                 }
             })
             .await?;
+        if !request.allow_partial {
+            for r in &results {
+                r.check_complete()?;
+            }
+        }
         let mut summary = Summary::default();
         for r in &results {
             summary.add(&r.summary);
@@ -713,6 +751,7 @@ impl Summary {
         self.rest.rows += other.rest.rows;
         self.rest_weight += other.rest_weight;
         self.failures.extend(other.failures.iter().cloned());
+        self.short_files.extend(other.short_files.iter().cloned());
     }
 }
 
