@@ -44,6 +44,8 @@ pub struct SymbolReport {
     pub gaps: Vec<Gap>,
     /// Ranges that could not be obtained from the allowed sources.
     pub missing: Vec<Gap>,
+    /// Ranges after a delivery contract's delivery (outside the symbol's life).
+    pub outside_life: Vec<Gap>,
     /// Source costs.
     pub sources: Sources,
     /// Parts that could not be had.
@@ -181,6 +183,8 @@ pub struct SymbolTotals {
     pub gaps: Vec<TimeRange>,
     /// Ranges not obtained, merged across window boundaries.
     pub missing: Vec<TimeRange>,
+    /// Ranges after the symbol's delivery, merged across window boundaries.
+    pub outside_life: Vec<TimeRange>,
     /// What the symbol cost.
     pub summary: Summary,
 }
@@ -194,6 +198,7 @@ impl SymbolTotals {
             bounds: None,
             gaps: Vec::new(),
             missing: Vec::new(),
+            outside_life: Vec::new(),
             summary: Summary::default(),
         }
     }
@@ -216,6 +221,8 @@ impl SymbolTotals {
         self.gaps = TimeRange::merge_all(std::mem::take(&mut self.gaps));
         self.missing.extend(r.missing.iter().copied());
         self.missing = TimeRange::merge_all(std::mem::take(&mut self.missing));
+        self.outside_life.extend(r.outside_life.iter().copied());
+        self.outside_life = TimeRange::merge_all(std::mem::take(&mut self.outside_life));
         self.summary.add(&r.summary);
     }
 }
@@ -249,6 +256,7 @@ impl FetchReport {
                     last: bounds.map(|(_, l)| format_time(l, kind)),
                     gaps: r.gaps.iter().map(gap).collect(),
                     missing: r.missing.iter().map(gap).collect(),
+                    outside_life: r.outside_life.iter().map(gap).collect(),
                     sources: Sources::from(&r.summary),
                     failures: r.summary.failures.clone(),
                     short_files: r.summary.short_files.clone(),
@@ -304,6 +312,12 @@ impl FetchReport {
                 lines.push(format!(
                     "  missing (not obtained): {} .. {}",
                     m.start, m.end
+                ));
+            }
+            for o in &s.outside_life {
+                lines.push(format!(
+                    "  after delivery (outside the symbol's life): {} .. {}",
+                    o.start, o.end
                 ));
             }
         }

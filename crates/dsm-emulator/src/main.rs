@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Parser;
-use dsm_emulator::{Emulator, EmulatorConfig, Fault};
+use dsm_emulator::{Emulator, EmulatorConfig, Fault, Market, SymbolSpec};
 
 /// Offline Binance emulator (Vision archive + REST) with fault injection.
 #[derive(Debug, Parser)]
@@ -39,6 +39,41 @@ struct Args {
     /// the request path (`*` = anything); #N = first N matching requests; %P = probability P.
     #[arg(long = "fault", value_parser = parse_fault)]
     faults: Vec<Fault>,
+    /// Adds a symbol to the universe: `MARKET:SYMBOL:LISTED[:PRICE]` (repeatable), MARKET being
+    /// spot, um or cm. A dated contract (`BTCUSDT_250926`, `BTCUSD_250926`) is delivered at
+    /// 08:00 UTC on its date: no data after it, and it leaves exchangeInfo.
+    #[arg(long = "symbol", value_parser = parse_symbol, value_name = "MARKET:SYMBOL:LISTED[:PRICE]")]
+    symbols: Vec<SymbolSpec>,
+}
+
+fn parse_symbol(s: &str) -> Result<SymbolSpec, String> {
+    let mut parts = s.splitn(4, ':');
+    let (Some(market), Some(symbol), Some(listed)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{s:?}: use MARKET:SYMBOL:LISTED[:PRICE]"));
+    };
+    let market = match market {
+        "spot" => Market::Spot,
+        "um" => Market::Um,
+        "cm" => Market::Cm,
+        _ => return Err(format!("{market:?}: the market is spot, um or cm")),
+    };
+    let price = match parts.next() {
+        Some(p) => p
+            .parse::<f64>()
+            .ok()
+            .filter(|p| *p > 0.0)
+            .ok_or_else(|| format!("{p:?}: the price is a positive number"))?,
+        None => 100.0,
+    };
+    if symbol.is_empty()
+        || !symbol
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!("{symbol:?}: symbols are A-Z, 0-9 and _"));
+    }
+    Ok(SymbolSpec::new(market, symbol, parse_time(listed)?, price))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -79,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         faults: args.faults,
         ..EmulatorConfig::default()
     };
+    config.symbols.extend(args.symbols);
     if let Some(root) = &config.root
         && !root.join("data").is_dir()
     {

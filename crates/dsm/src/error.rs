@@ -122,6 +122,17 @@ pub enum UnavailableError {
         /// Start of the range (ms).
         start: i64,
     },
+    /// The range starts at or after a delivery contract's delivery.
+    #[error(
+        "{symbol} was delivered at {}: nothing exists after it; end the range before then, or use the next contract",
+        format_ms(*delivered)
+    )]
+    Delivered {
+        /// The contract.
+        symbol: Symbol,
+        /// Its delivery instant (ms).
+        delivered: i64,
+    },
     /// Neither source has a single row in the range.
     #[error(
         "{symbol}: the exchange has no data in {range}; check the symbol's listing date (and delisting) and the market"

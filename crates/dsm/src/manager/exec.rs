@@ -93,9 +93,29 @@ pub(crate) async fn fetch_symbol(
     let started = Instant::now();
     let market = req.market;
     let kind = req.kind;
-    let range = req.range;
     let schema = output_schema(market, kind);
     let mut summary = Summary::default();
+    // A delivery contract's life ends at its delivery: the range is answered up to it, and what
+    // lies after it is reported as outside the symbol's life (not a gap, not missing).
+    let (range, outside_life) = match symbol.delivery_time().filter(|_| market.is_futures()) {
+        Some(delivered) if req.range.end() > delivered => {
+            let Ok(alive) = TimeRange::new(req.range.start(), delivered) else {
+                if ctx.windowed {
+                    return Ok(SymbolResult {
+                        outside_life: vec![req.range],
+                        ..SymbolResult::empty(symbol.clone(), schema)
+                    });
+                }
+                return Err(UnavailableError::Delivered {
+                    symbol: symbol.clone(),
+                    delivered,
+                }
+                .into());
+            };
+            (alive, TimeRange::new(delivered, req.range.end()).ok())
+        }
+        _ => (req.range, None),
+    };
     let local_now = now_ms();
     if range.start() > local_now + 60_000 {
         return Err(UnavailableError::Future {
@@ -334,6 +354,7 @@ pub(crate) async fn fetch_symbol(
         batches: parts,
         gaps: TimeRange::merge_all(gaps),
         missing: TimeRange::merge_all(unavailable),
+        outside_life: outside_life.into_iter().collect(),
         first_time: first,
         last_time: last,
         summary,

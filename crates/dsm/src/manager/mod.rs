@@ -247,6 +247,21 @@ impl Request {
         }
     }
 
+    /// The error for a delivery contract whose delivery is at or before the range's start
+    /// (nothing of the range exists).
+    fn delivered_before_start(&self) -> Option<crate::error::UnavailableError> {
+        if !self.market.is_futures() {
+            return None;
+        }
+        self.symbols.iter().find_map(|s| {
+            let delivered = s.delivery_time()?;
+            (delivered <= self.range.start()).then(|| crate::error::UnavailableError::Delivered {
+                symbol: s.clone(),
+                delivered,
+            })
+        })
+    }
+
     /// Checks the request before any network call.
     pub fn validate(&self) -> Result<(), InputError> {
         self.market.check(self.kind, self.interval)?;
@@ -317,6 +332,9 @@ pub struct SymbolResult {
     /// Ranges no allowed source could supply (e.g. not in the cache with `--source cache`, not yet
     /// on Vision with `--source vision`): reported so a partial answer never looks complete.
     pub missing: Vec<TimeRange>,
+    /// Parts of the range after a delivery contract's delivery: outside the symbol's life, so
+    /// neither gaps nor missing.
+    pub outside_life: Vec<TimeRange>,
     /// Time (ms) of the first row, if any.
     pub first_time: Option<i64>,
     /// Time (ms) of the last row, if any.
@@ -326,6 +344,21 @@ pub struct SymbolResult {
 }
 
 impl SymbolResult {
+    /// No rows for `symbol`: nothing missing, no gaps.
+    pub(crate) fn empty(symbol: Symbol, schema: SchemaRef) -> SymbolResult {
+        SymbolResult {
+            symbol,
+            schema,
+            batches: Vec::new(),
+            gaps: Vec::new(),
+            missing: Vec::new(),
+            outside_life: Vec::new(),
+            first_time: None,
+            last_time: None,
+            summary: Summary::default(),
+        }
+    }
+
     /// Total rows.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
@@ -517,7 +550,11 @@ impl DataSourceManager {
         use futures::StreamExt;
         let token = token.clone();
         let clock = Arc::new(tokio::sync::OnceCell::new());
-        let invalid = request.validate().err().map(Error::from);
+        let invalid = request
+            .validate()
+            .err()
+            .map(Error::from)
+            .or_else(|| request.delivered_before_start().map(Error::from));
         let windows = match invalid {
             None => window_requests(&request),
             Some(_) => Vec::new(),
