@@ -722,7 +722,7 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(
             text.trim_end(),
-            "funding_time,funding_rate,funding_interval_hours,source"
+            "funding_time,funding_rate,funding_interval_hours,mark_price,source"
         );
     }
 

@@ -236,6 +236,9 @@ pub struct FundingRow {
     pub funding_time: i64,
     pub funding_interval_hours: i32,
     pub funding_rate: f64,
+    /// The mark price REST's fundingRate sends with the record (USD-M only; Vision's files and
+    /// COIN-M do not carry one).
+    pub mark_price: Option<f64>,
 }
 
 /// A trade (`time` in ms).
@@ -586,6 +589,7 @@ impl Emulator {
                 funding_time: f.time,
                 funding_interval_hours: f.interval_hours,
                 funding_rate: fixed_f64(f.rate, synth::FUNDING_DP),
+                mark_price: (market == Market::Um).then(|| fixed_f64(f.mark, 8)),
             })
             .collect()
     }

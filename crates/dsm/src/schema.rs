@@ -13,7 +13,9 @@
 //!   **base asset** (Binance's own column meaning, kept as is). Mark/index/premium rows carry only
 //!   prices; their volume columns are what Binance sends (zeros).
 //! - funding: `funding_time` Timestamp(ms), `funding_rate` Float64, `funding_interval_hours` Int32
-//!   (null when the source does not say, as REST does not).
+//!   (from Vision's files; on REST, from the spacing of consecutive funding times; null for a lone
+//!   record), `mark_price` Float64 (REST on USD-M; null where the source does not carry it, as
+//!   Vision's files and COIN-M do not).
 //! - aggTrades: `agg_trade_id` Int64, `price`, `quantity` Float64, `first_trade_id`, `last_trade_id`
 //!   Int64, `transact_time` Timestamp(µs), `is_buyer_maker` Boolean, `is_best_match` Boolean (spot
 //!   only; null on futures). On COIN-M `quantity` is in contracts.
@@ -97,6 +99,7 @@ pub fn schema(market: Market, kind: DataKind) -> SchemaRef {
             ts("funding_time", ms),
             f64_field("funding_rate"),
             Field::new("funding_interval_hours", DataType::Int32, true),
+            Field::new("mark_price", DataType::Float64, true),
         ],
         DataKind::AggTrades => vec![
             i64_field("agg_trade_id"),
@@ -423,6 +426,8 @@ pub struct FundingRecord {
     pub funding_time: i64,
     pub funding_rate: f64,
     pub funding_interval_hours: Option<i32>,
+    /// The mark price at the funding time (REST on USD-M; Vision's files do not carry it).
+    pub mark_price: Option<f64>,
 }
 
 /// Builds a funding-rate [`RecordBatch`], validating each row.
@@ -433,6 +438,7 @@ pub struct FundingBuilder {
     time: Vec<i64>,
     rate: Vec<f64>,
     hours: Vec<Option<i32>>,
+    mark: Vec<Option<f64>>,
 }
 
 impl FundingBuilder {
@@ -444,6 +450,7 @@ impl FundingBuilder {
             time: Vec::with_capacity(capacity),
             rate: Vec::with_capacity(capacity),
             hours: Vec::with_capacity(capacity),
+            mark: Vec::with_capacity(capacity),
         }
     }
 
@@ -465,15 +472,19 @@ impl FundingBuilder {
                 ),
             });
         }
-        if !r.funding_rate.is_finite() || r.funding_interval_hours.is_some_and(|h| h <= 0) {
+        if !r.funding_rate.is_finite()
+            || r.funding_interval_hours.is_some_and(|h| h <= 0)
+            || r.mark_price.is_some_and(|p| !p.is_finite() || p <= 0.0)
+        {
             return Err(RowError {
                 row,
-                reason: "invalid funding rate or interval".into(),
+                reason: "invalid funding rate, interval or mark price".into(),
             });
         }
         self.time.push(r.funding_time);
         self.rate.push(r.funding_rate);
         self.hours.push(r.funding_interval_hours);
+        self.mark.push(r.mark_price);
         self.last = Some(*r);
         Ok(Pushed::Added)
     }
@@ -494,6 +505,7 @@ impl FundingBuilder {
             Arc::new(TimestampMillisecondArray::from(self.time).with_timezone(UTC)),
             Arc::new(Float64Array::from(self.rate)),
             Arc::new(Int32Array::from(self.hours)),
+            Arc::new(Float64Array::from(self.mark)),
         ];
         batch(schema(Market::UsdM, DataKind::FundingRate), cols)
     }
@@ -803,6 +815,7 @@ mod tests {
             funding_time: 100,
             funding_rate: 0.0001,
             funding_interval_hours: Some(8),
+            mark_price: None,
         };
         let mut fb = FundingBuilder::new(2);
         fb.push(&f).expect("valid");

@@ -99,6 +99,7 @@ fn funding(range: TimeRange) -> RecordBatch {
             funding_time: ft,
             funding_rate: ((ft / step) % 7) as f64 * 1e-5,
             funding_interval_hours: Some(8),
+            mark_price: Some(50_000.0),
         })
         .unwrap();
         ft += step;

@@ -604,15 +604,23 @@ fn assert_funding(env: &Env, market: EM, s: &str, r: TimeRange, res: &SymbolResu
         .expect("hours")
         .as_primitive::<Int32Type>()
         .clone();
+    let mark = b
+        .column_by_name("mark_price")
+        .expect("mark price")
+        .as_primitive::<Float64Type>()
+        .clone();
     let src = sources(&b);
     assert_eq!(times.len(), truth.len());
     for (i, f) in truth.iter().enumerate() {
         assert_eq!(times[i], f.funding_time, "row {i}");
         assert_eq!(rates[i], f.funding_rate, "row {i}");
-        // Vision files carry the interval; REST does not say (null), never a wrong value.
-        if src[i] == "vision" || hours.is_valid(i) {
-            assert_eq!(hours.value(i), f.funding_interval_hours, "row {i}");
-        }
+        // Every row has its interval: Vision's files say it, REST's spacing shows it.
+        assert!(hours.is_valid(i), "row {i} ({}): no interval", src[i]);
+        assert_eq!(hours.value(i), f.funding_interval_hours, "row {i}");
+        // The mark price where the source carries it (REST on USD-M), else null.
+        let want = if src[i] == "rest" { f.mark_price } else { None };
+        let got = mark.is_valid(i).then(|| mark.value(i));
+        assert_eq!(got, want, "row {i} ({})", src[i]);
     }
 }
 

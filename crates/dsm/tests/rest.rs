@@ -410,10 +410,15 @@ async fn funding_rates_of_both_futures_markets() {
         let times = col::<TimestampMillisecondArray>(b, "funding_time");
         let rates = col::<Float64Array>(b, "funding_rate");
         let hours = col::<Int32Array>(b, "funding_interval_hours");
+        let mark = col::<Float64Array>(b, "mark_price");
         for (i, w) in want.iter().enumerate() {
             assert_eq!(times.value(i), w.funding_time, "{market} row {i}");
             assert_eq!(rates.value(i), w.funding_rate, "{market} row {i}");
-            assert!(hours.is_null(i), "REST does not give the interval");
+            // REST does not say the interval: the spacing of the records shows it, first row too.
+            assert!(hours.is_valid(i), "{market} row {i}: no interval");
+            assert_eq!(hours.value(i), w.funding_interval_hours, "{market} row {i}");
+            let got = mark.is_valid(i).then(|| mark.value(i));
+            assert_eq!(got, w.mark_price, "{market} row {i}: mark price");
         }
         assert!(data.open_candle.is_none());
     }

@@ -304,6 +304,11 @@ impl RestClient {
 
     /// Funding-rate history of a futures `symbol` with funding time in `range`, paged by
     /// `startTime = last fundingTime + 1` (1000 records per request, weight 1).
+    ///
+    /// REST does not say a record's funding interval: it is the spacing from the record before
+    /// (asked for too, from up to [`MAX_FUNDING_INTERVAL_MS`] before the range), or, for a
+    /// symbol's first record, to the one after; a lone record has none. `markPrice` is kept where
+    /// the market sends it (USD-M).
     pub async fn funding(
         &self,
         market: Market,
@@ -315,6 +320,10 @@ impl RestClient {
         let call = self.call(cancel);
         let path = endpoint(market, "fundingRate");
         let mut rows: Vec<FundingRecord> = Vec::new();
+        let wanted = range;
+        // One interval earlier, so the first record's predecessor is known.
+        let range =
+            TimeRange::new(range.start() - MAX_FUNDING_INTERVAL_MS, range.end()).unwrap_or(wanted);
         let mut cursor = range.start();
         while cursor < range.end() {
             let page = call
@@ -353,6 +362,11 @@ impl RestClient {
             }
         }
         rows.sort_by_key(|f| f.funding_time);
+        // A record the server repeated is one record (a conflicting repeat stays, and is refused
+        // below); its spacing to itself would otherwise hide the interval.
+        rows.dedup();
+        fill_funding_intervals(&mut rows);
+        rows.retain(|f| wanted.contains(f.funding_time));
         let mut b = FundingBuilder::new(rows.len());
         for r in &rows {
             b.push(r).map_err(|e| RestError::Malformed {
@@ -361,6 +375,32 @@ impl RestClient {
             })?;
         }
         Ok(call.finish(b.finish(), None, None))
+    }
+}
+
+/// The longest funding interval Binance uses (8 h; some symbols settle every 4 h or 1 h).
+pub const MAX_FUNDING_INTERVAL_MS: i64 = 8 * 3_600_000;
+
+/// Sets each record's `funding_interval_hours` from its spacing to the record before (rounded to
+/// whole hours: calc times carry a few ms of jitter); the first record takes the spacing to the
+/// one after. Records already carrying an interval keep it.
+fn fill_funding_intervals(rows: &mut [FundingRecord]) {
+    const HOUR: i64 = 3_600_000;
+    let hours = |a: i64, b: i64| {
+        i32::try_from((b - a + HOUR / 2) / HOUR)
+            .ok()
+            .filter(|h| *h > 0)
+    };
+    let spacing: Vec<Option<i32>> = rows
+        .windows(2)
+        .map(|w| hours(w[0].funding_time, w[1].funding_time))
+        .collect();
+    for (i, r) in rows.iter_mut().enumerate() {
+        let own = match i {
+            0 => spacing.first().copied().flatten(),
+            _ => spacing.get(i - 1).copied().flatten(),
+        };
+        r.funding_interval_hours = r.funding_interval_hours.or(own);
     }
 }
 

@@ -84,6 +84,9 @@ struct RawFunding<'a> {
     funding_time: i64,
     #[serde(borrow)]
     funding_rate: Dec<'a>,
+    /// USD-M only; `""` on some old records.
+    #[serde(borrow, default)]
+    mark_price: Option<Dec<'a>>,
 }
 
 /// Parses a fundingRate body (`[{"symbol":..,"fundingTime":..,"fundingRate":"..",..}]`).
@@ -92,10 +95,16 @@ pub(crate) fn funding(body: &[u8]) -> Result<Vec<FundingRecord>, String> {
         serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
     raw.iter()
         .map(|f| {
+            let mark_price = match &f.mark_price {
+                None | Some(Dec::Str("")) => None,
+                Some(p) => Some(p.value("mark price")?),
+            };
             Ok(FundingRecord {
                 funding_time: f.funding_time,
                 funding_rate: f.funding_rate.value("funding rate")?,
+                // Filled from the spacing of consecutive records by the caller.
                 funding_interval_hours: None,
+                mark_price,
             })
         })
         .collect()
@@ -214,8 +223,13 @@ mod tests {
         assert_eq!(f.funding_time, 1_570_608_000_000);
         assert_eq!(f.funding_rate, -0.0375);
         assert_eq!(f.funding_interval_hours, None);
+        assert_eq!(f.mark_price, Some(34287.54619963));
+        let blank =
+            br#"[{"symbol":"BTCUSDT","fundingRate":"0.0001","fundingTime":1,"markPrice":""}]"#;
+        assert_eq!(funding(blank).expect("valid")[0].mark_price, None);
         let cm = br#"[{"symbol":"BTCUSD_PERP","fundingTime":1596038400000,"fundingRate":"-0.00300000"}]"#;
         assert_eq!(funding(cm).expect("valid")[0].funding_rate, -0.003);
+        assert_eq!(funding(cm).expect("valid")[0].mark_price, None);
     }
 
     #[test]

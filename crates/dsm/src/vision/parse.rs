@@ -736,6 +736,7 @@ fn funding(c: &[&[u8]]) -> Result<FundingRecord, String> {
             i32::try_from(hours)
                 .map_err(|_| format!("funding_interval_hours {hours} is too large"))?,
         ),
+        mark_price: None,
     })
 }
 
