@@ -926,3 +926,51 @@ async fn cache_ls_size_verify_and_prune() {
     let (_, ls, _) = run_json(cache_cmd(dir.path(), &["ls", "--json"])).await;
     assert_eq!(ls, serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggtrades_from_rest_are_written() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("agg.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "um",
+            "--kind",
+            "aggtrades",
+            "--start",
+            "2026-06-08T10:00:00Z",
+            "--end",
+            "2026-06-08T14:00:00Z",
+            "--source",
+            "rest",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(&path);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    let want = emu.agg_trades(
+        dsm_emulator::Market::Um,
+        "BTCUSDT",
+        dsm::time::parse_instant("2026-06-08T10:00:00Z").unwrap(),
+        dsm::time::parse_instant("2026-06-08T14:00:00Z").unwrap(),
+    );
+    assert!(!want.is_empty());
+    let (rows, sources) = read_back(&path);
+    assert_eq!(rows, want.len());
+    assert_eq!(sources.into_iter().collect::<Vec<_>>(), vec!["rest"]);
+    assert!(
+        emu.request_log()
+            .iter()
+            .all(|r| !r.path.starts_with("/data/"))
+    );
+    emu.shutdown().await;
+}

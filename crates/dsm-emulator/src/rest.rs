@@ -80,6 +80,10 @@ fn invalid_value(p: &str) -> Reply {
 enum Endpoint {
     Klines(KlineKind),
     Funding,
+    /// `aggTrades` (every market).
+    AggTrades,
+    /// Spot `historicalTrades` (no key needed); futures need an API key.
+    HistoricalTrades,
     ExchangeInfo,
     Ping,
     Time,
@@ -95,6 +99,8 @@ fn endpoint(m: Market, name: &str) -> Option<Endpoint> {
             Endpoint::Klines(KlineKind::PremiumIndex)
         }
         (Market::Um | Market::Cm, "fundingRate") => Endpoint::Funding,
+        (_, "aggTrades") => Endpoint::AggTrades,
+        (_, "historicalTrades") => Endpoint::HistoricalTrades,
         (_, "exchangeInfo") => Endpoint::ExchangeInfo,
         (_, "ping") => Endpoint::Ping,
         (_, "time") => Endpoint::Time,
@@ -127,6 +133,9 @@ fn weight(m: Market, ep: Endpoint, q: &Params) -> u32 {
             futures_kline_weight(limit)
         }
         (Market::Spot, Endpoint::ExchangeInfo) => 20,
+        (Market::Spot, Endpoint::AggTrades) => 4,
+        (_, Endpoint::AggTrades) => 20,
+        (_, Endpoint::HistoricalTrades) => 25,
         _ => 1,
     }
 }
@@ -200,7 +209,223 @@ fn dispatch(
             let dup = duplicate(shared, path);
             funding(shared, m, q, dup)
         }
+        Endpoint::AggTrades => agg_trades(shared, m, q),
+        Endpoint::HistoricalTrades if m == Market::Spot => historical_trades(shared, m, q),
+        // Binance asks for an API key here: dsm has none, like most of its users.
+        Endpoint::HistoricalTrades => Reply::new(
+            StatusCode::UNAUTHORIZED,
+            JSON,
+            serde_json::json!({"code": -2014, "msg": "API-key format invalid."}).to_string(),
+        ),
     }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The symbol, limit (default 500, at most 1000) and optional `fromId`, `startTime`, `endTime` of
+/// a trades request, or the error reply.
+struct TradeQuery<'a> {
+    symbol: &'a str,
+    limit: usize,
+    from_id: Option<i64>,
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+fn trade_query<'a>(shared: &Shared, m: Market, q: &'a Params) -> Result<TradeQuery<'a>, Reply> {
+    let symbol = match param(q, "symbol") {
+        None | Some("") => return Err(mandatory("symbol")),
+        Some(s) if !legal_symbol(s) => return Err(illegal("symbol", "^[A-Z0-9-_.]{1,20}$")),
+        Some(s) => s,
+    };
+    if shared.store.spec(m, symbol).is_none() {
+        return Err(error(-1121, "Invalid symbol."));
+    }
+    let limit = match parse_num(q, "limit")? {
+        None => 500,
+        Some(0) => return Err(invalid_value("limit")),
+        Some(l) => l.min(1000) as usize,
+    };
+    Ok(TradeQuery {
+        symbol,
+        limit,
+        from_id: parse_num(q, "fromId")?,
+        start: parse_num(q, "startTime")?,
+        end: parse_num(q, "endTime")?,
+    })
+}
+
+/// Rows with id at or after `from_id`, day after day (ids grow with time), at most `limit`,
+/// none after `now`.
+fn rows_from_id<T>(
+    from_id: i64,
+    limit: usize,
+    per_day: u32,
+    now: i64,
+    day_rows: impl Fn(chrono::NaiveDate) -> Vec<T>,
+    id: impl Fn(&T) -> i64,
+    time: impl Fn(&T) -> i64,
+) -> Vec<T> {
+    let mut day = synth::day_of_id(from_id, per_day);
+    let mut out = Vec::new();
+    while out.len() < limit && day <= now {
+        let Some(date) = chrono::DateTime::from_timestamp_millis(day).map(|t| t.date_naive())
+        else {
+            break;
+        };
+        out.extend(
+            day_rows(date)
+                .into_iter()
+                .filter(|r| id(r) >= from_id && time(r) <= now)
+                .take(limit - out.len()),
+        );
+        day += DAY_MS;
+    }
+    out
+}
+
+/// Rows with time in `[lo, hi]`, at most `limit` from the first (or, `latest`, the last).
+fn rows_between<T>(
+    lo: i64,
+    hi: i64,
+    limit: usize,
+    latest: bool,
+    day_rows: impl Fn(chrono::NaiveDate) -> Vec<T>,
+    time: impl Fn(&T) -> i64,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut day = lo.div_euclid(DAY_MS) * DAY_MS;
+    while day <= hi {
+        let Some(date) = chrono::DateTime::from_timestamp_millis(day).map(|t| t.date_naive())
+        else {
+            break;
+        };
+        out.extend(
+            day_rows(date)
+                .into_iter()
+                .filter(|r| (lo..=hi).contains(&time(r))),
+        );
+        if !latest && out.len() >= limit {
+            break;
+        }
+        day += DAY_MS;
+    }
+    if latest {
+        let n = out.len();
+        out.into_iter().skip(n.saturating_sub(limit)).collect()
+    } else {
+        out.into_iter().take(limit).collect()
+    }
+}
+
+/// `aggTrades`: by `fromId`, or by a time window of at most one hour, or the latest.
+fn agg_trades(shared: &Arc<Shared>, m: Market, q: &Params) -> Reply {
+    let tq = match trade_query(shared, m, q) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let Some((series, tf)) = shared.store.trade_fmt(m, tq.symbol) else {
+        return error(-1121, "Invalid symbol.");
+    };
+    let now = shared.now_ms();
+    let day_rows = |d| shared.store.agg_trades_day(m, tq.symbol, d);
+    let rows = match (tq.from_id, tq.start, tq.end) {
+        (Some(id), _, _) => rows_from_id(
+            id,
+            tq.limit,
+            shared.store.trades_per_day,
+            now,
+            day_rows,
+            |t| t.agg_id,
+            |t| t.time,
+        ),
+        (None, Some(s), Some(e)) if e - s > HOUR_MS => {
+            return error(-1127, "More than 1 hours between startTime and endTime.");
+        }
+        (None, Some(s), Some(e)) if s > e => {
+            return error(-1023, "Start time is greater than end time.");
+        }
+        (None, Some(s), e) => {
+            let hi = e.unwrap_or(s + HOUR_MS).min(now);
+            rows_between(s, hi, tq.limit, false, day_rows, |t| t.time)
+        }
+        (None, None, Some(e)) => {
+            rows_between(e - HOUR_MS, e.min(now), tq.limit, false, day_rows, |t| {
+                t.time
+            })
+        }
+        (None, None, None) => {
+            rows_between(now - HOUR_MS, now, tq.limit, true, day_rows, |t| t.time)
+        }
+    };
+    let spot = m == Market::Spot;
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|t| {
+            let mut o = serde_json::json!({
+                "a": t.agg_id,
+                "p": synth::fixed_string(t.price, series.fmt.price_dp),
+                "q": synth::fixed_string(t.qty, tf.qty_dp),
+                "f": t.first_id,
+                "l": t.last_id,
+                "T": t.time,
+                "m": t.is_buyer_maker,
+            });
+            if spot {
+                o["M"] = serde_json::Value::Bool(true);
+            }
+            o
+        })
+        .collect();
+    Reply::new(
+        StatusCode::OK,
+        JSON,
+        serde_json::Value::Array(v).to_string(),
+    )
+}
+
+/// Spot `historicalTrades`: from `fromId`, or the latest.
+fn historical_trades(shared: &Arc<Shared>, m: Market, q: &Params) -> Reply {
+    let tq = match trade_query(shared, m, q) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let Some((series, tf)) = shared.store.trade_fmt(m, tq.symbol) else {
+        return error(-1121, "Invalid symbol.");
+    };
+    let now = shared.now_ms();
+    let day_rows = |d| shared.store.trades_day(m, tq.symbol, d);
+    let rows = match tq.from_id {
+        Some(id) => rows_from_id(
+            id,
+            tq.limit,
+            shared.store.trades_per_day,
+            now,
+            day_rows,
+            |t| t.id,
+            |t| t.time,
+        ),
+        None => rows_between(now - DAY_MS, now, tq.limit, true, day_rows, |t| t.time),
+    };
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "price": synth::fixed_string(t.price, series.fmt.price_dp),
+                "qty": synth::fixed_string(t.qty, tf.qty_dp),
+                "quoteQty": synth::fixed_string(t.quote_qty, tf.quote_dp),
+                "time": t.time,
+                "isBuyerMaker": t.is_buyer_maker,
+                "isBestMatch": true,
+            })
+        })
+        .collect();
+    Reply::new(
+        StatusCode::OK,
+        JSON,
+        serde_json::Value::Array(v).to_string(),
+    )
 }
 
 fn duplicate(shared: &Shared, path: &str) -> bool {

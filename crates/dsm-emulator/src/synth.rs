@@ -433,8 +433,16 @@ impl TradeFmt {
 }
 
 /// Days since 2017-01-01, the base of synthetic trade ids.
+/// Day 0 of the synthetic trade ids: 2017-01-01.
+const ID_EPOCH_MS: i64 = 1_483_228_800_000;
+
 fn day_index(day_start: i64) -> i64 {
-    (day_start - 1_483_228_800_000).div_euclid(DAY_MS).max(0)
+    (day_start - ID_EPOCH_MS).div_euclid(DAY_MS).max(0)
+}
+
+/// The start of the day whose synthetic trade (or aggregate trade) ids include `id`.
+pub(crate) fn day_of_id(id: i64, per_day: u32) -> i64 {
+    ID_EPOCH_MS + id.div_euclid(i64::from(per_day.max(1))).max(0) * DAY_MS
 }
 
 /// The synthetic trades of one UTC day (`per_day` of them, evenly spread, whole ms).
@@ -442,7 +450,7 @@ pub(crate) fn trades_of_day(s: &Series, day_start: i64, per_day: u32) -> Vec<Tra
     let n = i64::from(per_day.max(1));
     let f = TradeFmt::for_series(s);
     let base = day_index(day_start) * n;
-    (0..n)
+    let trades = (0..n)
         .filter_map(|i| {
             let slot = DAY_MS / n;
             let r = s.key ^ 0x7AD3 ^ ((base + i) as u64).wrapping_mul(0x9E37_79B9_7F4A);
@@ -478,7 +486,27 @@ pub(crate) fn trades_of_day(s: &Series, day_start: i64, per_day: u32) -> Vec<Tra
                 is_buyer_maker: unit(r ^ 2) < 0.5,
             })
         })
-        .collect()
+        .collect::<Vec<_>>();
+    // The trades one aggregate trade groups (see `agg_run`) are one taker order's fills: one
+    // time, one side, as on Binance, so the first trade of an aggregate at a time is the first
+    // trade at that time.
+    let mut out = trades;
+    let mut i = 0;
+    while i < out.len() {
+        let end = (i + agg_run(s, out[i].id)).min(out.len());
+        let (time, side) = (out[i].time, out[i].is_buyer_maker);
+        for t in &mut out[i + 1..end] {
+            t.time = time;
+            t.is_buyer_maker = side;
+        }
+        i = end;
+    }
+    out
+}
+
+/// How many trades from trade `id` on make one aggregate trade (1 to 3).
+fn agg_run(s: &Series, id: i64) -> usize {
+    1 + (splitmix(s.key ^ id as u64) % 3) as usize
 }
 
 /// Aggregate trades of one UTC day, derived from its trades: runs of 1–3 trades aggregate.
@@ -489,8 +517,7 @@ pub(crate) fn agg_trades_of_day(s: &Series, day_start: i64, per_day: u32) -> Vec
     let mut i = 0;
     while i < trades.len() {
         let t = trades[i];
-        let run = 1 + (splitmix(s.key ^ t.id as u64) % 3) as usize;
-        let end = (i + run).min(trades.len());
+        let end = (i + agg_run(s, t.id)).min(trades.len());
         let qty = trades[i..end].iter().map(|x| x.qty).sum();
         out.push(AggTrade {
             agg_id: base + out.len() as i64,

@@ -653,34 +653,22 @@ async fn funding_rates_on_um_and_cm() {
 }
 
 #[tokio::test]
-async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
+async fn trades_and_agg_trades_come_from_vision_and_recent_ones_from_rest() {
     let env = setup("2024-03-05T12:00:00Z").await;
     let r = range(t("2024-03-02T06:00:00Z"), t("2024-03-05T06:00:00Z"));
-    // Trades have no REST source, so the manager does not ask the exchange's clock and tries every
-    // day's file: the emulator (8 h delay) has published through Mar 4; Mar 5 is missing.
-    let published = range(r.start(), t("2024-03-05"));
-
-    let mut req = Request::new(
+    // Days within the assumed publication delay (36 h: Mar 4 on) come from REST: spot
+    // historicalTrades, aggTrades everywhere.
+    let req = Request::new(
         Market::Spot,
         DataKind::Trades,
         vec![sym("BTCUSDT")],
         None,
         r,
     );
-    // Part of the range cannot be had: an error, unless a partial answer is allowed.
-    let e = env.m.get(req.clone()).await.expect_err("incomplete");
-    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
-    assert!(
-        e.to_string().contains("2024-03-05T00:00:00.000Z"),
-        "names what is missing: {e}"
-    );
-    req.allow_partial = true;
     let resp = env.m.get(req).await.expect("trades");
-    assert!(!resp.is_complete());
     let res = one(&resp);
-    let truth = env
-        .emu
-        .trades(EM::Spot, "BTCUSDT", published.start(), published.end());
+    assert!(res.is_complete(), "{:?}", res.missing);
+    let truth = env.emu.trades(EM::Spot, "BTCUSDT", r.start(), r.end());
     assert!(!truth.is_empty());
     let b = concat(res);
     assert_eq!(b.num_rows(), truth.len());
@@ -692,6 +680,7 @@ async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
         i64_col(&b, "time"),
         bool_col(&b, "is_buyer_maker"),
     );
+    let src = sources(&b);
     for (i, w) in truth.iter().enumerate() {
         assert_eq!(
             (id[i], price[i], qty[i], qq[i], time[i], maker[i]),
@@ -705,24 +694,32 @@ async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
             ),
             "trade row {i}"
         );
+        let want = if w.time < t("2024-03-04") {
+            "vision"
+        } else {
+            "rest"
+        };
+        assert_eq!(src[i], want, "trade row {i}");
     }
-    assert_eq!(res.missing, vec![range(t("2024-03-05"), r.end())]);
-    assert!(env.rest_requests().is_empty(), "{:?}", env.paths());
-    assert!(sources(&b).iter().all(|s| s == "vision"));
+    assert!(
+        env.rest_data_queries()
+            .iter()
+            .any(|q| q.contains("fromId=")),
+        "{:?}",
+        env.rest_data_queries()
+    );
 
-    let mut req = Request::new(
+    let req = Request::new(
         Market::UsdM,
         DataKind::AggTrades,
         vec![sym("BTCUSDT")],
         None,
         r,
     );
-    req.allow_partial = true;
     let resp = env.m.get(req).await.expect("aggTrades");
     let res = one(&resp);
-    let truth = env
-        .emu
-        .agg_trades(EM::Um, "BTCUSDT", published.start(), published.end());
+    assert!(res.is_complete(), "{:?}", res.missing);
+    let truth = env.emu.agg_trades(EM::Um, "BTCUSDT", r.start(), r.end());
     assert!(!truth.is_empty());
     let b = concat(res);
     assert_eq!(b.num_rows(), truth.len());
@@ -752,7 +749,31 @@ async fn trades_and_agg_trades_come_from_vision_and_recent_ones_are_missing() {
             "aggTrade row {i}"
         );
     }
-    assert_eq!(res.missing, vec![range(t("2024-03-05"), r.end())]);
+    assert!(sources(&b).iter().any(|s| s == "rest"));
+
+    // Futures trade history needs an API key: the recent part is missing, so the answer is
+    // incomplete unless a partial one is allowed.
+    let mut req = Request::new(
+        Market::UsdM,
+        DataKind::Trades,
+        vec![sym("BTCUSDT")],
+        None,
+        r,
+    );
+    let e = env.m.get(req.clone()).await.expect_err("incomplete");
+    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
+    assert!(
+        e.to_string().contains("2024-03-05T00:00:00.000Z"),
+        "names what is missing: {e}"
+    );
+    req.allow_partial = true;
+    let resp = env.m.get(req).await.expect("partial");
+    assert_eq!(one(&resp).missing, vec![range(t("2024-03-05"), r.end())]);
+    let published = range(r.start(), t("2024-03-05"));
+    let truth = env
+        .emu
+        .trades(EM::Um, "BTCUSDT", published.start(), published.end());
+    assert_eq!(one(&resp).num_rows(), truth.len());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1032,3 +1032,93 @@ async fn the_servers_weight_header_corrects_the_budget() {
     );
     assert_eq!(emu.used_weight(dsm_emulator::Market::Spot), 21);
 }
+
+/// Aggregate trades of every market and spot trades, over a range that needs several pages:
+/// an hour window to find the first trade, then `fromId` paging; every row equals the
+/// exchange's, with its real weights.
+#[tokio::test]
+async fn agg_trades_and_spot_trades_page_by_id() {
+    let mut cfg = EmulatorConfig::default();
+    // ~2,000 trades an hour: an hour window holds more than one page.
+    cfg.trades_per_day = 48_000;
+    let emu = emulator(cfg).await;
+    let c = client(&emu);
+    let cancel = CancellationToken::new();
+    let (start, end) = (ms(2024, 2, 29, 22) + 17 * MIN, ms(2024, 3, 1, 2));
+    let range = TimeRange::new(start, end).unwrap();
+    for (market, symbol) in [
+        (Market::Spot, "BTCUSDT"),
+        (Market::UsdM, "BTCUSDT"),
+        (Market::CoinM, "BTCUSD_PERP"),
+    ] {
+        emu.clear_log();
+        let sym = Symbol::new(symbol).unwrap();
+        let data = c.agg_trades(market, &sym, range, &cancel).await.unwrap();
+        let want = emu.agg_trades(emu_market(market), symbol, start, end);
+        assert!(want.len() > 3_000, "{market}: several pages");
+        let b = &data.batch;
+        assert_eq!(b.schema(), dsm::schema::schema(market, DataKind::AggTrades));
+        assert_eq!(b.num_rows(), want.len(), "{market}");
+        let ids = col::<Int64Array>(b, "agg_trade_id");
+        let first = col::<Int64Array>(b, "first_trade_id");
+        let last = col::<Int64Array>(b, "last_trade_id");
+        let price = col::<Float64Array>(b, "price");
+        let qty = col::<Float64Array>(b, "quantity");
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(
+                (
+                    ids.value(i),
+                    first.value(i),
+                    last.value(i),
+                    price.value(i),
+                    qty.value(i)
+                ),
+                (w.agg_id, w.first_trade_id, w.last_trade_id, w.price, w.qty),
+                "{market} row {i}"
+            );
+        }
+        let log = emu.request_log();
+        assert!(log.iter().all(|r| r.path.ends_with("/aggTrades")));
+        // One time window, then ids: never a window longer than an hour.
+        assert!(log[0].query.contains("startTime="), "{:?}", log[0]);
+        assert!(
+            log[1..].iter().all(|r| r.query.contains("fromId=")),
+            "{log:?}"
+        );
+        let per = if market == Market::Spot { 4 } else { 20 };
+        assert_eq!(data.weight, per * log.len() as u64, "{market}");
+    }
+
+    emu.clear_log();
+    let sym = Symbol::new("BTCUSDT").unwrap();
+    let data = c.trades(Market::Spot, &sym, range, &cancel).await.unwrap();
+    let want = emu.trades(dsm_emulator::Market::Spot, "BTCUSDT", start, end);
+    let b = &data.batch;
+    assert_eq!(b.num_rows(), want.len());
+    let ids = col::<Int64Array>(b, "id");
+    let quote = col::<Float64Array>(b, "quote_qty");
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(
+            (ids.value(i), quote.value(i)),
+            (w.id, w.quote_qty),
+            "trade row {i}"
+        );
+    }
+    let log = emu.request_log();
+    assert!(log[0].path.ends_with("/aggTrades"));
+    assert!(
+        log[1..]
+            .iter()
+            .all(|r| r.path.ends_with("/historicalTrades"))
+    );
+    assert_eq!(data.weight, 4 + 25 * (log.len() as u64 - 1));
+
+    // Futures trade history needs an API key: refused before any request.
+    emu.clear_log();
+    let e = c
+        .trades(Market::UsdM, &sym, range, &cancel)
+        .await
+        .expect_err("futures trades");
+    assert_eq!(e.category(), ErrorCategory::Input, "{e}");
+    assert!(emu.request_log().is_empty());
+}

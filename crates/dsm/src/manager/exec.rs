@@ -73,9 +73,13 @@ pub(crate) struct Ctx<'a> {
     pub windowed: bool,
 }
 
-/// Whether the REST client serves `kind` (candles and funding; trades come from Vision only).
-fn rest_supported(kind: DataKind) -> bool {
-    kind.has_interval() || kind == DataKind::FundingRate
+/// Whether the REST client serves `kind` on `market` without an API key: candles, funding and
+/// aggTrades everywhere, trades on spot (futures trade history needs a key).
+fn rest_supported(market: Market, kind: DataKind) -> bool {
+    match kind {
+        DataKind::Trades => market == Market::Spot,
+        _ => true,
+    }
 }
 
 fn progress(req: &Request, p: Progress) {
@@ -160,7 +164,7 @@ pub(crate) async fn fetch_symbol(
     let mut closed_until = range.end();
     let mut unavailable: Vec<TimeRange> = Vec::new();
     if !missing.is_empty() {
-        let rest_supported = rest_supported(kind);
+        let rest_supported = rest_supported(market, kind);
         let uses_rest =
             rest_supported && matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Rest);
         // The exchange's clock decides what is closed and what is published; ask it when REST is
@@ -248,6 +252,10 @@ pub(crate) async fn fetch_symbol(
         for r in TimeRange::merge_all(rest_ranges) {
             let data = match (kind, req.interval) {
                 (DataKind::FundingRate, _) => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
+                (DataKind::AggTrades, _) => {
+                    ctx.rest.agg_trades(market, symbol, r, ctx.cancel).await
+                }
+                (DataKind::Trades, _) => ctx.rest.trades(market, symbol, r, ctx.cancel).await,
                 (_, Some(interval)) => {
                     ctx.rest
                         .klines_at(market, kind, symbol, interval, r, now, ctx.cancel)
@@ -610,7 +618,7 @@ async fn fetch_vision(
                 Err(e)
                     if e.is_integrity()
                         && ctx.policy == SourcePolicy::Auto
-                        && rest_supported(kind) =>
+                        && rest_supported(market, kind) =>
                 {
                     tracing::warn!(file = %file_key.path(), error = %e, "Vision file failed integrity checks; using REST instead");
                     summary.failures.push(format!("{}: {e}", file_key.path()));

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::InputError;
 use crate::http::LazyClient;
 use crate::market::{DataKind, Interval, Market, Symbol};
-use crate::schema::{FundingBuilder, FundingRecord, KlineBuilder, KlineRecord};
+use crate::schema::{
+    FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, TradeBuilder, TradeRecord,
+};
 use crate::time::TimeRange;
 
 use super::paging::{self, Window};
@@ -24,6 +26,10 @@ use super::{CallCost, RestConfig, RestData, RestError, SymbolInfo, parse};
 
 /// Most funding records one request may return (USD-M and COIN-M).
 const FUNDING_LIMIT: u32 = 1000;
+/// Most trades one aggTrades or historicalTrades request may return.
+const TRADES_LIMIT: usize = 1000;
+/// The longest time window an aggTrades request may span.
+const AGG_TRADES_WINDOW_MS: i64 = 3_600_000;
 /// Ban length assumed when a 418 says nothing about it (Binance's shortest ban).
 const DEFAULT_BAN: Duration = Duration::from_secs(120);
 
@@ -378,6 +384,14 @@ impl RestClient {
     }
 }
 
+/// Rows of `page` whose time lies in `range`.
+fn trades_in(page: &[TradeRecord], range: TimeRange) -> impl Iterator<Item = TradeRecord> + '_ {
+    let (lo, hi) = (range.start() * 1000, range.end() * 1000);
+    page.iter()
+        .filter(move |t| t.time_us >= lo && t.time_us < hi)
+        .copied()
+}
+
 /// The longest funding interval Binance uses (8 h; some symbols settle every 4 h or 1 h).
 pub const MAX_FUNDING_INTERVAL_MS: i64 = 8 * 3_600_000;
 
@@ -401,6 +415,106 @@ fn fill_funding_intervals(rows: &mut [FundingRecord]) {
             _ => spacing.get(i - 1).copied().flatten(),
         };
         r.funding_interval_hours = r.funding_interval_hours.or(own);
+    }
+}
+
+impl RestClient {
+    /// Aggregate trades of `symbol` with time in `range` (spot weight 4, futures 20 per request).
+    ///
+    /// Binance answers a time window of at most an hour; ids are contiguous, so once one window
+    /// has a trade the rest of the range is paged by `fromId` (1000 a request), whatever the
+    /// time windows.
+    pub async fn agg_trades(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        range: TimeRange,
+        cancel: &CancellationToken,
+    ) -> Result<RestData, RestError> {
+        market.check(DataKind::AggTrades, None)?;
+        let call = self.call(cancel);
+        let mut rows = call
+            .first_agg_trades(market, symbol, range, TRADES_LIMIT)
+            .await?;
+        let mut last = rows.last().copied();
+        rows.retain(|t| range.contains(t.time_us.div_euclid(1000)));
+        while let Some(l) = last
+            && l.time_us < range.end() * 1000
+        {
+            let page = call
+                .trades_page(market, symbol, "aggTrades", l.id + 1, parse::agg_trades)
+                .await?;
+            rows.extend(trades_in(&page, range));
+            last = (page.len() >= TRADES_LIMIT)
+                .then(|| page.last().copied())
+                .flatten();
+        }
+        self.trade_batch(&call, market, DataKind::AggTrades, "aggTrades", rows)
+    }
+
+    /// Trades of a spot `symbol` with time in `range`: the first trade id at the range's start
+    /// from one aggTrades request, then `historicalTrades` by `fromId` (weight 25, 1000 a
+    /// request; spot serves it without an API key). Futures ask for a key, which dsm does not
+    /// use: an [`InputError`] there.
+    pub async fn trades(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        range: TimeRange,
+        cancel: &CancellationToken,
+    ) -> Result<RestData, RestError> {
+        market.check(DataKind::Trades, None)?;
+        if market != Market::Spot {
+            return Err(InputError::Invalid {
+                what: "source",
+                reason: format!(
+                    "{market} trades come from the Vision archive only (Binance's REST history of \
+                     futures trades needs an API key); use aggtrades for recent days"
+                ),
+            }
+            .into());
+        }
+        let call = self.call(cancel);
+        let first = call.first_agg_trades(market, symbol, range, 1).await?;
+        let mut rows = Vec::new();
+        let mut next = first.first().map(|a| a.first_id);
+        while let Some(from) = next {
+            let page = call
+                .trades_page(market, symbol, "historicalTrades", from, parse::trades)
+                .await?;
+            rows.extend(trades_in(&page, range));
+            next = match page.last() {
+                Some(l) if page.len() >= TRADES_LIMIT && l.time_us < range.end() * 1000 => {
+                    Some(l.id + 1)
+                }
+                _ => None,
+            };
+        }
+        self.trade_batch(&call, market, DataKind::Trades, "historicalTrades", rows)
+    }
+
+    /// `rows` (in id order, from endpoint `name`) as one validated batch, with what the call
+    /// cost.
+    fn trade_batch(
+        &self,
+        call: &Call<'_>,
+        market: Market,
+        kind: DataKind,
+        name: &str,
+        rows: Vec<TradeRecord>,
+    ) -> Result<RestData, RestError> {
+        let mut b = TradeBuilder::new(market, kind, rows.len());
+        for r in &rows {
+            b.push(r).map_err(|e| RestError::Malformed {
+                url: format!(
+                    "{}{}",
+                    self.inner.config.urls.for_market(market),
+                    endpoint(market, name)
+                ),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(call.finish(b.finish(), None, None))
     }
 }
 
@@ -444,6 +558,17 @@ struct Series<'a> {
     cm_max: i64,
 }
 
+/// Weight of one aggTrades request.
+fn agg_trades_weight(market: Market) -> u32 {
+    match market {
+        Market::Spot => 4,
+        _ => 20,
+    }
+}
+
+/// Weight of one historicalTrades request.
+const HISTORICAL_TRADES_WEIGHT: u32 = 25;
+
 /// The path of endpoint `name` on `market` (`/api/v3/…`, `/fapi/v1/…`, `/dapi/v1/…`).
 fn endpoint(market: Market, name: &str) -> String {
     let prefix = match market {
@@ -474,6 +599,85 @@ impl Call<'_> {
             bytes: self.bytes.load(Ordering::Relaxed),
             weight: self.weight.load(Ordering::Relaxed),
         }
+    }
+
+    /// The first page of aggregate trades at or after `range`'s start: hour windows (the most
+    /// one request may span) until one has trades, or the range ends. Empty if none.
+    async fn first_agg_trades(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<TradeRecord>, RestError> {
+        let mut from = range.start();
+        while from < range.end() {
+            let to = (from + AGG_TRADES_WINDOW_MS).min(range.end());
+            let page = self
+                .get(
+                    &Req {
+                        market,
+                        path: endpoint(market, "aggTrades"),
+                        query: vec![
+                            ("symbol", symbol.to_string()),
+                            ("startTime", from.to_string()),
+                            ("endTime", (to - 1).to_string()),
+                            ("limit", limit.to_string()),
+                        ],
+                        weight: agg_trades_weight(market),
+                        symbol: Some(symbol.as_str()),
+                        interval: None,
+                    },
+                    parse::agg_trades,
+                )
+                .await?;
+            if !page.is_empty() {
+                return Ok(page);
+            }
+            from = to;
+        }
+        Ok(Vec::new())
+    }
+
+    /// One page of `name` (`aggTrades` or `historicalTrades`) from trade id `from_id` on, checked
+    /// to start there and to move forward.
+    async fn trades_page(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        name: &str,
+        from_id: i64,
+        parse: fn(&[u8]) -> Result<Vec<TradeRecord>, String>,
+    ) -> Result<Vec<TradeRecord>, RestError> {
+        let path = endpoint(market, name);
+        let weight = match name {
+            "aggTrades" => agg_trades_weight(market),
+            _ => HISTORICAL_TRADES_WEIGHT,
+        };
+        let page = self
+            .get(
+                &Req {
+                    market,
+                    path: path.clone(),
+                    query: vec![
+                        ("symbol", symbol.to_string()),
+                        ("fromId", from_id.to_string()),
+                        ("limit", TRADES_LIMIT.to_string()),
+                    ],
+                    weight,
+                    symbol: Some(symbol.as_str()),
+                    interval: None,
+                },
+                parse,
+            )
+            .await?;
+        if page.first().is_some_and(|t| t.id < from_id) {
+            return Err(RestError::Malformed {
+                url: format!("{}{path}", self.inner.config.urls.for_market(market)),
+                reason: format!("a page from id {from_id} starts before it"),
+            });
+        }
+        Ok(page)
     }
 
     async fn server_time(&self, market: Market) -> Result<i64, RestError> {

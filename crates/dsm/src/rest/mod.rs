@@ -148,7 +148,7 @@ impl From<&crate::manager::ManagerConfig> for RestConfig {
 #[derive(Debug, Clone)]
 pub struct RestData {
     /// Closed rows in `[start, end)`, sorted, de-duplicated, in [`crate::schema::schema`] of the
-    /// market and kind (funding: `funding_interval_hours` is null, REST does not say).
+    /// market and kind.
     pub batch: RecordBatch,
     /// The still-open candle (close time at or after [`RestData::server_time`]) if it lies in the
     /// range. Its values are partial and change until it closes: never cache or treat it as final.

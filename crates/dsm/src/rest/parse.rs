@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::schema::{FundingRecord, KlineRecord};
+use crate::schema::{FundingRecord, KlineRecord, TradeRecord};
 
 use super::SymbolInfo;
 
@@ -108,6 +108,83 @@ pub(crate) fn funding(body: &[u8]) -> Result<Vec<FundingRecord>, String> {
             })
         })
         .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAggTrade<'a> {
+    a: i64,
+    #[serde(borrow)]
+    p: Dec<'a>,
+    #[serde(borrow)]
+    q: Dec<'a>,
+    f: i64,
+    l: i64,
+    #[serde(rename = "T")]
+    time: i64,
+    m: bool,
+    #[serde(rename = "M")]
+    best_match: Option<bool>,
+}
+
+/// Parses an aggTrades body (`[{"a","p","q","f","l","T","m"[,"M"]}]`, `T` in ms).
+pub(crate) fn agg_trades(body: &[u8]) -> Result<Vec<TradeRecord>, String> {
+    let raw: Vec<RawAggTrade<'_>> =
+        serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
+    raw.iter()
+        .map(|t| {
+            Ok(TradeRecord {
+                id: t.a,
+                price: t.p.value("price")?,
+                qty: t.q.value("quantity")?,
+                quote_qty: 0.0,
+                first_id: t.f,
+                last_id: t.l,
+                time_us: ms_to_us(t.time)?,
+                is_buyer_maker: t.m,
+                is_best_match: t.best_match,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTrade<'a> {
+    id: i64,
+    #[serde(borrow)]
+    price: Dec<'a>,
+    #[serde(borrow)]
+    qty: Dec<'a>,
+    #[serde(borrow)]
+    quote_qty: Dec<'a>,
+    time: i64,
+    is_buyer_maker: bool,
+    is_best_match: Option<bool>,
+}
+
+/// Parses a spot historicalTrades body (`[{"id","price","qty","quoteQty","time",...}]`).
+pub(crate) fn trades(body: &[u8]) -> Result<Vec<TradeRecord>, String> {
+    let raw: Vec<RawTrade<'_>> = serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
+    raw.iter()
+        .map(|t| {
+            Ok(TradeRecord {
+                id: t.id,
+                price: t.price.value("price")?,
+                qty: t.qty.value("qty")?,
+                quote_qty: t.quote_qty.value("quote qty")?,
+                first_id: 0,
+                last_id: 0,
+                time_us: ms_to_us(t.time)?,
+                is_buyer_maker: t.is_buyer_maker,
+                is_best_match: t.is_best_match,
+            })
+        })
+        .collect()
+}
+
+fn ms_to_us(ms: i64) -> Result<i64, String> {
+    ms.checked_mul(1000)
+        .ok_or_else(|| format!("trade time {ms} is out of range"))
 }
 
 /// Parses `{"serverTime": ms}`.
