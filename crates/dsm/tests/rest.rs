@@ -1038,10 +1038,12 @@ async fn the_servers_weight_header_corrects_the_budget() {
 /// exchange's, with its real weights.
 #[tokio::test]
 async fn agg_trades_and_spot_trades_page_by_id() {
-    let mut cfg = EmulatorConfig::default();
     // ~2,000 trades an hour: an hour window holds more than one page.
-    cfg.trades_per_day = 48_000;
-    let emu = emulator(cfg).await;
+    let emu = emulator(EmulatorConfig {
+        trades_per_day: 48_000,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let c = client(&emu);
     let cancel = CancellationToken::new();
     let (start, end) = (ms(2024, 2, 29, 22) + 17 * MIN, ms(2024, 3, 1, 2));
