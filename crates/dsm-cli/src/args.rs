@@ -135,8 +135,9 @@ pub enum CacheCommand {
     /// List cached partitions: dataset, span, rows, bytes, covered ranges, sources.
     Ls(CacheArgs),
     /// Re-read every cached file and check it against its manifest; bad files are quarantined
-    /// (and fetched again on next use). Exits 5 if anything was wrong.
-    Verify(CacheArgs),
+    /// (and fetched again on next use). Exits 5 if anything was wrong. With --remote, also asks
+    /// the archive whether cached Vision files were re-published, and fetches those again.
+    Verify(VerifyArgs),
     /// Remove cached partitions: --all, or those matching every filter given.
     Prune {
         #[command(flatten)]
@@ -156,6 +157,23 @@ pub enum CacheCommand {
     },
     /// Print the cache's total size (data, manifests, quarantine).
     Size(CacheArgs),
+}
+
+/// `dsm cache verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: CacheArgs,
+    /// Also re-read the .CHECKSUM of each cached Vision file; files Binance re-published are
+    /// fetched again and listed (`republished`, with changed/added/removed row counts).
+    #[arg(long)]
+    pub remote: bool,
+    /// With --remote: only files whose day or month ends after TIME (RFC 3339, a date, or ms).
+    #[arg(long, value_name = "TIME", requires = "remote")]
+    pub since: Option<String>,
+    /// With --remote: the Binance Vision archive base URL.
+    #[arg(long, env = "DSM_VISION_URL", value_name = "URL")]
+    pub vision_url: Option<String>,
 }
 
 /// Arguments shared by the `dsm cache` subcommands.

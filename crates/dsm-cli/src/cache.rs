@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use dsm::TimeRange;
 use dsm::cache::{CacheStore, PartitionInfo, PruneFilter};
 use dsm::time::format_ms;
+use dsm::{DataSourceManager, ManagerConfig, TimeRange};
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::args::{CacheArgs, CacheCommand};
+use crate::args::{CacheArgs, CacheCommand, VerifyArgs};
 use crate::exit::{CacheProblems, UsageError};
 use crate::printer::Printer;
 
@@ -153,6 +153,15 @@ struct VerifyJson {
     problems: Vec<ProblemJson>,
     quarantined: Vec<String>,
     removed: usize,
+    /// With `--remote`: cached Vision files whose `.CHECKSUM` was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_checked: Option<usize>,
+    /// With `--remote`: files Binance re-published (fetched again and cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    republished: Option<Vec<dsm::manager::Republished>>,
+    /// With `--remote`: cached files the archive no longer has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gone: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,10 +170,49 @@ struct ProblemJson {
     reason: String,
 }
 
-async fn verify(args: &CacheArgs, printer: Printer) -> anyhow::Result<()> {
-    let store = open(args).await?;
+/// Asks the archive whether cached Vision files were re-published; fetches those again.
+async fn check_remote(args: &VerifyArgs) -> anyhow::Result<dsm::manager::RepublishReport> {
+    let since = args
+        .since
+        .as_deref()
+        .map(dsm::time::parse_instant)
+        .transpose()?;
+    let mut config = ManagerConfig {
+        cache_dir: Some(store_dir(&args.common)?),
+        ..ManagerConfig::default()
+    };
+    if let Some(url) = &args.vision_url {
+        config.vision_url = url.trim_end_matches('/').to_owned();
+    }
+    let manager = DataSourceManager::new(config).context("starting the data source manager")?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let report = manager
+        .check_republished(since, &token)
+        .await
+        .context("checking cached Vision files against the archive")?;
+    manager
+        .shutdown(std::time::Duration::from_millis(500))
+        .await;
+    Ok(report)
+}
+
+/// The cache directory the command works on.
+fn store_dir(args: &CacheArgs) -> anyhow::Result<PathBuf> {
+    match &args.cache_dir {
+        Some(d) => Ok(d.clone()),
+        None => CacheStore::default_dir().map_err(|e| dsm::Error::from(e).into()),
+    }
+}
+
+async fn verify(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
+    let store = open(&args.common).await?;
     let r = store.verify().await.map_err(dsm::Error::from)?;
-    if args.json {
+    let remote = if args.remote {
+        Some(check_remote(args).await?)
+    } else {
+        None
+    };
+    if args.common.json {
         let json = VerifyJson {
             partitions: r.partitions,
             files: r.files,
@@ -179,6 +227,9 @@ async fn verify(args: &CacheArgs, printer: Printer) -> anyhow::Result<()> {
                 .collect(),
             quarantined: r.quarantined.clone(),
             removed: r.removed,
+            remote_checked: remote.as_ref().map(|x| x.checked),
+            republished: remote.as_ref().map(|x| x.republished.clone()),
+            gone: remote.as_ref().map(|x| x.gone.clone()),
         };
         printer.out(&serde_json::to_string_pretty(&json)?)?;
     } else {
@@ -202,6 +253,22 @@ async fn verify(args: &CacheArgs, printer: Printer) -> anyhow::Result<()> {
         }
         if r.removed > 0 {
             printer.out(&format!("  removed {} stray files", r.removed))?;
+        }
+        if let Some(x) = &remote {
+            printer.out(&format!(
+                "checked {} cached Vision files against the archive: {} re-published",
+                x.checked,
+                x.republished.len()
+            ))?;
+            for p in &x.republished {
+                printer.out(&format!(
+                    "  re-published {}: {} rows changed, {} added, {} removed (cached anew)",
+                    p.file, p.changed, p.added, p.removed
+                ))?;
+            }
+            for g in &x.gone {
+                printer.out(&format!("  no longer in the archive: {g} (kept)"))?;
+            }
         }
     }
     if r.is_clean() {

@@ -974,3 +974,54 @@ async fn aggtrades_from_rest_are_written() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_verify_remote_lists_and_refetches_republished_files() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "-q",
+            "-o",
+        ],
+    );
+    cmd.arg(out.path().join("x.csv"));
+    assert_eq!(output(cmd).await.status.code(), Some(0));
+    emu.add_fault(
+        "republish=0.5@*-1h-2024-01-02.zip"
+            .parse::<Fault>()
+            .unwrap(),
+    );
+    let mut cmd = cache_cmd(cache.path(), &["verify", "--remote", "--json"]);
+    cmd.arg("--vision-url").arg(emu.base_url());
+    let (code, json, stderr) = run_json(cmd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(json["remote_checked"], 2, "{json}");
+    let republished = json["republished"].as_array().unwrap();
+    assert_eq!(republished.len(), 1, "{json}");
+    assert_eq!(
+        republished[0]["file"],
+        "data/spot/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2024-01-02.zip"
+    );
+    assert!(republished[0]["changed"].as_u64().unwrap() > 0, "{json}");
+    // Fetched again: a second check finds nothing new.
+    let mut cmd = cache_cmd(cache.path(), &["verify", "--remote", "--json"]);
+    cmd.arg("--vision-url").arg(emu.base_url());
+    let (code, json, stderr) = run_json(cmd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(json["republished"].as_array().unwrap().len(), 0, "{json}");
+    emu.shutdown().await;
+}

@@ -44,6 +44,13 @@ pub enum FaultKind {
         /// The entry's inflated size (at most 4 GiB − 1: no zip64).
         bytes: u64,
     },
+    /// The file was re-published with different rows (Binance does this): `fraction` of the data
+    /// lines carry a changed quantity (candle volume; trade, aggTrade quantity; funding rate), and
+    /// the `.CHECKSUM` matches the new bytes.
+    Republish {
+        /// Share of the data lines changed (0..1].
+        fraction: f64,
+    },
     /// `.CHECKSUM` answers 404.
     MissingChecksum,
     /// HTTP 500.
@@ -252,6 +259,17 @@ impl FromStr for Fault {
                 };
                 FaultKind::NoNewline { bytes }
             }
+            "republish" => {
+                let fraction = match arg {
+                    Some(a) => a
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| *f > 0.0 && *f <= 1.0)
+                        .ok_or_else(|| err("republish takes a fraction within (0, 1]"))?,
+                    None => 0.1,
+                };
+                FaultKind::Republish { fraction }
+            }
             "missing-checksum" => no_arg(FaultKind::MissingChecksum)?,
             "status500" | "500" => no_arg(FaultKind::Status500)?,
             "status403" | "403" => no_arg(FaultKind::AccessDenied403)?,
@@ -301,6 +319,7 @@ impl fmt::Display for Fault {
             FaultKind::CorruptZipMatchingChecksum => f.write_str("corrupt-zip")?,
             FaultKind::ShortFile { fraction } => write!(f, "short-file={fraction}")?,
             FaultKind::NoNewline { bytes } => write!(f, "no-newline={bytes}")?,
+            FaultKind::Republish { fraction } => write!(f, "republish={fraction}")?,
             FaultKind::MissingChecksum => f.write_str("missing-checksum")?,
             FaultKind::Status500 => f.write_str("status500")?,
             FaultKind::AccessDenied403 => f.write_str("status403")?,
@@ -350,6 +369,7 @@ pub(crate) fn group(k: &FaultKind) -> Group {
         | FaultKind::CorruptZipMatchingChecksum
         | FaultKind::ShortFile { .. }
         | FaultKind::NoNewline { .. }
+        | FaultKind::Republish { .. }
         | FaultKind::DuplicateRows => Group::Content,
         FaultKind::SlowBody { .. } | FaultKind::ResetMidBody | FaultKind::TruncatedBody => {
             Group::Delivery

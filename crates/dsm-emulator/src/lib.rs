@@ -38,6 +38,7 @@
 //! Kinds: `hang`, `slow=BYTES_PER_SEC`, `reset`, `truncate`, `checksum-mismatch`, `corrupt-zip`,
 //! `short-file[=FRACTION]` (a valid zip with a matching checksum that holds only the first part of
 //! the rows), `no-newline[=BYTES]` (an entry that inflates to BYTES with no line break),
+//! `republish[=FRACTION]` (the file re-published with some rows changed, matching checksum),
 //! `missing-checksum`, `status500`, `status403`, `status429`, `status418`, `duplicate-rows`,
 //! `gap=START..END[:SYMBOL]` (RFC 3339, `YYYY-MM-DD` or epoch ms). Checksum kinds also match a glob
 //! written for the zip (`*.zip` hits `….zip.CHECKSUM`). Examples: `hang@/data/spot/*#2`,

@@ -34,7 +34,8 @@ struct Args {
     /// Content-Length); checksum-mismatch; corrupt-zip (matching .CHECKSUM); short-file[=FRACTION]
     /// (a valid zip and matching .CHECKSUM holding only the first FRACTION of the rows, default
     /// 0.57); no-newline[=BYTES] (an entry that inflates to BYTES with no line break, default
-    /// 1 GiB, matching .CHECKSUM); missing-checksum; status500; status403; status429; status418;
+    /// 1 GiB, matching .CHECKSUM); republish[=FRACTION] (the file re-published with FRACTION of
+    /// its rows changed, default 0.1, matching .CHECKSUM); missing-checksum; status500; status403; status429; status418;
     /// duplicate-rows; gap=START..END[:SYMBOL] (exchange downtime in every source). GLOB matches
     /// the request path (`*` = anything); #N = first N matching requests; %P = probability P.
     #[arg(long = "fault", value_parser = parse_fault)]

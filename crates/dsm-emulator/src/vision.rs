@@ -204,6 +204,8 @@ pub(crate) enum Variant {
     Short(u32),
     /// An entry of this many bytes with no line break.
     NoNewline(u64),
+    /// Re-published: this per-mille of the data lines changed.
+    Republished(u32),
 }
 
 impl Variant {
@@ -216,6 +218,9 @@ impl Variant {
                 Some(Variant::Short((fraction * 1000.0).round() as u32))
             }
             FaultKind::NoNewline { bytes } => Some(Variant::NoNewline(*bytes)),
+            FaultKind::Republish { fraction } => {
+                Some(Variant::Republished((fraction * 1000.0).round() as u32))
+            }
             _ => None,
         }
     }
@@ -227,6 +232,7 @@ impl Variant {
             Variant::Corrupt => Some(corrupt(normal)),
             Variant::Short(per_mille) => shorten(normal, per_mille),
             Variant::NoNewline(bytes) => no_newline(normal, bytes),
+            Variant::Republished(per_mille) => republish(normal, per_mille),
         }
     }
 }
@@ -622,6 +628,43 @@ fn shorten(zip_bytes: &[u8], per_mille: u32) -> Option<Vec<u8>> {
         }
         Ok(())
     })
+}
+
+/// The zip with one quantity changed on every `1000 / per_mille`-th data line: the candle volume
+/// (field 6 of 12), else the third field (trade quantity, funding rate). Its last digit goes up by
+/// one (a 9 is left alone), so every value stays valid.
+fn republish(zip_bytes: &[u8], per_mille: u32) -> Option<Vec<u8>> {
+    let (name, text) = first_entry(zip_bytes)?;
+    let step = (1000 / per_mille.clamp(1, 1000)) as usize;
+    let mut out = Vec::with_capacity(text.len());
+    let mut data_line = 0usize;
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let mut line = line.to_vec();
+        if line.first().is_some_and(u8::is_ascii_digit) {
+            if data_line.is_multiple_of(step) {
+                let fields = line.iter().filter(|b| **b == b',').count() + 1;
+                let target = if fields == 12 { 5 } else { 2 };
+                let end = line
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b',' || **b == b'\n' || **b == b'\r')
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(line.len()))
+                    .nth(target);
+                if let Some(d) = end
+                    .and_then(|e| e.checked_sub(1))
+                    .and_then(|i| line.get_mut(i))
+                    && d.is_ascii_digit()
+                    && *d != b'9'
+                {
+                    *d += 1;
+                }
+            }
+            data_line += 1;
+        }
+        out.extend_from_slice(&line);
+    }
+    zip_with(&name, |zw| zw.write_all(&out))
 }
 
 /// A zip named like `zip_bytes`'s entry whose entry is `bytes` bytes of digits with no line

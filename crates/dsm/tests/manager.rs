@@ -1661,3 +1661,61 @@ async fn a_delivered_contract_ends_at_delivery_not_in_a_gap() {
     assert!(e.to_string().contains("delivered"), "{e}");
     assert!(env.paths().is_empty(), "{:?}", env.paths());
 }
+
+/// A cached Vision file that Binance re-publishes with other rows: `check_republished` notices
+/// the new `.CHECKSUM`, fetches the file again, counts what changed and caches the new rows.
+#[tokio::test]
+async fn a_republished_vision_file_is_noticed_and_fetched_again() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
+    env.m.get(req.clone()).await.expect("cached");
+    let token = tokio_util::sync::CancellationToken::new();
+    let same = env.m.check_republished(None, &token).await.expect("check");
+    assert_eq!((same.checked, same.republished.len()), (1, 0), "{same:?}");
+
+    env.emu
+        .add_fault(fault("republish=0.1@*/BTCUSDT-1m-2024-02-10.zip"));
+    // Files ending before `since` are not asked about.
+    env.emu.clear_log();
+    let skipped = env
+        .m
+        .check_republished(Some(t("2024-02-11")), &token)
+        .await
+        .expect("check since");
+    assert_eq!(skipped.checked, 0);
+    assert!(env.paths().is_empty(), "{:?}", env.paths());
+
+    let report = env.m.check_republished(None, &token).await.expect("check");
+    assert_eq!(report.republished.len(), 1, "{report:?}");
+    let r = &report.republished[0];
+    assert_eq!(
+        r.file,
+        "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-10.zip"
+    );
+    // What the cache holds now differs from the original rows in exactly the changed volumes.
+    req.source = Some(SourcePolicy::Cache);
+    let cached = klines_of(one(&env.m.get(req).await.expect("from cache")));
+    let truth = env.truth(EM::Spot, "BTCUSDT", "1m", day);
+    assert_eq!(cached.len(), truth.len());
+    let differing = cached
+        .iter()
+        .zip(&truth)
+        .filter(|(c, w)| {
+            assert_eq!(c.open_time, w.open_time);
+            c != w
+        })
+        .count();
+    assert!(differing > 100, "{differing}");
+    assert_eq!((r.changed, r.added, r.removed), (differing as u64, 0, 0));
+    assert!(
+        cached
+            .iter()
+            .zip(&truth)
+            .all(|(c, w)| c.close == w.close && c.count == w.count),
+        "only volumes changed"
+    );
+    // Now current: nothing to fetch again.
+    let again = env.m.check_republished(None, &token).await.expect("again");
+    assert!(again.republished.is_empty(), "{again:?}");
+}

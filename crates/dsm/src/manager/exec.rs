@@ -462,7 +462,7 @@ struct VisionDone {
 
 /// The candle slots of `file` (a day or month of `interval`) that hold no row. Empty for kinds
 /// without a grid (funding, trades).
-fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
+pub(super) fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
     match file.interval {
         Some(interval) if file.kind.has_interval() => Ok(kline_gaps_parts(
             std::slice::from_ref(batch),
@@ -476,7 +476,7 @@ fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
 
 /// The cache pieces of a verified file: the whole file when it has no holes, else one piece per
 /// stretch between them, so a hole is never recorded as complete (a known gap) on Vision's word.
-fn file_pieces(
+pub(super) fn file_pieces(
     file: &FileKey,
     batch: &RecordBatch,
     holes: &[TimeRange],

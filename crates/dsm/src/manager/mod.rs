@@ -9,6 +9,9 @@
 mod exec;
 mod merge;
 mod plan;
+mod republish;
+
+pub use republish::{RepublishReport, Republished};
 
 use std::fmt;
 use std::path::PathBuf;

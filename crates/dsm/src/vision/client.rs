@@ -190,6 +190,30 @@ impl VisionClient {
             .await
     }
 
+    /// The SHA-256 that `key`'s `.CHECKSUM` sidecar announces now, `None` if it is not published
+    /// (404). One small request: how a cached file's re-publication is noticed.
+    pub async fn checksum(
+        &self,
+        key: &FileKey,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>, VisionError> {
+        let url = key.checksum_url(&self.cfg.base_url);
+        let counters = Counters::default();
+        self.guarded(cancel, self.deadline(), async {
+            let Some(d) = self.get(&url, false, MAX_CHECKSUM_BYTES, &counters).await? else {
+                return Ok(None);
+            };
+            parse_checksum(&d.bytes)
+                .map(Some)
+                .ok_or_else(|| VisionError::BadChecksumFile {
+                    url: key.url(&self.cfg.base_url),
+                    content: String::from_utf8_lossy(&d.bytes[..d.bytes.len().min(120)])
+                        .into_owned(),
+                })
+        })
+        .await
+    }
+
     async fn fetch_inner(
         &self,
         key: &FileKey,

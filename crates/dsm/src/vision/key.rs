@@ -179,6 +179,29 @@ impl FileKey {
         self.period.range()
     }
 
+    /// The key of the archive file named `file_name` (e.g. `BTCUSDT-1m-2024-01-01.zip`, as cache
+    /// manifests record it) for a dataset; `None` if the name is not one of its files.
+    pub fn for_file(
+        market: Market,
+        kind: DataKind,
+        symbol: &Symbol,
+        interval: Option<Interval>,
+        file_name: &str,
+    ) -> Option<FileKey> {
+        let interval_dir = match interval {
+            Some(i) if kind.has_interval() => format!("{}/", i.vision_name()),
+            _ => String::new(),
+        };
+        ["daily", "monthly"].into_iter().find_map(|freq| {
+            let path = format!(
+                "data/{}/{freq}/{}/{symbol}/{interval_dir}{file_name}",
+                market.vision_path(),
+                kind.vision_name(),
+            );
+            FileKey::from_path(&path).filter(|k| k.file_name() == file_name)
+        })
+    }
+
     /// The most bytes this file's CSV can hold: for candles and funding, every slot of the period
     /// at [`MAX_LINE_BYTES`] each; for trades, a ceiling far above the busiest real day or month.
     /// A file that declares (or inflates to) more is hostile or broken, never data.
