@@ -87,6 +87,7 @@ struct PartitionJson {
     covered: Vec<String>,
     gaps: Vec<String>,
     sources: Vec<String>,
+    short_files: Vec<String>,
 }
 
 impl From<&PartitionInfo> for PartitionJson {
@@ -104,6 +105,7 @@ impl From<&PartitionInfo> for PartitionJson {
             covered: ranges(&p.covered),
             gaps: ranges(&p.gaps),
             sources: p.sources.iter().map(ToString::to_string).collect(),
+            short_files: p.short_files.clone(),
         }
     }
 }

@@ -1424,6 +1424,10 @@ async fn a_short_vision_file_is_completed_from_rest_never_a_gap() {
     assert!(res.gaps.is_empty(), "false gaps: {:?}", res.gaps);
     assert!(res.is_complete());
     assert_eq!(res.summary.short_files, vec!["BTCUSDT-1m-2024-02-10.zip"]);
+    // The partition's manifest remembers the file as short.
+    let parts = env.m.cache().expect("cache").list().await.expect("list");
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert_eq!(parts[0].short_files, vec!["BTCUSDT-1m-2024-02-10.zip"]);
     let src = sources(&concat(res));
     assert!(src.iter().any(|s| s == "vision") && src.iter().any(|s| s == "rest"));
     assert!(!env.rest_data_queries().is_empty());

@@ -160,6 +160,10 @@ pub struct Manifest {
     pub no_data: Vec<Span>,
     /// When this generation was published (ms).
     pub updated_at: i64,
+    /// Archive files of this partition found short: they verified against their `.CHECKSUM` but
+    /// lacked rows the REST API had (those rows came from REST).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub short_files: Vec<String>,
     /// CRC-32 of the manifest itself: of its compact JSON without this field. Set by
     /// [`Manifest::to_bytes`] and checked by [`Manifest::parse`], so a flipped bit anywhere in
     /// the document (a row count, a row group's min/max) rejects it instead of silently
@@ -180,6 +184,7 @@ impl Manifest {
             covered: Vec::new(),
             no_data: Vec::new(),
             updated_at: 0,
+            short_files: Vec::new(),
             manifest_crc32: None,
         }
     }

@@ -287,6 +287,8 @@ pub struct PartitionInfo {
     pub data_file: Option<String>,
     /// Distinct sources of the covered ranges.
     pub sources: Vec<Provenance>,
+    /// Archive files found short (they verified but lacked rows REST had).
+    pub short_files: Vec<String>,
 }
 
 /// One problem found by [`CacheStore::verify`].
@@ -1129,9 +1131,51 @@ impl CacheStore {
                 bytes,
                 data_file,
                 sources,
+                short_files: m.short_files,
             });
         }
         Ok(out)
+    }
+
+    /// Records in the manifests of the partitions `range` touches that archive file `file` was
+    /// found short (it verified against its `.CHECKSUM` but lacked rows REST had). Partitions with
+    /// nothing cached are left alone.
+    pub async fn record_short_file(
+        &self,
+        key: &DatasetKey,
+        range: TimeRange,
+        file: &str,
+    ) -> Result<(), CacheError> {
+        key.check()?;
+        for part in key.partitions(range) {
+            for attempt in 0..=MAX_PUBLISH_ATTEMPTS {
+                if attempt == MAX_PUBLISH_ATTEMPTS {
+                    return Err(CacheError::Conflict {
+                        path: part.dir.clone(),
+                        attempts: MAX_PUBLISH_ATTEMPTS,
+                    });
+                }
+                let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
+                let Some((_, mut m)) = self.load_manifest(key, &part).await? else {
+                    break;
+                };
+                if m.short_files.iter().any(|f| f == file) {
+                    break;
+                }
+                m.short_files.push(file.to_owned());
+                m.generation += 1;
+                m.updated_at = now_ms();
+                let bytes = Bytes::from(m.to_bytes());
+                if self
+                    .blobs
+                    .publish_manifest(part.dir.clone(), m.generation, bytes)
+                    .await?
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Re-reads every data file and checks it against its manifest (size, checksum, rows, order,

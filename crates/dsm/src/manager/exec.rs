@@ -275,6 +275,9 @@ pub(crate) async fn fetch_symbol(
                         window = %h,
                         "a verified Vision file lacks rows the REST API has; took them from REST"
                     );
+                    if let Some(cache) = ctx.cache {
+                        cache.record_short_file(&key, *hole, file).await?;
+                    }
                     summary.short_files.push(file.clone());
                 }
             }
