@@ -902,6 +902,8 @@ async fn cache_ls_size_verify_and_prune() {
     let provenance = Provenance::Vision {
         file: file.clone(),
         sha256: "ab".repeat(32),
+        etag: None,
+        last_modified: None,
     };
     store
         .write(&key, day, &b.finish(), provenance)

@@ -38,6 +38,8 @@ fn vision(file: &str) -> Provenance {
     Provenance::Vision {
         file: file.into(),
         sha256: "ab".repeat(32),
+        etag: None,
+        last_modified: None,
     }
 }
 

@@ -1677,6 +1677,24 @@ async fn a_republished_vision_file_is_noticed_and_fetched_again() {
     let token = tokio_util::sync::CancellationToken::new();
     let same = env.m.check_republished(None, &token).await.expect("check");
     assert_eq!((same.checked, same.republished.len()), (1, 0), "{same:?}");
+    // The cache keeps the file's digest, ETag and Last-Modified as served.
+    let served = || async {
+        let parts = env.m.cache().expect("cache").list().await.expect("list");
+        parts[0]
+            .sources
+            .iter()
+            .find_map(|s| match s {
+                dsm::cache::Provenance::Vision {
+                    sha256,
+                    etag: Some(etag),
+                    last_modified: Some(_),
+                    ..
+                } => Some((sha256.clone(), etag.clone())),
+                _ => None,
+            })
+            .expect("a Vision source with its ETag and Last-Modified")
+    };
+    let before = served().await;
 
     env.emu
         .add_fault(fault("republish=0.1@*/BTCUSDT-1m-2024-02-10.zip"));
@@ -1718,6 +1736,11 @@ async fn a_republished_vision_file_is_noticed_and_fetched_again() {
             .zip(&truth)
             .all(|(c, w)| c.close == w.close && c.count == w.count),
         "only volumes changed"
+    );
+    let after = served().await;
+    assert!(
+        after.0 != before.0 && after.1 != before.1,
+        "{before:?} {after:?}"
     );
     // Now current: nothing to fetch again.
     let again = env.m.check_republished(None, &token).await.expect("again");

@@ -48,6 +48,12 @@ pub enum Provenance {
         file: String,
         /// Hex SHA-256 of the zip (from its `.CHECKSUM`).
         sha256: String,
+        /// The zip's `ETag` header when it was downloaded, if served.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+        /// The zip's `Last-Modified` header when it was downloaded, if served.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_modified: Option<String>,
     },
     /// The Binance REST API.
     Rest,
@@ -361,6 +367,8 @@ mod tests {
         let v = Provenance::Vision {
             file: "a.zip".into(),
             sha256: "00".into(),
+            etag: None,
+            last_modified: None,
         };
         let old = vec![seg(0, 100, v.clone())];
         let out = splice_segments(&old, r(40, 60), seg(40, 60, Provenance::Rest));

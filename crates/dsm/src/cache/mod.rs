@@ -579,7 +579,7 @@ impl CacheStore {
     ///     .map(|(complete, batch, file, sha256)| Piece {
     ///         complete,
     ///         batch,
-    ///         provenance: Provenance::Vision { file, sha256 },
+    ///         provenance: Provenance::Vision { file, sha256, etag: None, last_modified: None },
     ///     })
     ///     .collect();
     /// cache.write_many(&key, pieces).await?;

@@ -19,7 +19,7 @@ use crate::market::{DataKind, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
 use crate::time::{TimeRange, day_floor, now_ms};
-use crate::vision::{FileKey, FileOutcome, VisionClient, VisionError, fallback_days};
+use crate::vision::{FileData, FileKey, FileOutcome, VisionClient, VisionError, fallback_days};
 
 /// How long a learnt "Vision has nothing from this day on" stays trusted before Vision is asked again.
 const FRONTIER_TTL: Duration = Duration::from_secs(3600);
@@ -465,7 +465,7 @@ struct VisionDone {
 
 /// The candle slots of `file` (a day or month of `interval`) that hold no row. Empty for kinds
 /// without a grid (funding, trades).
-pub(super) fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
+fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
     match file.interval {
         Some(interval) if file.kind.has_interval() => Ok(kline_gaps_parts(
             std::slice::from_ref(batch),
@@ -479,7 +479,7 @@ pub(super) fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<Time
 
 /// The cache pieces of a verified file: the whole file when it has no holes, else one piece per
 /// stretch between them, so a hole is never recorded as complete (a known gap) on Vision's word.
-pub(super) fn file_pieces(
+fn file_pieces(
     file: &FileKey,
     batch: &RecordBatch,
     holes: &[TimeRange],
@@ -495,6 +495,19 @@ pub(super) fn file_pieces(
         });
     }
     Ok(pieces)
+}
+
+/// The cache pieces of a verified Vision file (all of it but its holes), and the holes.
+pub(super) fn pieces_of(file: &FileData) -> Result<(Vec<Piece>, Vec<TimeRange>)> {
+    let holes = file_holes(&file.key, &file.batch)?;
+    let provenance = Provenance::Vision {
+        file: file.key.file_name(),
+        sha256: file.sha256.clone(),
+        etag: file.etag.clone(),
+        last_modified: file.last_modified.clone(),
+    };
+    let pieces = file_pieces(&file.key, &file.batch, &holes, provenance)?;
+    Ok((pieces, holes))
 }
 
 /// Downloads the Vision files for `ranges`, caching each verified file (all of it but its holes).
@@ -580,12 +593,8 @@ async fn fetch_vision(
                         },
                     );
                     batches.push(with_source(&file.batch, market, kind, Source::Vision));
-                    let file_holes = file_holes(&file_key, &file.batch)?;
-                    let provenance = Provenance::Vision {
-                        file: file_key.file_name(),
-                        sha256: file.sha256,
-                    };
-                    pieces = file_pieces(&file_key, &file.batch, &file_holes, provenance)?;
+                    let (file_pieces, file_holes) = pieces_of(&file)?;
+                    pieces = file_pieces;
                     holes.extend(file_holes.into_iter().map(|h| (h, file_key.file_name())));
                 }
                 Ok(FileOutcome::NotPublished) => {

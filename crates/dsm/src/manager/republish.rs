@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::DataSourceManager;
-use super::exec::{file_holes, file_pieces};
+use super::exec::pieces_of;
 use crate::cache::{DatasetKey, Provenance};
 use crate::error::{Error, InputError, Result};
 use crate::vision::{FileKey, FileOutcome};
@@ -61,7 +61,7 @@ impl DataSourceManager {
         for p in cache.list().await? {
             let d = &p.dataset;
             for source in &p.sources {
-                let Provenance::Vision { file, sha256 } = source else {
+                let Provenance::Vision { file, sha256, .. } = source else {
                     continue;
                 };
                 let Some(key) = FileKey::for_file(d.market, d.kind, &d.symbol, d.interval, file)
@@ -116,12 +116,7 @@ impl DataSourceManager {
         let (changed, added, removed) = diff_rows(&old, &file.batch)?;
         tracing::warn!(file = %key.path(), changed, added, removed,
             "a cached Vision file was re-published; cached the new copy");
-        let holes = file_holes(&key, &file.batch)?;
-        let provenance = Provenance::Vision {
-            file: key.file_name(),
-            sha256: file.sha256.clone(),
-        };
-        let pieces = file_pieces(&key, &file.batch, &holes, provenance)?;
+        let (pieces, _holes) = pieces_of(&file)?;
         cache.write_many(&dataset, pieces).await?;
         Ok(Recheck::Changed(Republished {
             file: key.path(),

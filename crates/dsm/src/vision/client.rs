@@ -31,6 +31,10 @@ pub struct FileData {
     pub sha256: String,
     /// Whether the `.CHECKSUM` was missing and the file was accepted unverified.
     pub unverified: bool,
+    /// The zip's `ETag` header, when served (S3 sends an MD5 of the bytes).
+    pub etag: Option<String>,
+    /// The zip's `Last-Modified` header, when served: when Binance (re-)published it.
+    pub last_modified: Option<String>,
     /// The zip bytes as downloaded (for a cache that keeps originals).
     pub bytes: Bytes,
     /// The rows, in dsm's schema for the key's market and kind, in time order.
@@ -99,6 +103,9 @@ struct Counters {
 struct Download {
     bytes: Bytes,
     sha256: Option<String>,
+    /// The `ETag` and `Last-Modified` headers, when served.
+    etag: Option<String>,
+    last_modified: Option<String>,
 }
 
 /// The Vision archive client. Cheap to share by reference; holds one pooled HTTP client.
@@ -320,6 +327,8 @@ impl VisionClient {
             key: key.clone(),
             sha256: actual,
             unverified,
+            etag: zip.etag,
+            last_modified: zip.last_modified,
             bytes: zip.bytes,
             batch,
             duplicates,
@@ -408,6 +417,16 @@ impl VisionClient {
             }
         }
         let announced = resp.content_length();
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (etag, last_modified) = (
+            header(reqwest::header::ETAG),
+            header(reqwest::header::LAST_MODIFIED),
+        );
         let too_large = |what, bytes| VisionError::TooLarge {
             url: url.to_owned(),
             what,
@@ -456,6 +475,8 @@ impl VisionClient {
         Ok(Some(Download {
             bytes: Bytes::from(buf),
             sha256: hasher.map(|h| hex::encode(h.finalize())),
+            etag,
+            last_modified,
         }))
     }
 
