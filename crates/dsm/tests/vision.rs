@@ -91,7 +91,7 @@ fn key(path: &str) -> FileKey {
 
 async fn fetch_data(c: &VisionClient, k: &FileKey) -> dsm::vision::FileData {
     match c.fetch(k, &CancellationToken::new()).await {
-        Ok(FileOutcome::Data(d)) => d,
+        Ok(FileOutcome::Data(d)) => *d,
         other => panic!("{k}: expected data, got {other:?}"),
     }
 }

@@ -47,7 +47,7 @@ pub struct FileData {
 #[derive(Debug, Clone)]
 pub enum FileOutcome {
     /// The file, verified and parsed.
-    Data(FileData),
+    Data(Box<FileData>),
     /// The archive answered 404: the file is not published (yet), or never will be.
     NotPublished,
 }
@@ -323,7 +323,7 @@ impl VisionClient {
             }
         };
         let Parsed { batch, duplicates } = self.parse_blocking(zip.bytes.clone(), key, url).await?;
-        Ok(FileOutcome::Data(FileData {
+        Ok(FileOutcome::Data(Box::new(FileData {
             key: key.clone(),
             sha256: actual,
             unverified,
@@ -332,7 +332,7 @@ impl VisionClient {
             bytes: zip.bytes,
             batch,
             duplicates,
-        }))
+        })))
     }
 
     /// Inflates and parses on a blocking thread owned by this future, once a core is free:
@@ -541,7 +541,7 @@ impl VisionClient {
                 out.requests += r.requests;
                 out.bytes += r.bytes;
                 match r.outcome? {
-                    FileOutcome::Data(d) => files.push(d),
+                    FileOutcome::Data(d) => files.push(*d),
                     FileOutcome::NotPublished => {
                         let days = fallback_days(&r.key, &range);
                         if days.is_empty() {
