@@ -229,12 +229,20 @@ impl TimeRange {
     }
 
     /// Sorts and merges touching or overlapping ranges.
-    pub fn merge_all(mut ranges: Vec<TimeRange>) -> Vec<TimeRange> {
+    pub fn merge_all(ranges: Vec<TimeRange>) -> Vec<TimeRange> {
+        TimeRange::merge_within(ranges, 0)
+    }
+
+    /// Sorts and merges ranges less than `max_gap` ms apart (touching or overlapping ones too),
+    /// spanning the gaps between them: fewer, longer ranges, e.g. to ask for in fewer requests.
+    pub fn merge_within(mut ranges: Vec<TimeRange>, max_gap: i64) -> Vec<TimeRange> {
         ranges.sort();
         let mut out: Vec<TimeRange> = Vec::with_capacity(ranges.len());
         for r in ranges {
             match out.last_mut() {
-                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                Some(last) if r.start <= last.end.saturating_add(max_gap.max(0)) => {
+                    last.end = last.end.max(r.end)
+                }
                 _ => out.push(r),
             }
         }

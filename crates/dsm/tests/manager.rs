@@ -1746,3 +1746,37 @@ async fn a_republished_vision_file_is_noticed_and_fetched_again() {
     let again = env.m.check_republished(None, &token).await.expect("again");
     assert!(again.republished.is_empty(), "{again:?}");
 }
+
+/// Many small holes in one Vision file (here 60 one-minute outages) are confirmed with a page or
+/// two of REST, never a request per hole; each stays a confirmed gap.
+#[tokio::test]
+async fn many_holes_in_a_file_cost_a_few_rest_pages() {
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    let outages: Vec<TimeRange> = (0..60)
+        .map(|i| {
+            let s = day.start() + i * 20 * MIN + 7 * MIN;
+            range(s, s + MIN)
+        })
+        .collect();
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |mut c| {
+            for o in &outages {
+                c = c.with_fault(Fault::gap(dt(o.start()), dt(o.end()), None));
+            }
+            c
+        },
+        |c| c,
+    )
+    .await;
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, day))
+        .await
+        .expect("day");
+    assert_eq!(one(&resp).gaps, outages);
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    let pages = env.rest_data_queries().len();
+    assert!(pages <= 2, "{pages} REST requests for 60 holes");
+    assert!(one(&resp).summary.short_files.is_empty());
+}

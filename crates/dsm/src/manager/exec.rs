@@ -23,6 +23,9 @@ use crate::vision::{FileData, FileKey, FileOutcome, VisionClient, VisionError, f
 
 /// How long a learnt "Vision has nothing from this day on" stays trusted before Vision is asked again.
 const FRONTIER_TTL: Duration = Duration::from_secs(3600);
+/// Holes in Vision files closer than this many candles are confirmed with one REST range (about
+/// one page of klines).
+const HOLE_PAGE_CANDLES: i64 = 1000;
 /// A 404 for a day older than this is a permanent hole in the archive, not the publication frontier.
 const FRONTIER_WINDOW_MS: i64 = 10 * crate::market::DAY_MS;
 
@@ -236,7 +239,14 @@ pub(crate) async fn fetch_symbol(
             let done = fetch_vision(ctx, job, &p.vision, &mut batches, &mut summary).await?;
             // Whatever Vision lacks goes to REST when allowed (and only for the missing part);
             // so do the holes inside its files, which only REST can confirm as exchange gaps.
-            let hole_ranges = done.holes.iter().map(|(r, _)| *r);
+            // Holes closer than a REST page are asked for together: a file with thousands of
+            // one-candle holes costs a page per 1,000 candles, never a request per hole.
+            let page_ms = req
+                .interval
+                .and_then(|i| i.fixed_millis())
+                .map_or(0, |ms| ms * HOLE_PAGE_CANDLES);
+            let hole_ranges =
+                TimeRange::merge_within(done.holes.iter().map(|(r, _)| *r).collect(), page_ms);
             for r in done.lacking.into_iter().chain(hole_ranges) {
                 let parts = missing.iter().filter_map(|m| m.intersect(&r));
                 if uses_rest {

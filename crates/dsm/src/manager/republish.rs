@@ -114,7 +114,7 @@ impl DataSourceManager {
         };
         let old = cache.read(&dataset, key.range()).await?;
         let (changed, added, removed) = diff_rows(&old, &file.batch)?;
-        tracing::warn!(file = %key.path(), changed, added, removed,
+        tracing::info!(file = %key.path(), changed, added, removed,
             "a cached Vision file was re-published; cached the new copy");
         let (pieces, _holes) = pieces_of(&file)?;
         cache.write_many(&dataset, pieces).await?;
