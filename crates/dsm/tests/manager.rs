@@ -1780,3 +1780,37 @@ async fn many_holes_in_a_file_cost_a_few_rest_pages() {
     assert!(pages <= 2, "{pages} REST requests for 60 holes");
     assert!(one(&resp).summary.short_files.is_empty());
 }
+
+/// A monthly funding file that verifies but lacks part of its month: the missing records come
+/// from REST and the file is reported short; a whole file costs no REST request.
+#[tokio::test]
+async fn a_short_funding_file_is_completed_from_rest() {
+    let env = setup("2024-03-10T12:00:00Z").await;
+    let month = range(t("2024-01-01"), t("2024-02-01"));
+    let req =
+        |s: &str, market| Request::new(market, DataKind::FundingRate, vec![sym(s)], None, month);
+    let whole = env
+        .m
+        .get(req("BTCUSD_PERP", Market::CoinM))
+        .await
+        .expect("whole");
+    assert_funding(&env, EM::Cm, "BTCUSD_PERP", month, one(&whole));
+    assert!(
+        env.rest_data_queries().is_empty(),
+        "{:?}",
+        env.rest_data_queries()
+    );
+
+    env.emu
+        .add_fault(fault("short-file=0.5@*/BTCUSDT-fundingRate-2024-01.zip"));
+    let resp = env
+        .m
+        .get(req("BTCUSDT", Market::UsdM))
+        .await
+        .expect("short");
+    assert_funding(&env, EM::Um, "BTCUSDT", month, one(&resp));
+    assert_eq!(
+        one(&resp).summary.short_files,
+        vec!["BTCUSDT-fundingRate-2024-01.zip"]
+    );
+}

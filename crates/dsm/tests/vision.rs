@@ -1412,3 +1412,49 @@ async fn listing_follows_every_page() {
     assert!(l.keys.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
     emu.shutdown().await;
 }
+
+/// The real files are whole: through the manager, their days and month are answered from Vision
+/// alone, with no hole to confirm on REST and no file reported short.
+#[tokio::test]
+async fn real_files_have_no_holes_for_rest_to_confirm() {
+    let Some(_) = samples() else { return };
+    let emu = emulator(t(2026, 6, 10, 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dsm::DataSourceManager::new(dsm::ManagerConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        vision_url: emu.base_url(),
+        rest_urls: dsm::manager::RestUrls::all(&emu.base_url()),
+        ..dsm::ManagerConfig::default()
+    })
+    .unwrap();
+    let requests = [
+        dsm::Request::klines(
+            Market::Spot,
+            Symbol::new("BTCUSDT").unwrap(),
+            Interval::M1,
+            range(ms(2020, 1, 1, 0), ms(2020, 1, 4, 0)),
+        ),
+        dsm::Request::new(
+            Market::UsdM,
+            DataKind::FundingRate,
+            vec![Symbol::new("BTCUSDT").unwrap()],
+            None,
+            range(ms(2026, 4, 1, 0), ms(2026, 5, 1, 0)),
+        ),
+    ];
+    for req in requests {
+        emu.clear_log();
+        let resp = m.get(req.clone()).await.unwrap();
+        let r = &resp.results[0];
+        assert!(r.num_rows() > 0, "{req:?}");
+        assert!(r.summary.short_files.is_empty(), "{req:?}");
+        assert!(r.gaps.is_empty(), "{req:?}: {:?}", r.gaps);
+        let data: Vec<String> = emu
+            .request_log()
+            .into_iter()
+            .filter(|l| !l.path.starts_with("/data/") && !l.path.ends_with("/time"))
+            .map(|l| format!("{}?{}", l.path, l.query))
+            .collect();
+        assert!(data.is_empty(), "{req:?}: REST asked {data:?}");
+    }
+}

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::merge::{first_last_ms, kline_gaps_parts, merge_parts, rows_in};
+use super::merge::{first_last_ms, funding_holes, kline_gaps_parts, merge_parts, rows_in};
 use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
 use crate::cache::{CacheStore, DatasetKey, Piece, Provenance};
@@ -473,11 +473,12 @@ struct VisionDone {
     holes: Vec<(TimeRange, String)>,
 }
 
-/// The candle slots of `file` (a day or month of `interval`) that hold no row. Empty for kinds
-/// without a grid (funding, trades).
+/// Where `file` has no row though one is due: candle slots of its day or month, funding times of
+/// its month. Empty for trades (they have no schedule).
 fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
-    match file.interval {
-        Some(interval) if file.kind.has_interval() => Ok(kline_gaps_parts(
+    match (file.kind, file.interval) {
+        (DataKind::FundingRate, _) => Ok(funding_holes(batch, file.range())?),
+        (kind, Some(interval)) if kind.has_interval() => Ok(kline_gaps_parts(
             std::slice::from_ref(batch),
             interval,
             file.range(),

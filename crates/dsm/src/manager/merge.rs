@@ -242,6 +242,55 @@ pub(crate) fn kline_gaps_parts(
     Ok(gaps)
 }
 
+/// The stretches of `range` (a Vision funding file's month) where a funding record is due but
+/// `batch` has none: records fall due from 00:00 UTC every `funding_interval_hours` (8 where a
+/// row does not say), so a hole is a start later than the range's, a spacing longer than the
+/// intervals on either side, or an end that leaves a whole interval unrecorded. Calc times carry
+/// a few ms of jitter, hence a minute of slack.
+pub(crate) fn funding_holes(
+    batch: &RecordBatch,
+    range: TimeRange,
+) -> Result<Vec<TimeRange>, ArrowError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int32Type;
+    const SLACK_MS: i64 = 60_000;
+    const DEFAULT_HOURS: i64 = 8;
+    let t = times(batch, DataKind::FundingRate)?;
+    let hours = batch
+        .column_by_name("funding_interval_hours")
+        .ok_or_else(|| ArrowError::SchemaError("no funding_interval_hours column".into()))?
+        .as_primitive::<Int32Type>();
+    let due = |i: usize| {
+        let h = if hours.is_valid(i) {
+            i64::from(hours.value(i))
+        } else {
+            DEFAULT_HOURS
+        };
+        h * crate::market::HOUR_MS
+    };
+    let (Some(&first), Some(&last)) = (t.first(), t.last()) else {
+        return Ok(vec![range]);
+    };
+    let mut holes = Vec::new();
+    let mut hole = |a: i64, b: i64| {
+        if let Ok(h) = TimeRange::new(a.max(range.start()), b.min(range.end())) {
+            holes.push(h);
+        }
+    };
+    if first > range.start() + SLACK_MS {
+        hole(range.start(), first);
+    }
+    for i in 1..t.len() {
+        if t[i] - t[i - 1] > due(i - 1).max(due(i)) + SLACK_MS {
+            hole(t[i - 1] + 1, t[i]);
+        }
+    }
+    if range.end() - last > due(t.len() - 1) + SLACK_MS {
+        hole(last + 1, range.end());
+    }
+    Ok(holes)
+}
+
 /// The rows of `batch` (sorted by time) whose time lies in `range`, as `(offset, len)`.
 pub(crate) fn rows_in(
     batch: &RecordBatch,
