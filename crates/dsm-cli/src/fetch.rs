@@ -140,9 +140,8 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
         }
         // An incomplete answer is not committed unless asked for: dropping the sender without
         // `End` makes the writer discard its temporaries.
-        let incomplete = totals.iter().find_map(|t| t.incomplete());
-        if let (Some(e), false) = (&incomplete, allow_partial) {
-            return Ok(Some(e.clone()));
+        if !allow_partial && let Some(e) = totals.iter().find_map(SymbolTotals::incomplete) {
+            return Ok(Some(e));
         }
         // Only now may the writer commit: everything arrived.
         let _ = tx.send(Window::End).await;

@@ -204,21 +204,35 @@ impl VisionClient {
         key: &FileKey,
         cancel: &CancellationToken,
     ) -> Result<Option<String>, VisionError> {
-        let url = key.checksum_url(&self.cfg.base_url);
+        let (url, checksum_url) = (
+            key.url(&self.cfg.base_url),
+            key.checksum_url(&self.cfg.base_url),
+        );
         let counters = Counters::default();
-        self.guarded(cancel, self.deadline(), async {
-            let Some(d) = self.get(&url, false, MAX_CHECKSUM_BYTES, &counters).await? else {
-                return Ok(None);
-            };
-            parse_checksum(&d.bytes)
-                .map(Some)
-                .ok_or_else(|| VisionError::BadChecksumFile {
-                    url: key.url(&self.cfg.base_url),
-                    content: String::from_utf8_lossy(&d.bytes[..d.bytes.len().min(120)])
-                        .into_owned(),
-                })
-        })
-        .await
+        let read = self.sidecar(&url, &checksum_url, &counters);
+        self.guarded(cancel, self.deadline(), read).await
+    }
+
+    /// The digest the `.CHECKSUM` at `checksum_url` (of the zip at `url`) announces; `None` on
+    /// 404.
+    async fn sidecar(
+        &self,
+        url: &str,
+        checksum_url: &str,
+        counters: &Counters,
+    ) -> Result<Option<String>, VisionError> {
+        let Some(d) = self
+            .get(checksum_url, false, MAX_CHECKSUM_BYTES, counters)
+            .await?
+        else {
+            return Ok(None);
+        };
+        parse_checksum(&d.bytes)
+            .map(Some)
+            .ok_or_else(|| VisionError::BadChecksumFile {
+                url: url.to_owned(),
+                content: String::from_utf8_lossy(&d.bytes[..d.bytes.len().min(120)]).into_owned(),
+            })
     }
 
     async fn fetch_inner(
@@ -281,21 +295,7 @@ impl VisionClient {
         checksum_url: &str,
         counters: &Counters,
     ) -> Result<FileOutcome, VisionError> {
-        let expected = match self
-            .get(checksum_url, false, MAX_CHECKSUM_BYTES, counters)
-            .await?
-        {
-            Some(d) => {
-                Some(
-                    parse_checksum(&d.bytes).ok_or_else(|| VisionError::BadChecksumFile {
-                        url: url.to_owned(),
-                        content: String::from_utf8_lossy(&d.bytes[..d.bytes.len().min(120)])
-                            .into_owned(),
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let expected = self.sidecar(url, checksum_url, counters).await?;
         let Some(zip) = self.get(url, true, key.max_zip_bytes(), counters).await? else {
             return Ok(FileOutcome::NotPublished);
         };
