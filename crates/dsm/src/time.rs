@@ -235,6 +235,14 @@ impl TimeRange {
 
     /// Sorts and merges ranges less than `max_gap` ms apart (touching or overlapping ones too),
     /// spanning the gaps between them: fewer, longer ranges, e.g. to ask for in fewer requests.
+    ///
+    /// ```
+    /// use dsm::TimeRange;
+    /// let r = |a, b| TimeRange::new(a, b).unwrap();
+    /// let holes = vec![r(50, 60), r(0, 10), r(200, 210)];
+    /// assert_eq!(TimeRange::merge_within(holes.clone(), 40), vec![r(0, 60), r(200, 210)]);
+    /// assert_eq!(TimeRange::merge_all(holes).len(), 3);
+    /// ```
     pub fn merge_within(mut ranges: Vec<TimeRange>, max_gap: i64) -> Vec<TimeRange> {
         ranges.sort();
         let mut out: Vec<TimeRange> = Vec::with_capacity(ranges.len());

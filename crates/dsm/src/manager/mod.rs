@@ -397,6 +397,27 @@ pub struct Response {
 impl Response {
     /// Whether every symbol's answer is complete ([`SymbolResult::is_complete`]). Always true for
     /// a request that did not set [`Request::allow_partial`]: an incomplete answer is an error.
+    ///
+    /// ```no_run
+    /// use dsm::{DataSourceManager, Interval, ManagerConfig, Market, Request, SourcePolicy, Symbol};
+    ///
+    /// # async fn run() -> dsm::Result<()> {
+    /// let manager = DataSourceManager::new(ManagerConfig::default())?;
+    /// let range = dsm::TimeRange::new(1_704_067_200_000, 1_706_745_600_000)?;
+    /// let mut request = Request::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1, range);
+    /// request.source = Some(SourcePolicy::Cache); // offline: whatever is cached
+    /// match manager.get(request.clone()).await {
+    ///     Err(dsm::Error::Incomplete(e)) => println!("not all cached: {:?}", e.missing),
+    ///     other => println!("{:?}", other.map(|r| r.summary.rows)),
+    /// }
+    /// request.allow_partial = true; // take what there is
+    /// let response = manager.get(request).await?;
+    /// if !response.is_complete() {
+    ///     println!("missing: {:?}", response.results[0].missing);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_complete(&self) -> bool {
         self.results.iter().all(SymbolResult::is_complete)
     }

@@ -45,6 +45,21 @@ impl DataSourceManager {
     /// Re-reads the `.CHECKSUM` of every cached Vision file (those whose period ends after
     /// `since`, if given) and fetches again each one whose digest changed, caching the new rows
     /// in place of the old and counting what changed. A few files at a time, cancelled by `token`.
+    ///
+    /// ```no_run
+    /// use dsm::{DataSourceManager, ManagerConfig};
+    ///
+    /// # async fn run() -> dsm::Result<()> {
+    /// let manager = DataSourceManager::new(ManagerConfig::default())?;
+    /// let since = dsm::time::parse_instant("2024-01-01")?;
+    /// let token = tokio_util::sync::CancellationToken::new();
+    /// let report = manager.check_republished(Some(since), &token).await?;
+    /// for r in &report.republished {
+    ///     println!("{}: {} rows changed, {} added, {} removed", r.file, r.changed, r.added, r.removed);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn check_republished(
         &self,
         since: Option<i64>,

@@ -181,6 +181,21 @@ impl FileKey {
 
     /// The key of the archive file named `file_name` (e.g. `BTCUSDT-1m-2024-01-01.zip`, as cache
     /// manifests record it) for a dataset; `None` if the name is not one of its files.
+    ///
+    /// ```
+    /// use dsm::vision::FileKey;
+    /// use dsm::{DataKind, Interval, Market, Symbol};
+    /// let btc = Symbol::new("BTCUSDT")?;
+    /// let day = FileKey::for_file(Market::Spot, DataKind::Klines, &btc, Some(Interval::M1),
+    ///     "BTCUSDT-1m-2024-01-01.zip").unwrap();
+    /// assert_eq!(day.path(), "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip");
+    /// let month = FileKey::for_file(Market::UsdM, DataKind::FundingRate, &btc, None,
+    ///     "BTCUSDT-fundingRate-2024-01.zip").unwrap();
+    /// assert!(month.period.is_month());
+    /// assert!(FileKey::for_file(Market::Spot, DataKind::Klines, &btc, Some(Interval::M1),
+    ///     "ETHUSDT-1m-2024-01-01.zip").is_none());
+    /// # Ok::<(), dsm::InputError>(())
+    /// ```
     pub fn for_file(
         market: Market,
         kind: DataKind,
