@@ -1814,3 +1814,46 @@ async fn a_short_funding_file_is_completed_from_rest() {
         vec!["BTCUSDT-fundingRate-2024-01.zip"]
     );
 }
+
+/// A manifest that fails its own checksum (one flipped bit) is treated as absent: quarantined,
+/// reported, its partition fetched again; never an empty answer or "no data upstream".
+#[tokio::test]
+async fn a_flipped_manifest_is_quarantined_reported_and_fetched_again() {
+    let env = setup("2024-03-05T12:00:00Z").await;
+    let day = range(t("2024-02-10"), t("2024-02-11"));
+    let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
+    env.m.get(req.clone()).await.expect("first");
+    let mut manifests = Vec::new();
+    let mut stack = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
+                manifests.push(p);
+            }
+        }
+    }
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let mut bytes = std::fs::read(&manifests[0]).expect("read");
+    let at = String::from_utf8_lossy(&bytes)
+        .find("\"max\"")
+        .expect("a row group")
+        + 8;
+    bytes[at] ^= 0x01;
+    std::fs::write(&manifests[0], bytes).expect("write");
+
+    env.emu.clear_log();
+    let resp = env.m.get(req).await.expect("fetched again");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    assert!(!env.zips().is_empty(), "fetched again");
+    let failures = &one(&resp).summary.failures;
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("manifest.json") && f.contains("checksum")),
+        "{failures:?}"
+    );
+    assert!(env.dir.path().join("quarantine").exists());
+}

@@ -235,8 +235,9 @@ pub struct Coverage {
     pub gaps: Vec<TimeRange>,
     /// The range minus `covered`: what must be fetched.
     pub missing: Vec<TimeRange>,
-    /// Corrupt data files found and quarantined by [`CacheStore::read_covered_repairing`] (their
-    /// partitions count as missing), each with the reason.
+    /// Corrupt manifests and data files found and quarantined by
+    /// [`CacheStore::read_covered_repairing`] (their partitions count as missing), each with the
+    /// reason.
     pub quarantined: Vec<Problem>,
 }
 
@@ -250,8 +251,8 @@ enum Mode {
     Covered,
     /// The rows in the range whatever the coverage; a corrupt manifest is an error.
     Rows,
-    /// As `Covered`, and a corrupt data file is quarantined with its manifest and counts as
-    /// missing, so the caller fetches it again.
+    /// As `Covered`, and a corrupt manifest or data file is quarantined (a data file with its
+    /// manifest) and counts as missing, so the caller fetches it again.
     Repair,
 }
 
@@ -496,9 +497,10 @@ impl CacheStore {
         self.snapshots(key, range, Mode::Covered).await
     }
 
-    /// [`CacheStore::read_covered`] that repairs instead of failing: a data file that fails its
-    /// checksums is moved to `quarantine/` with its manifest (as [`CacheStore::verify`] does),
-    /// listed in [`Coverage::quarantined`], and its partition counts as missing.
+    /// [`CacheStore::read_covered`] that repairs instead of failing: a manifest or data file that
+    /// fails its checksums is moved to `quarantine/` (a data file with its manifest, as
+    /// [`CacheStore::verify`] does), listed in [`Coverage::quarantined`], and its partition counts
+    /// as missing.
     pub async fn read_covered_repairing(
         &self,
         key: &DatasetKey,
@@ -870,6 +872,11 @@ impl CacheStore {
             let (mpath, m) = match self.load_manifest(key, part).await {
                 Ok(Some(found)) => found,
                 Ok(None) => return Ok(Snapshot::default()),
+                Err(CacheError::CorruptManifest { path, reason }) if mode == Mode::Repair => {
+                    return self
+                        .quarantine_manifest(part, Problem { path, reason })
+                        .await;
+                }
                 Err(e @ CacheError::CorruptManifest { .. }) if mode != Mode::Rows => {
                     tracing::warn!(error = %e, "treating a corrupt cache partition as missing");
                     return Ok(Snapshot::default());
@@ -946,6 +953,30 @@ impl CacheStore {
                 "corrupt cache file quarantined; fetching its partition again");
             self.quarantine_partition(&part.dir, mpath, problem.path.clone())
                 .await?;
+        }
+        Ok(Snapshot {
+            quarantined: vec![problem],
+            ..Snapshot::default()
+        })
+    }
+
+    /// Quarantines a partition's manifest that failed its checks on a read, under the partition's
+    /// lock (unless a writer replaced it meanwhile): the partition then counts as missing, and its
+    /// data file, no longer referenced, is left for `verify` or the next write to remove.
+    async fn quarantine_manifest(
+        &self,
+        part: &Partition,
+        problem: Problem,
+    ) -> Result<Snapshot, CacheError> {
+        let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
+        if let Err(CacheError::CorruptManifest { path, .. }) =
+            self.load_manifest_at(&part.dir).await
+            && path == problem.path
+        {
+            tracing::warn!(path = %problem.path, reason = %problem.reason,
+                "corrupt cache manifest quarantined; fetching its partition again");
+            self.blobs.quarantine(path).await?;
+            self.blobs.remove_manifests(part.dir.clone()).await?;
         }
         Ok(Snapshot {
             quarantined: vec![problem],
