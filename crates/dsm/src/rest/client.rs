@@ -312,7 +312,7 @@ impl RestClient {
     /// `startTime = last fundingTime + 1` (1000 records per request, weight 1).
     ///
     /// REST does not say a record's funding interval: it is the spacing from the record before
-    /// (asked for too, from up to [`MAX_FUNDING_INTERVAL_MS`] before the range), or, for a
+    /// (asked for too, from up to 8 h — Binance's longest interval — before the range), or, for a
     /// symbol's first record, to the one after; a lone record has none. `markPrice` is kept where
     /// the market sends it (USD-M).
     pub async fn funding(
@@ -393,7 +393,7 @@ fn trades_in(page: &[TradeRecord], range: TimeRange) -> impl Iterator<Item = Tra
 }
 
 /// The longest funding interval Binance uses (8 h; some symbols settle every 4 h or 1 h).
-pub const MAX_FUNDING_INTERVAL_MS: i64 = 8 * 3_600_000;
+const MAX_FUNDING_INTERVAL_MS: i64 = 8 * 3_600_000;
 
 /// Sets each record's `funding_interval_hours` from its spacing to the record before (rounded to
 /// whole hours: calc times carry a few ms of jitter); the first record takes the spacing to the

@@ -218,7 +218,8 @@ impl FileKey {
     }
 
     /// The most bytes this file's CSV can hold: for candles and funding, every slot of the period
-    /// at [`MAX_LINE_BYTES`] each; for trades, a ceiling far above the busiest real day or month.
+    /// at 1 KiB (the longest line a file may have) each; for trades, a ceiling far above the
+    /// busiest real day or month.
     /// A file that declares (or inflates to) more is hostile or broken, never data.
     pub fn max_csv_bytes(&self) -> u64 {
         let range = self.range();
