@@ -1571,8 +1571,8 @@ async fn a_hostile_archive_is_rejected_quickly_with_bounded_memory() {
     }
 }
 
-/// Every `.parquet` data file under `dir` (quarantine excluded).
-fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+/// The files under `dir` (quarantine excluded) whose name `wanted` accepts.
+fn cache_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1580,7 +1580,7 @@ fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() && !p.ends_with("quarantine") {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
+            } else if p.file_name().and_then(|n| n.to_str()).is_some_and(&wanted) {
                 out.push(p);
             }
         }
@@ -1596,7 +1596,7 @@ async fn a_corrupt_cached_file_is_quarantined_and_fetched_again() {
     let day = range(t("2024-02-10"), t("2024-02-11"));
     let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
     env.m.get(req.clone()).await.expect("first");
-    let files = data_files(env.dir.path());
+    let files = cache_files(env.dir.path(), |n| n.ends_with(".parquet"));
     assert_eq!(files.len(), 1, "{files:?}");
     let mut bytes = std::fs::read(&files[0]).expect("read");
     let mid = bytes.len() / 2;
@@ -1823,18 +1823,7 @@ async fn a_flipped_manifest_is_quarantined_reported_and_fetched_again() {
     let day = range(t("2024-02-10"), t("2024-02-11"));
     let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
     env.m.get(req.clone()).await.expect("first");
-    let mut manifests = Vec::new();
-    let mut stack = vec![env.dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
-                manifests.push(p);
-            }
-        }
-    }
+    let manifests = cache_files(env.dir.path(), |n| n == "manifest.json");
     assert_eq!(manifests.len(), 1, "{manifests:?}");
     let mut bytes = std::fs::read(&manifests[0]).expect("read");
     let at = String::from_utf8_lossy(&bytes)
