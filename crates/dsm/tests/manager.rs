@@ -1588,6 +1588,24 @@ fn cache_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<std::path::Path
     out
 }
 
+/// Asks `req` (spot BTCUSDT 1m over `day`) again after the cache was damaged: the archive is asked
+/// again, the answer is right, one failure line names every one of `needles`, and the bad file
+/// is in `quarantine/`.
+async fn assert_fetched_again(env: &Env, req: Request, day: TimeRange, needles: &[&str]) {
+    env.emu.clear_log();
+    let resp = env.m.get(req).await.expect("fetched again");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    assert!(!env.zips().is_empty(), "fetched again");
+    let failures = &one(&resp).summary.failures;
+    assert!(
+        failures
+            .iter()
+            .any(|f| needles.iter().all(|n| f.contains(n))),
+        "{failures:?}"
+    );
+    assert!(env.dir.path().join("quarantine").exists());
+}
+
 /// A cached file that fails its checksum: `auto` quarantines it, says so, and fetches the
 /// partition again; offline (`cache`) cannot repair and fails with an integrity error.
 #[tokio::test]
@@ -1612,18 +1630,7 @@ async fn a_corrupt_cached_file_is_quarantined_and_fetched_again() {
         .expect_err("offline cannot repair");
     assert_eq!(e.category(), ErrorCategory::Integrity, "{e}");
 
-    env.emu.clear_log();
-    let resp = env.m.get(req).await.expect("repaired");
-    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
-    assert!(!env.zips().is_empty(), "fetched again");
-    let failures = &one(&resp).summary.failures;
-    assert!(
-        failures
-            .iter()
-            .any(|f| f.contains("quarantined") && f.contains(".parquet")),
-        "{failures:?}"
-    );
-    assert!(env.dir.path().join("quarantine").exists());
+    assert_fetched_again(&env, req, day, &["quarantined", ".parquet"]).await;
     // Whole again: offline works.
     let resp = env.m.get(offline).await.expect("offline after repair");
     assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
@@ -1833,16 +1840,5 @@ async fn a_flipped_manifest_is_quarantined_reported_and_fetched_again() {
     bytes[at] ^= 0x01;
     std::fs::write(&manifests[0], bytes).expect("write");
 
-    env.emu.clear_log();
-    let resp = env.m.get(req).await.expect("fetched again");
-    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
-    assert!(!env.zips().is_empty(), "fetched again");
-    let failures = &one(&resp).summary.failures;
-    assert!(
-        failures
-            .iter()
-            .any(|f| f.contains("manifest.json") && f.contains("checksum")),
-        "{failures:?}"
-    );
-    assert!(env.dir.path().join("quarantine").exists());
+    assert_fetched_again(&env, req, day, &["manifest.json", "checksum"]).await;
 }
