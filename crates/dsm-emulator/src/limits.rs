@@ -41,6 +41,22 @@ impl Default for RateLimits {
 }
 
 impl RateLimits {
+    /// The window as Binance states it: `exchangeInfo`'s `interval` and `intervalNum`, and the
+    /// used-weight header's suffix (`("MINUTE", 1, "1m")`, `("SECOND", 10, "10s")`).
+    pub fn window_label(&self) -> (&'static str, u64, String) {
+        let secs = self.window.as_secs().max(1);
+        let (name, unit, letter) = if secs % 86_400 == 0 {
+            ("DAY", 86_400, 'd')
+        } else if secs % 3600 == 0 {
+            ("HOUR", 3600, 'h')
+        } else if secs % 60 == 0 {
+            ("MINUTE", 60, 'm')
+        } else {
+            ("SECOND", 1, 's')
+        };
+        (name, secs / unit, format!("{}{letter}", secs / unit))
+    }
+
     /// The limit of a market.
     pub fn limit(&self, m: Market) -> u32 {
         match m {

@@ -178,7 +178,8 @@ pub(crate) async fn handle(
             )
         }
     };
-    let mut reply = reply.header("x-mbx-used-weight-1m", used);
+    let (_, _, label) = shared.rate_limits.window_label();
+    let mut reply = reply.header(format!("x-mbx-used-weight-{label}"), used);
     if m == Market::Spot {
         reply = reply.header("x-mbx-used-weight", used);
     }
@@ -738,11 +739,12 @@ fn exchange_info(shared: &Arc<Shared>, m: Market, q: &Params) -> Reply {
         })
         .collect();
     let limit = shared.rate_limits.limit(m);
+    let (interval, interval_num, _) = shared.rate_limits.window_label();
     let body = serde_json::json!({
         "timezone": "UTC",
         "serverTime": now,
         "rateLimits": [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": limit},
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": interval, "intervalNum": interval_num, "limit": limit},
         ],
         "exchangeFilters": [],
         "symbols": symbols,

@@ -6,6 +6,9 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 type Make = dyn Fn() -> reqwest::Result<reqwest::Client> + Send + Sync;
 
@@ -54,6 +57,113 @@ impl fmt::Debug for LazyClient {
         f.debug_struct("LazyClient")
             .field("built", &self.cell.get().is_some())
             .finish()
+    }
+}
+
+/// How slow a download may be before an attempt is given up: the longest silence, and the least
+/// progress over a window. A stalled or trickling server then fails the attempt (and, after the
+/// retries, the file or page) instead of holding the fetch for minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// The longest wait for the response headers or for the next bytes of a body.
+    pub silence: Duration,
+    /// The fewest bytes per second a body must average over each `window`.
+    pub min_bytes_per_sec: u64,
+    /// The window the average is taken over.
+    pub window: Duration,
+}
+
+impl Default for Pace {
+    /// 10 s of silence, or less than 4 KiB/s over 10 s, fails an attempt.
+    fn default() -> Self {
+        Pace {
+            silence: Duration::from_secs(10),
+            min_bytes_per_sec: 4096,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Pace {
+    /// The longest one attempt at a body of `bytes` may take at the slowest pace accepted, the
+    /// wait for its headers included.
+    pub fn attempt_limit(&self, bytes: u64) -> Duration {
+        let secs = bytes / self.min_bytes_per_sec.max(1);
+        2 * self.silence + Duration::from_secs(secs)
+    }
+}
+
+/// Why [`Watch::check`] gave up on an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slow {
+    /// Nothing arrived for [`Pace::silence`].
+    Silent(Duration),
+    /// Less than the minimum arrived over a window: `bytes` in `window`.
+    Stalled { bytes: u64, window: Duration },
+}
+
+impl fmt::Display for Slow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Slow::Silent(d) => write!(f, "nothing received for {d:?}"),
+            Slow::Stalled { bytes, window } => {
+                write!(f, "only {bytes} bytes received in {window:?} (stalled)")
+            }
+        }
+    }
+}
+
+/// Watches one body download against a [`Pace`].
+#[derive(Debug)]
+pub(crate) struct Watch {
+    pace: Pace,
+    last_bytes: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Watch {
+    /// Starts watching now (when the headers have arrived).
+    pub(crate) fn new(pace: Pace) -> Watch {
+        let now = Instant::now();
+        Watch {
+            pace,
+            last_bytes: now,
+            window_start: now,
+            window_bytes: 0,
+        }
+    }
+
+    /// When the next chunk must have arrived by, or the pace be checked.
+    pub(crate) fn next_check(&self) -> Instant {
+        (self.last_bytes + self.pace.silence).min(self.window_start + self.pace.window)
+    }
+
+    /// Records `n` bytes received.
+    pub(crate) fn received(&mut self, n: usize) {
+        self.last_bytes = Instant::now();
+        self.window_bytes += n as u64;
+    }
+
+    /// Whether the attempt may go on: fails after a silence, or a window with too little.
+    pub(crate) fn check(&mut self) -> Result<(), Slow> {
+        let now = Instant::now();
+        if now >= self.last_bytes + self.pace.silence {
+            return Err(Slow::Silent(self.pace.silence));
+        }
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= self.pace.window {
+            let wanted = self.pace.min_bytes_per_sec * self.pace.window.as_secs().max(1);
+            if self.window_bytes < wanted {
+                return Err(Slow::Stalled {
+                    bytes: self.window_bytes,
+                    window: elapsed,
+                });
+            }
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        Ok(())
     }
 }
 

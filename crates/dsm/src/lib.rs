@@ -28,6 +28,7 @@
 pub mod cache;
 pub mod error;
 mod http;
+pub use http::Pace;
 pub mod manager;
 pub mod market;
 pub mod output;

@@ -189,7 +189,10 @@ fn config(emu: &Emulator, cache: Option<&Path>) -> ManagerConfig {
         vision_url: emu.base_url(),
         rest_urls: RestUrls::all(&emu.base_url()),
         connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(2),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(2),
+            ..dsm::Pace::default()
+        },
         retries: 2,
         ..ManagerConfig::default()
     }
@@ -922,7 +925,10 @@ async fn fault_case(seed: u64, spec: &str) {
     let base = snapshot(&emu);
     let cache = tempfile::tempdir().expect("temp dir");
     let cfg = ManagerConfig {
-        read_timeout: Duration::from_millis(400),
+        pace: dsm::Pace {
+            silence: Duration::from_millis(400),
+            ..dsm::Pace::default()
+        },
         connect_timeout: Duration::from_millis(400),
         ..config(&emu, Some(cache.path()))
     };
@@ -1031,7 +1037,10 @@ async fn large_volume(
     // The emulator synthesises a month of 1s candles (2.6 M rows) before it answers the first
     // request for it: give it time.
     let m = DataSourceManager::new(ManagerConfig {
-        read_timeout: Duration::from_secs(120),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(120),
+            ..dsm::Pace::default()
+        },
         ..config(&emu, Some(cache.path()))
     })
     .expect("manager");
@@ -1241,7 +1250,10 @@ async fn a_server_that_never_answers_gives_a_timeout_error_not_a_hang() {
     ] {
         let cfg = ManagerConfig {
             connect_timeout: Duration::from_millis(200),
-            read_timeout: Duration::from_millis(200),
+            pace: dsm::Pace {
+            silence: Duration::from_millis(200),
+            ..dsm::Pace::default()
+        },
             retries: 1,
             ..config(&emu, None)
         };

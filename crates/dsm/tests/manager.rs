@@ -65,7 +65,13 @@ async fn setup_with(
         rest_urls: dsm::manager::RestUrls::all(&emu.base_url()),
         retries: 2,
         connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(5),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(5),
+            ..dsm::Pace::default()
+        },
+        // A set budget: no exchangeInfo request to learn the server's, so the tests count only
+        // the data requests (learning is tested on its own).
+        weight_limit: Some(2000),
         ..ManagerConfig::default()
     });
     let m = DataSourceManager::new(config).expect("manager");

@@ -40,12 +40,17 @@ async fn emulator(cfg: EmulatorConfig) -> Emulator {
 
 fn config(emu: &Emulator) -> RestConfig {
     RestConfig {
-        read_timeout: Duration::from_millis(400),
+        pace: dsm::Pace {
+            silence: Duration::from_millis(400),
+            ..dsm::Pace::default()
+        },
         connect_timeout: Duration::from_secs(2),
         retries: 3,
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
         max_retry_after: Duration::from_secs(5),
+        // The documented limits, not the server's: the tests count every request.
+        learn_limits: false,
         ..RestConfig::with_base_url(&emu.base_url())
     }
 }
@@ -884,7 +889,10 @@ async fn cancellation_with_a_hung_server_is_prompt_and_leaves_nothing() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
     let c = RestClient::new(RestConfig {
-        read_timeout: Duration::from_secs(30),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(30),
+            ..dsm::Pace::default()
+        },
         ..config(&emu)
     })
     .unwrap();
@@ -954,7 +962,10 @@ async fn the_deadline_bounds_a_call() {
         emulator(EmulatorConfig::default().with_fault("hang@/api/v3/klines".parse().unwrap()))
             .await;
     let c = RestClient::new(RestConfig {
-        read_timeout: Duration::from_secs(30),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(30),
+            ..dsm::Pace::default()
+        },
         deadline: Some(Duration::from_millis(300)),
         ..config(&emu)
     })

@@ -73,7 +73,10 @@ fn config(emu: &Emulator) -> VisionConfig {
     VisionConfig {
         concurrency: 4,
         connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(5),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(5),
+            ..dsm::Pace::default()
+        },
         retries: 2,
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(5),
@@ -1046,7 +1049,10 @@ fn count(emu: &Emulator, path: &str) -> u64 {
 async fn transient_faults_are_retried_and_then_reported() {
     let emu = emulator(t(2024, 6, 1, 0)).await;
     let c = VisionClient::new(VisionConfig {
-        read_timeout: Duration::from_millis(300),
+        pace: dsm::Pace {
+            silence: Duration::from_millis(300),
+            ..dsm::Pace::default()
+        },
         ..config(&emu)
     })
     .unwrap();
@@ -1295,7 +1301,10 @@ async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
 async fn cancel_promptly(spec: &str, path: &str) {
     let emu = emulator(t(2024, 6, 1, 0)).await;
     let c = VisionClient::new(VisionConfig {
-        read_timeout: Duration::from_secs(30),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(30),
+            ..dsm::Pace::default()
+        },
         ..config(&emu)
     })
     .unwrap();
@@ -1372,7 +1381,10 @@ async fn a_deadline_bounds_the_whole_operation() {
     emu.add_fault(fault("hang@*"));
     let c = VisionClient::new(VisionConfig {
         deadline: Some(Duration::from_millis(150)),
-        read_timeout: Duration::from_secs(30),
+        pace: dsm::Pace {
+            silence: Duration::from_secs(30),
+            ..dsm::Pace::default()
+        },
         ..config(&emu)
     })
     .unwrap();
@@ -1452,7 +1464,12 @@ async fn real_files_have_no_holes_for_rest_to_confirm() {
         let data: Vec<String> = emu
             .request_log()
             .into_iter()
-            .filter(|l| !l.path.starts_with("/data/") && !l.path.ends_with("/time"))
+            // The clock and the weight limit are not data.
+            .filter(|l| {
+                !l.path.starts_with("/data/")
+                    && !l.path.ends_with("/time")
+                    && !l.path.ends_with("/exchangeInfo")
+            })
             .map(|l| format!("{}?{}", l.path, l.query))
             .collect();
         assert!(data.is_empty(), "{req:?}: REST asked {data:?}");

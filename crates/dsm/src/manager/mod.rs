@@ -104,6 +104,9 @@ impl Default for RestUrls {
     }
 }
 
+/// The directory of the cache that keeps the REST weight budget, learnt limits and bans.
+pub const REST_STATE_DIR: &str = "rest";
+
 /// How a manager is set up. `Default` talks to the real Binance with a cache in the default place.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -123,16 +126,27 @@ pub struct ManagerConfig {
     pub vision_publish_delay: Duration,
     /// TCP connect timeout for every request.
     pub connect_timeout: Duration,
-    /// Timeout for each read of a response (a stalled server fails, a slow one does not).
-    pub read_timeout: Duration,
-    /// Retries of a transient failure before it becomes an error.
+    /// How slow an answer may be before an attempt fails: the longest silence (default 10 s) and
+    /// the least progress over a window (default 4 KiB/s over 10 s). See [`crate::Pace`].
+    pub pace: crate::Pace,
+    /// Retries of a transient failure before it becomes an error (default 3). With the defaults a
+    /// dead upstream costs at most about 45 s before dsm falls back to the other source or fails.
     pub retries: u32,
     /// Accept Vision files whose `.CHECKSUM` is missing (default: reject).
     pub accept_missing_checksum: bool,
-    /// REST weight budget per minute for spot (default 6000).
+    /// Spot's REST weight limit per minute until the server's is read from `exchangeInfo`
+    /// (default 6000, Binance's).
     pub spot_weight_per_minute: u32,
-    /// REST weight budget per minute for each futures market (default 2400).
+    /// Each futures market's limit until the server's is read (default 2400, Binance's).
     pub futures_weight_per_minute: u32,
+    /// The REST weight budget per window of every market, used as given instead of 90% of the
+    /// server's limit; `None` (default) = follow the server.
+    pub weight_limit: Option<u32>,
+    /// Most REST pages of one symbol in flight at once (default 4; all share the weight budget).
+    pub rest_concurrency: usize,
+    /// When a market's REST API has banned this IP (HTTP 418, remembered across runs in the cache
+    /// directory): wait for the ban to end instead of failing at once (default false).
+    pub wait_on_ban: bool,
 }
 
 impl Default for ManagerConfig {
@@ -146,11 +160,14 @@ impl Default for ManagerConfig {
             vision_concurrency: 8,
             vision_publish_delay: Duration::from_secs(36 * 3600),
             connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            retries: 4,
+            pace: crate::Pace::default(),
+            retries: 3,
             accept_missing_checksum: false,
             spot_weight_per_minute: 6000,
             futures_weight_per_minute: 2400,
+            weight_limit: None,
+            rest_concurrency: 4,
+            wait_on_ban: false,
         }
     }
 }
@@ -457,7 +474,7 @@ impl DataSourceManager {
     /// the platform's root certificates), and the cache (unless `use_cache` is off). No network
     /// call happens here.
     pub fn new(config: ManagerConfig) -> Result<DataSourceManager> {
-        let (connect_timeout, read_timeout) = (config.connect_timeout, config.read_timeout);
+        let (connect_timeout, read_timeout) = (config.connect_timeout, config.pace.silence);
         let http = LazyClient::new(move || {
             reqwest::Client::builder()
                 .connect_timeout(connect_timeout)
@@ -469,22 +486,32 @@ impl DataSourceManager {
         let vision_cfg = VisionConfig {
             concurrency: config.vision_concurrency.max(1),
             connect_timeout: config.connect_timeout,
-            read_timeout: config.read_timeout,
+            pace: config.pace,
             retries: config.retries as usize,
             accept_missing_checksum: config.accept_missing_checksum,
             ..VisionConfig::for_base(&config.vision_url)
         };
+        let cache_dir = match &config.cache_dir {
+            Some(dir) => Some(dir.clone()),
+            None => CacheStore::default_dir().ok(),
+        };
         let rest_cfg = RestConfig {
             urls: config.rest_urls.clone(),
             connect_timeout: config.connect_timeout,
-            read_timeout: config.read_timeout,
+            pace: config.pace,
             retries: config.retries,
             spot_weight_per_minute: config.spot_weight_per_minute,
             futures_weight_per_minute: config.futures_weight_per_minute,
+            weight_limit: config.weight_limit,
+            max_concurrent_pages: config.rest_concurrency.max(1),
+            wait_on_ban: config.wait_on_ban,
+            // Bans and the weight used are shared by every process on the machine, with or
+            // without the data cache.
+            state_dir: cache_dir.as_ref().map(|d| d.join(REST_STATE_DIR)),
             ..RestConfig::default()
         };
         let cache = if config.use_cache {
-            Some(match &config.cache_dir {
+            Some(match &cache_dir {
                 Some(dir) => CacheStore::open(dir)?,
                 None => CacheStore::open_default()?,
             })

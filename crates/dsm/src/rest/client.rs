@@ -1,6 +1,7 @@
 //! [`RestClient`]: requests with budget, retries, timeouts and cancellation; klines and funding
 //! calls that page a range and merge the pages into one batch.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,15 +14,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::InputError;
-use crate::http::LazyClient;
+use crate::http::{LazyClient, Slow, Watch};
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, TradeBuilder, TradeRecord,
 };
-use crate::time::TimeRange;
+use crate::time::{TimeRange, now_ms};
 
 use super::paging::{self, Window};
-use super::weight::{self, Acquire, Refusal, Ticket, WeightBudget};
+use super::weight::{self, Acquire, Refusal, ServerLimit, Ticket, WeightBudget};
 use super::{CallCost, RestConfig, RestData, RestError, SymbolInfo, parse};
 
 /// Most funding records one request may return (USD-M and COIN-M).
@@ -32,6 +33,18 @@ const TRADES_LIMIT: usize = 1000;
 const AGG_TRADES_WINDOW_MS: i64 = 3_600_000;
 /// Ban length assumed when a 418 says nothing about it (Binance's shortest ban).
 const DEFAULT_BAN: Duration = Duration::from_secs(120);
+/// The largest answer accepted (the full spot exchangeInfo is ~20 MB; a page of klines ~200 KB).
+const MAX_BODY_BYTES: u64 = 64 << 20;
+/// After failing to read a market's limit, how long the documented one is used before asking again.
+const LEARN_RETRY: Duration = Duration::from_secs(300);
+
+fn market_index(m: Market) -> usize {
+    match m {
+        Market::Spot => 0,
+        Market::UsdM => 1,
+        Market::CoinM => 2,
+    }
+}
 
 /// A Binance REST client for market data. Cheap to clone; clones share one HTTP connection pool and
 /// one weight budget (and ban state) per market, so every concurrent request of the process stays
@@ -46,6 +59,8 @@ struct Inner {
     config: RestConfig,
     http: LazyClient,
     budget: WeightBudget,
+    /// Per market: one task at a time asks the server's limit; when it last tried.
+    learning: [tokio::sync::Mutex<Option<Instant>>; 3],
 }
 
 /// One request to send: where, what it weighs, and what to name in errors.
@@ -57,13 +72,15 @@ struct Req<'a> {
     weight: u32,
     symbol: Option<&'a str>,
     interval: Option<Interval>,
+    /// The request that learns the market's limit (it must not wait for itself).
+    bootstrap: bool,
 }
 
 /// What one HTTP attempt brought back.
 #[derive(Debug)]
 struct Answer {
     status: StatusCode,
-    used_weight: Option<u32>,
+    used_weight: HashMap<i64, u32>,
     retry_after: Option<Duration>,
     body: bytes::Bytes,
 }
@@ -84,7 +101,7 @@ impl RestClient {
     pub fn new(config: RestConfig) -> Result<RestClient, RestError> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
+            .read_timeout(config.pace.silence)
             .user_agent(concat!("dsm/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(RestError::Client)?;
@@ -102,12 +119,15 @@ impl RestClient {
             config.spot_weight_per_minute,
             config.futures_weight_per_minute,
             config.weight_window,
+            config.weight_limit,
+            config.state_dir.clone(),
         );
         RestClient {
             inner: Arc::new(Inner {
                 config,
                 http,
                 budget,
+                learning: Default::default(),
             }),
         }
     }
@@ -117,10 +137,25 @@ impl RestClient {
         &self.inner.config
     }
 
-    /// Weight used in the current window of `market`: this process's own count, raised to the
-    /// server's `X-MBX-USED-WEIGHT-1M` when that is higher.
+    /// Weight used in the current window of `market`: the count of this process (and of every
+    /// process sharing [`RestConfig::state_dir`]), raised to the server's used-weight header when
+    /// that is higher.
     pub fn used_weight(&self, market: Market) -> u32 {
         self.inner.budget.used(market)
+    }
+
+    /// The weight budget per window of `market` in force now, and the window: the user's
+    /// [`RestConfig::weight_limit`], else 90% of the server's limit (once learnt), halved for a
+    /// few windows after a 429.
+    pub fn weight_limit(&self, market: Market) -> (u32, Duration) {
+        let (limit, window_ms) = self.inner.budget.limit(market);
+        (limit, Duration::from_millis(window_ms.max(0) as u64))
+    }
+
+    /// The end (ms since the epoch) of a 418 ban of `market` in force now, whether this process
+    /// received it or another one sharing [`RestConfig::state_dir`] did.
+    pub fn banned_until(&self, market: Market) -> Option<i64> {
+        self.inner.budget.banned_until(market)
     }
 
     fn call<'a>(&'a self, cancel: &'a CancellationToken) -> Call<'a> {
@@ -177,6 +212,7 @@ impl RestClient {
                 weight: weight::exchange_info_weight(market),
                 symbol: None,
                 interval: None,
+                bootstrap: false,
             },
             parse::exchange_info,
         )
@@ -283,6 +319,7 @@ impl RestClient {
         let malformed = |reason: String| RestError::Malformed {
             url: format!("{}{path}", self.inner.config.urls.for_market(market)),
             reason,
+            attempts: 1,
         };
         let mut closed = KlineBuilder::new(market, kind, interval, rows.len());
         let mut open: Option<KlineRecord> = None;
@@ -346,6 +383,7 @@ impl RestClient {
                         weight: 1,
                         symbol: Some(symbol.as_str()),
                         interval: None,
+                        bootstrap: false,
                     },
                     parse::funding,
                 )
@@ -362,6 +400,7 @@ impl RestClient {
                         reason: format!(
                             "a full funding page ends at {t}, before its start {cursor}"
                         ),
+                        attempts: 1,
                     });
                 }
                 _ => break,
@@ -378,6 +417,7 @@ impl RestClient {
             b.push(r).map_err(|e| RestError::Malformed {
                 url: format!("{}{path}", self.inner.config.urls.for_market(market)),
                 reason: e.to_string(),
+                attempts: 1,
             })?;
         }
         Ok(call.finish(b.finish(), None, None))
@@ -512,6 +552,7 @@ impl RestClient {
                     endpoint(market, name)
                 ),
                 reason: e.to_string(),
+                attempts: 1,
             })?;
         }
         Ok(call.finish(b.finish(), None, None))
@@ -579,6 +620,27 @@ fn endpoint(market: Market, name: &str) -> String {
     format!("{prefix}/{name}")
 }
 
+/// The used-weight headers of an answer by window length (ms): `x-mbx-used-weight-1m` is
+/// `{60000: n}`. (Spot's legacy `x-mbx-used-weight`, without a window, is left out.)
+fn used_weight_headers(h: &reqwest::header::HeaderMap) -> HashMap<i64, u32> {
+    h.iter()
+        .filter_map(|(name, value)| {
+            let window = name.as_str().strip_prefix("x-mbx-used-weight-")?;
+            let unit_at = window.len().checked_sub(1)?;
+            let n: i64 = window[..unit_at].parse().ok()?;
+            let unit = match &window[unit_at..] {
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return None,
+            };
+            let used = value.to_str().ok()?.trim().parse().ok()?;
+            Some((n * unit, used))
+        })
+        .collect()
+}
+
 fn header_u64(h: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
     // HeaderMap lookups are case-insensitive (names are stored lower-case).
     h.get(name)?.to_str().ok()?.trim().parse().ok()
@@ -627,6 +689,7 @@ impl Call<'_> {
                         weight: agg_trades_weight(market),
                         symbol: Some(symbol.as_str()),
                         interval: None,
+                        bootstrap: false,
                     },
                     parse::agg_trades,
                 )
@@ -667,6 +730,7 @@ impl Call<'_> {
                     weight,
                     symbol: Some(symbol.as_str()),
                     interval: None,
+                    bootstrap: false,
                 },
                 parse,
             )
@@ -675,6 +739,7 @@ impl Call<'_> {
             return Err(RestError::Malformed {
                 url: format!("{}{path}", self.inner.config.urls.for_market(market)),
                 reason: format!("a page from id {from_id} starts before it"),
+                attempts: 1,
             });
         }
         Ok(page)
@@ -689,6 +754,7 @@ impl Call<'_> {
                 weight: 1,
                 symbol: None,
                 interval: None,
+                bootstrap: false,
             },
             parse::server_time,
         )
@@ -726,6 +792,7 @@ impl Call<'_> {
                         weight: weight::klines_weight(market, w.limit),
                         symbol: Some(name),
                         interval: Some(interval),
+                        bootstrap: false,
                     },
                     parse::klines,
                 )
@@ -770,9 +837,18 @@ impl Call<'_> {
         self.guard(tokio::time::sleep_until(at)).await
     }
 
-    async fn acquire(&self, market: Market, weight: u32) -> Result<Ticket, RestError> {
+    async fn acquire(&self, req: &Req<'_>) -> Result<Ticket, RestError> {
+        let market = req.market;
+        if self.inner.config.learn_limits && !req.bootstrap {
+            self.learn_limit(req).await?;
+        }
         loop {
-            match self.inner.budget.try_acquire(market, weight) {
+            match self.inner.budget.try_acquire(market, req.weight) {
+                Err(Refusal::Banned { until_ms }) if self.inner.config.wait_on_ban => {
+                    tracing::warn!(%market, until = %crate::time::format_ms(until_ms), "waiting for the ban to end (--wait-on-ban)");
+                    let wait = Duration::from_millis((until_ms - now_ms()).max(0) as u64);
+                    self.wait_until(Instant::now() + wait).await?;
+                }
                 Err(Refusal::Banned { until_ms }) => {
                     return Err(RestError::Banned { market, until_ms });
                 }
@@ -785,18 +861,135 @@ impl Call<'_> {
         }
     }
 
-    async fn attempt(&self, http: &reqwest::Client, url: &str) -> Result<Answer, reqwest::Error> {
-        let resp = http.get(url).send().await?;
+    /// Learns `req.market`'s `REQUEST_WEIGHT` limit from its `exchangeInfo` unless it is known
+    /// (set by the user, or learnt less than a day ago by any process sharing the state
+    /// directory). One task asks; the others wait for it. A failure keeps Binance's documented
+    /// limits (asked again after a few minutes), except a ban or a cancellation.
+    async fn learn_limit(&self, req: &Req<'_>) -> Result<(), RestError> {
+        let market = req.market;
+        let budget = &self.inner.budget;
+        if budget.knows_limit(market) {
+            return Ok(());
+        }
+        let mut tried = self.inner.learning[market_index(market)].lock().await;
+        if budget.knows_limit(market) || tried.is_some_and(|t| t.elapsed() < LEARN_RETRY) {
+            return Ok(());
+        }
+        *tried = Some(Instant::now());
+        // Spot's full exchangeInfo is megabytes; one symbol's carries the same limits.
+        let query = match (market, req.symbol) {
+            (Market::Spot, Some(s)) => vec![("symbol", s.to_owned())],
+            _ => Vec::new(),
+        };
+        let info = Req {
+            market,
+            path: endpoint(market, "exchangeInfo"),
+            query,
+            weight: weight::exchange_info_weight(market),
+            symbol: req.symbol,
+            interval: None,
+            bootstrap: true,
+        };
+        match Box::pin(self.get(&info, parse::weight_limit)).await {
+            Ok(Some((weight, window_ms))) => {
+                tracing::debug!(%market, weight, window_ms, "learnt the server's weight limit");
+                budget.learn(
+                    market,
+                    ServerLimit {
+                        weight,
+                        window_ms,
+                        learned_ms: now_ms(),
+                    },
+                );
+            }
+            Ok(None) => {
+                tracing::warn!(%market, "exchangeInfo states no REQUEST_WEIGHT limit; keeping Binance's documented limit");
+            }
+            Err(e @ (RestError::Banned { .. } | RestError::Cancelled | RestError::DeadlineExceeded { .. })) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(%market, error = %e, "cannot read the server's weight limit; keeping Binance's documented limit");
+            }
+        }
+        Ok(())
+    }
+
+    /// One HTTP attempt: the headers within the connect timeout plus the silence allowed, the body
+    /// at the pace allowed and at most `MAX_BODY_BYTES`.
+    async fn attempt(&self, http: &reqwest::Client, url: &str) -> Result<Answer, RestError> {
+        let pace = self.inner.config.pace;
+        let timeout = || RestError::Timeout {
+            url: url.to_owned(),
+            attempts: 1,
+        };
+        let net = |e: reqwest::Error| {
+            if e.is_timeout() {
+                timeout()
+            } else {
+                RestError::Network {
+                    url: url.to_owned(),
+                    source: e,
+                    attempts: 1,
+                }
+            }
+        };
+        let resp = tokio::time::timeout(
+            self.inner.config.connect_timeout + pace.silence,
+            http.get(url).send(),
+        )
+        .await
+        .map_err(|_| timeout())?
+        .map_err(net)?;
         let status = resp.status();
         let h = resp.headers();
-        let used_weight = header_u64(h, "x-mbx-used-weight-1m").and_then(|u| u32::try_from(u).ok());
+        let used_weight = used_weight_headers(h);
         let retry_after = header_u64(h, "retry-after").map(Duration::from_secs);
-        let body = resp.bytes().await?;
+        let announced = resp.content_length().unwrap_or(0);
+        let too_large = |n: u64| RestError::Malformed {
+            url: url.to_owned(),
+            reason: format!("the answer has {n} bytes, more than the {MAX_BODY_BYTES} accepted"),
+            attempts: 1,
+        };
+        if announced > MAX_BODY_BYTES {
+            return Err(too_large(announced));
+        }
+        let attempt_end = Instant::now() + pace.attempt_limit(announced.max(1 << 20));
+        let mut watch = Watch::new(pace);
+        let slow = |why: Slow| RestError::Slow {
+            url: url.to_owned(),
+            reason: why.to_string(),
+            attempts: 1,
+        };
+        let mut body = resp.bytes_stream();
+        let mut buf = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        loop {
+            let check = watch.next_check().min(attempt_end);
+            match tokio::time::timeout_at(check, body.next()).await {
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(net(e)),
+                Ok(Some(Ok(c))) => {
+                    if (buf.len() + c.len()) as u64 > MAX_BODY_BYTES {
+                        return Err(too_large((buf.len() + c.len()) as u64));
+                    }
+                    buf.extend_from_slice(&c);
+                    watch.received(c.len());
+                    watch.check().map_err(slow)?;
+                }
+                Err(_) if Instant::now() >= attempt_end => {
+                    return Err(slow(Slow::Stalled {
+                        bytes: buf.len() as u64,
+                        window: pace.attempt_limit(announced.max(1 << 20)),
+                    }));
+                }
+                Err(_) => watch.check().map_err(slow)?,
+            }
+        }
         Ok(Answer {
             status,
             used_weight,
             retry_after,
-            body,
+            body: bytes::Bytes::from(buf),
         })
     }
 
@@ -822,28 +1015,26 @@ impl Call<'_> {
             .with_max_times(cfg.retries as usize)
             .with_jitter()
             .build();
+        let mut attempts = 0;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(RestError::Cancelled);
             }
-            let ticket = self.acquire(market, req.weight).await?;
+            let ticket = self.acquire(req).await?;
+            attempts += 1;
             self.requests.fetch_add(1, Ordering::Relaxed);
             self.weight
                 .fetch_add(u64::from(req.weight), Ordering::Relaxed);
             tracing::trace!(%url, weight = req.weight, "GET");
             let failure = match self.guard(self.attempt(http, &url)).await? {
-                Err(e) if e.is_timeout() => RestError::Timeout { url: url.clone() },
-                Err(e) => RestError::Network {
-                    url: url.clone(),
-                    source: e,
-                },
+                Err(e) => e,
                 Ok(a) => {
-                    if let Some(u) = a.used_weight {
-                        self.inner.budget.observe(market, ticket, u);
+                    if let Some(u) = a.used_weight.get(&ticket.window_ms()) {
+                        self.inner.budget.observe(market, ticket, *u);
                     }
                     self.bytes.fetch_add(a.body.len() as u64, Ordering::Relaxed);
                     match self.judge(req, &url, a, &parse) {
-                        Verdict::Done(v) => return v,
+                        Verdict::Done(v) => return v.map_err(|e| e.after(attempts)),
                         Verdict::RateLimited(e) => {
                             // The budget pauses the market; the next acquire waits it out.
                             if backoff.next().is_none() {
@@ -861,7 +1052,7 @@ impl Call<'_> {
                     tracing::warn!(error = %failure, ?delay, "transient REST failure, retrying");
                     self.wait_until(Instant::now() + delay).await?;
                 }
-                None => return Err(failure),
+                None => return Err(failure.after(attempts)),
             }
         }
     }
@@ -885,6 +1076,7 @@ impl Call<'_> {
                 Err(reason) => Verdict::Retry(RestError::Malformed {
                     url: url.to_owned(),
                     reason,
+                    attempts: 1,
                 }),
             },
             429 => {
@@ -897,7 +1089,9 @@ impl Call<'_> {
                 if wait > cfg.max_retry_after {
                     return Verdict::Done(Err(e));
                 }
-                self.inner.budget.pause(market, Instant::now() + wait);
+                self.inner
+                    .budget
+                    .pause(market, now_ms() + wait.as_millis() as i64);
                 Verdict::RateLimited(e)
             }
             418 => {
@@ -908,7 +1102,10 @@ impl Call<'_> {
                         Duration::from_millis((until - crate::time::now_ms()).max(0) as u64)
                     });
                 let wait = a.retry_after.or(from_body).unwrap_or(DEFAULT_BAN);
-                let until_ms = self.inner.budget.ban(market, wait);
+                let until_ms = self
+                    .inner
+                    .budget
+                    .ban(market, now_ms() + wait.as_millis() as i64);
                 tracing::error!(%market, until = %crate::time::format_ms(until_ms), "IP banned by Binance (418)");
                 Verdict::Done(Err(RestError::Banned { market, until_ms }))
             }
@@ -931,6 +1128,7 @@ impl Call<'_> {
                     None => RestError::Http {
                         url: url.to_owned(),
                         status,
+                        attempts: 1,
                     },
                 };
                 if (500..=599).contains(&status) {
@@ -956,7 +1154,7 @@ mod tests {
     fn answer(status: u16, body: &'static str) -> Answer {
         Answer {
             status: StatusCode::from_u16(status).expect("valid status"),
-            used_weight: None,
+            used_weight: HashMap::new(),
             retry_after: None,
             body: bytes::Bytes::from_static(body.as_bytes()),
         }
@@ -973,6 +1171,7 @@ mod tests {
             weight: 1,
             symbol: Some("BTCUSDT"),
             interval: Some(Interval::M3),
+            bootstrap: false,
         };
         call.judge(
             &req,
@@ -1040,8 +1239,25 @@ mod tests {
         let e = RestError::Http {
             url: "https://api.binance.com/api/v3/klines".into(),
             status: 451,
+            attempts: 1,
         };
         assert!(e.to_string().contains("geo-block"), "{e}");
+        assert!(e.to_string().contains("api.binance.com"), "{e}");
+        let e = RestError::Timeout {
+            url: "https://api.binance.com/api/v3/time".into(),
+            attempts: 1,
+        }
+        .after(4);
+        assert!(e.to_string().contains("4 attempts"), "{e}");
+        assert!(e.to_string().contains("--timeout"), "{e}");
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-mbx-used-weight-10s", "7".parse().expect("value"));
+        h.insert("x-mbx-used-weight-1m", "42".parse().expect("value"));
+        h.insert("x-mbx-used-weight", "42".parse().expect("value"));
+        let used = used_weight_headers(&h);
+        assert_eq!(used.get(&10_000), Some(&7));
+        assert_eq!(used.get(&60_000), Some(&42));
+        assert_eq!(used.len(), 2);
         assert_eq!(e.category(), crate::ErrorCategory::Upstream);
         assert_eq!(
             RestError::Cancelled.category(),

@@ -62,9 +62,10 @@ pub struct RestConfig {
     pub urls: RestUrls,
     /// TCP (and TLS) connect timeout of every request.
     pub connect_timeout: Duration,
-    /// Timeout of each read from the server (waiting for the response head included): a stalled
-    /// server fails the attempt, a slow but moving one does not.
-    pub read_timeout: Duration,
+    /// How slow an answer may be: the longest wait for the headers or the next bytes, and the least
+    /// progress over a window (see [`crate::Pace`]). A stalled or trickling server fails the
+    /// attempt; a slow but moving one does not.
+    pub pace: crate::Pace,
     /// Retries of a transient failure (5xx, reset, timeout, truncated or malformed body, 429) per
     /// request before it becomes an error.
     pub retries: u32,
@@ -75,13 +76,27 @@ pub struct RestConfig {
     /// Longest `Retry-After` of a 429 the client waits out; a longer one fails with
     /// [`RestError::RateLimited`].
     pub max_retry_after: Duration,
-    /// Client-side weight budget per window for spot (Binance: 6000 per minute).
+    /// Spot's weight limit per window until the server's is known (Binance: 6000 per minute).
+    /// The budget keeps a 10% margin below it, as below a learnt limit.
     pub spot_weight_per_minute: u32,
-    /// Client-side weight budget per window for each futures market (Binance: 2400 per minute).
+    /// Each futures market's limit until the server's is known (Binance: 2400 per minute).
     pub futures_weight_per_minute: u32,
-    /// Length of a weight window (Binance: one minute, aligned to the wall-clock minute). Tests use
-    /// short windows; the `*_weight_per_minute` budgets then apply per window.
+    /// Length of a weight window until the server's is known (Binance: one minute, aligned to the
+    /// wall-clock minute). Tests use short windows; the `*_weight_per_minute` budgets then apply
+    /// per window.
     pub weight_window: Duration,
+    /// The user's weight budget per window (every market), used as given instead of the server's
+    /// limit; `None` = learn the server's.
+    pub weight_limit: Option<u32>,
+    /// Read each market's `REQUEST_WEIGHT` limit from its `exchangeInfo` before the first request
+    /// (once a day when `state_dir` is set: it is remembered there). Default true.
+    pub learn_limits: bool,
+    /// Where the weight used, the learnt limits, 429 pauses and 418 bans are kept, shared by every
+    /// dsm process using the directory (the manager uses `<cache dir>/rest`); `None` = in memory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// When a market is banned (HTTP 418, now or remembered from an earlier run): wait for the ban
+    /// to end (within the call's deadline) instead of failing at once with [`RestError::Banned`].
+    pub wait_on_ban: bool,
     /// Most pages of one call in flight at once (all calls share the weight budget anyway).
     pub max_concurrent_pages: usize,
     /// Longest span of one COIN-M klines request (Binance: 200 days).
@@ -95,14 +110,18 @@ impl Default for RestConfig {
         RestConfig {
             urls: RestUrls::default(),
             connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            retries: 4,
+            pace: crate::Pace::default(),
+            retries: 3,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(120),
             spot_weight_per_minute: 6000,
             futures_weight_per_minute: 2400,
             weight_window: Duration::from_secs(60),
+            weight_limit: None,
+            learn_limits: true,
+            state_dir: None,
+            wait_on_ban: false,
             max_concurrent_pages: 4,
             cm_max_window: Duration::from_secs(200 * 86_400),
             deadline: None,
@@ -119,29 +138,6 @@ impl RestConfig {
         }
     }
 
-    /// The configured weight budget per window of `market`.
-    pub fn weight_limit(&self, market: Market) -> u32 {
-        if market.is_futures() {
-            self.futures_weight_per_minute
-        } else {
-            self.spot_weight_per_minute
-        }
-    }
-}
-
-impl From<&crate::manager::ManagerConfig> for RestConfig {
-    /// The REST part of a manager's configuration (URLs, timeouts, retries, weight budgets).
-    fn from(m: &crate::manager::ManagerConfig) -> RestConfig {
-        RestConfig {
-            urls: m.rest_urls.clone(),
-            connect_timeout: m.connect_timeout,
-            read_timeout: m.read_timeout,
-            retries: m.retries,
-            spot_weight_per_minute: m.spot_weight_per_minute,
-            futures_weight_per_minute: m.futures_weight_per_minute,
-            ..RestConfig::default()
-        }
-    }
 }
 
 /// The result of one REST call.
@@ -231,17 +227,19 @@ pub enum RestError {
         /// Binance's message.
         msg: String,
     },
-    /// An HTTP error status without a Binance error body.
-    #[error("HTTP {status} from {url}{}", http_hint(*status))]
+    /// An HTTP error status without a Binance error body (after retries when transient).
+    #[error("HTTP {status} from {url} ({attempts} attempt{}){}", plural(*attempts), http_hint(*status))]
     Http {
         /// The URL requested.
         url: String,
         /// HTTP status.
         status: u16,
+        /// Attempts made.
+        attempts: u32,
     },
     /// The server kept answering 429 or asked to wait longer than allowed.
     #[error(
-        "{market} rate limit hit at {url}: the server asks to wait {retry_after:?}; lower the request rate or raise max_retry_after"
+        "{market} rate limit hit at {url}: the server asks to wait {retry_after:?}; lower --weight-limit or --concurrency, or try again later"
     )]
     RateLimited {
         /// The market.
@@ -253,7 +251,7 @@ pub enum RestError {
     },
     /// Binance banned this IP on the market (HTTP 418); no request is sent to it until the ban ends.
     #[error(
-        "{market} REST API banned this IP until {} (HTTP 418): no request is sent to {market} before then; lower the weight budget",
+        "{market} REST API banned this IP until {} (HTTP 418): nothing is sent to {market} before then (the ban is remembered in the cache directory); try again after it, pass --wait-on-ban to wait, or use --source vision",
         crate::time::format_ms(*until_ms)
     )]
     Banned {
@@ -263,27 +261,43 @@ pub enum RestError {
         until_ms: i64,
     },
     /// The server did not answer in time (after retries).
-    #[error("timed out waiting for {url}: the server is stalled or unreachable")]
+    #[error("{url} did not answer in time ({attempts} attempt{}): the server is stalled or unreachable; check the network, or raise --timeout", plural(*attempts))]
     Timeout {
         /// The URL requested.
         url: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The answer came too slowly (a stalled or trickling server), after retries.
+    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", plural(*attempts))]
+    Slow {
+        /// The URL requested.
+        url: String,
+        /// What was too slow.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
     },
     /// A network failure (after retries).
-    #[error("network error on {url}: {source}")]
+    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the REST base URL", plural(*attempts))]
     Network {
         /// The URL requested.
         url: String,
         /// The underlying error.
         #[source]
         source: reqwest::Error,
+        /// Attempts made.
+        attempts: u32,
     },
     /// The body is not what Binance sends (after retries).
-    #[error("malformed response from {url}: {reason}")]
+    #[error("malformed response from {url} ({attempts} attempt{}): {reason}", plural(*attempts))]
     Malformed {
         /// The URL requested.
         url: String,
         /// What was wrong.
         reason: String,
+        /// Attempts made.
+        attempts: u32,
     },
     /// The caller cancelled the call.
     #[error("cancelled")]
@@ -299,16 +313,34 @@ pub enum RestError {
     Client(#[source] reqwest::Error),
 }
 
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 fn http_hint(status: u16) -> &'static str {
     match status {
-        451 => ": Binance refuses this location (geo-block); use another network or base URL",
-        403 => ": blocked by Binance's web application firewall",
-        404 => ": unknown endpoint; check the base URL",
+        451 => "; Binance refuses this location (geo-block): use another network, or --source vision",
+        403 => "; blocked by Binance's web application firewall or a proxy: slow down, check the network, or use --source vision",
+        404 => "; unknown endpoint: check the REST base URL",
+        500..=599 => "; the API is failing, try again later",
         _ => "",
     }
 }
 
 impl RestError {
+    /// Records that this error is the last of `n` attempts.
+    pub(crate) fn after(mut self, n: u32) -> RestError {
+        match &mut self {
+            RestError::Http { attempts, .. }
+            | RestError::Timeout { attempts, .. }
+            | RestError::Slow { attempts, .. }
+            | RestError::Network { attempts, .. }
+            | RestError::Malformed { attempts, .. } => *attempts = n,
+            _ => {}
+        }
+        self
+    }
+
     /// The category of this error (see [`crate::ErrorCategory`]).
     pub fn category(&self) -> crate::ErrorCategory {
         use crate::ErrorCategory as C;
@@ -322,6 +354,7 @@ impl RestError {
             | RestError::RateLimited { .. }
             | RestError::Banned { .. }
             | RestError::Timeout { .. }
+            | RestError::Slow { .. }
             | RestError::Network { .. }
             | RestError::Malformed { .. }
             | RestError::DeadlineExceeded { .. } => C::Upstream,

@@ -218,6 +218,47 @@ pub(crate) fn banned_until(msg: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
+/// The `REQUEST_WEIGHT` limit of an exchangeInfo body: weight per window, window length (ms). With
+/// several, the one that allows the least weight per millisecond. `None` when none is stated.
+pub(crate) fn weight_limit(body: &[u8]) -> Result<Option<(u32, i64)>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Limit {
+        rate_limit_type: String,
+        interval: String,
+        interval_num: i64,
+        limit: u32,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Info {
+        #[serde(default)]
+        rate_limits: Vec<Limit>,
+    }
+    let info: Info = serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
+    let mut best: Option<(u32, i64)> = None;
+    for l in info.rate_limits {
+        if l.rate_limit_type != "REQUEST_WEIGHT" || l.limit == 0 || l.interval_num <= 0 {
+            continue;
+        }
+        let unit = match l.interval.as_str() {
+            "SECOND" => 1000,
+            "MINUTE" => 60_000,
+            "HOUR" => 3_600_000,
+            "DAY" => 86_400_000,
+            other => return Err(format!("unknown rate-limit interval {other:?}")),
+        };
+        let window_ms = l.interval_num.saturating_mul(unit);
+        let tighter = best.is_none_or(|(w, ms)| {
+            i128::from(l.limit) * i128::from(ms) < i128::from(w) * i128::from(window_ms)
+        });
+        if tighter {
+            best = Some((l.limit, window_ms));
+        }
+    }
+    Ok(best)
+}
+
 /// Parses the `symbols` of an exchangeInfo body (spot, USD-M or COIN-M).
 pub(crate) fn exchange_info(body: &[u8]) -> Result<Vec<SymbolInfo>, String> {
     #[derive(Deserialize)]
@@ -344,5 +385,15 @@ mod tests {
         assert_eq!(c.pair.as_deref(), Some("BTCUSD"));
         assert_eq!(c.onboard_date, Some(1_590_739_200_000));
         assert_eq!(c.delivery_date, Some(1_601_020_800_000));
+    }
+
+    #[test]
+    fn reads_the_tightest_request_weight_limit() {
+        let spot = br#"{"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000},{"rateLimitType":"RAW_REQUESTS","interval":"MINUTE","intervalNum":5,"limit":61000}],"symbols":[]}"#;
+        assert_eq!(weight_limit(spot), Ok(Some((6000, 60_000))));
+        let two = br#"{"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":2400},{"rateLimitType":"REQUEST_WEIGHT","interval":"SECOND","intervalNum":10,"limit":300}]}"#;
+        assert_eq!(weight_limit(two), Ok(Some((300, 10_000))));
+        assert_eq!(weight_limit(br#"{"rateLimits":[]}"#), Ok(None));
+        assert!(weight_limit(b"<html>").is_err());
     }
 }

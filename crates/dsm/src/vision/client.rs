@@ -3,7 +3,7 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arrow::array::{Array, TimestampMicrosecondArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::key::{FileKey, fallback_days, plan};
 use super::parse::{Parsed, parse_checksum, parse_zip_inner};
 use super::{VisionConfig, VisionError};
-use crate::http::LazyClient;
+use crate::http::{LazyClient, Slow, Watch};
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::time::TimeRange;
 
@@ -142,7 +142,7 @@ impl VisionClient {
     pub fn new(cfg: VisionConfig) -> Result<VisionClient, VisionError> {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .read_timeout(cfg.read_timeout)
+            .read_timeout(cfg.pace.silence)
             .pool_max_idle_per_host(cfg.concurrency.max(1))
             .build()
             .map_err(client_error)?;
@@ -150,8 +150,8 @@ impl VisionClient {
     }
 
     /// A client sharing `http`'s connection pool. The client's own timeouts still apply, and dsm
-    /// additionally bounds every wait by `cfg.connect_timeout + cfg.read_timeout` (headers) and
-    /// `cfg.read_timeout` (each body chunk).
+    /// additionally bounds every wait by `cfg.connect_timeout + cfg.pace.silence` (headers) and
+    /// `cfg.pace` (the body).
     pub fn with_http_client(cfg: VisionConfig, http: reqwest::Client) -> VisionClient {
         VisionClient::with_lazy_client(cfg, LazyClient::ready(http))
     }
@@ -371,11 +371,16 @@ impl VisionClient {
         limit: u64,
         counters: &Counters,
     ) -> Result<Option<Download>, VisionError> {
-        (|| self.get_once(url, hash, limit, counters))
-            .retry(self.backoff())
-            .when(VisionError::is_transient)
-            .notify(|e, wait| tracing::debug!(error = %e, ?wait, "transient failure, retrying"))
-            .await
+        let attempts = AtomicU32::new(0);
+        (|| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.get_once(url, hash, limit, counters)
+        })
+        .retry(self.backoff())
+        .when(VisionError::is_transient)
+        .notify(|e, wait| tracing::debug!(error = %e, ?wait, "transient failure, retrying"))
+        .await
+        .map_err(|e| e.after(attempts.load(Ordering::Relaxed)))
     }
 
     async fn get_once(
@@ -388,6 +393,7 @@ impl VisionClient {
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = || VisionError::Timeout {
             url: url.to_owned(),
+            attempts: 1,
         };
         let net = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -396,11 +402,13 @@ impl VisionClient {
                 VisionError::Network {
                     url: url.to_owned(),
                     source: e,
+                    attempts: 1,
                 }
             }
         };
         let send = self.http.client().map_err(client_error)?.get(url).send();
-        let resp = tokio::time::timeout(self.cfg.connect_timeout + self.cfg.read_timeout, send)
+        let pace = self.cfg.pace;
+        let resp = tokio::time::timeout(self.cfg.connect_timeout + pace.silence, send)
             .await
             .map_err(|_| timeout())?
             .map_err(net)?;
@@ -413,6 +421,7 @@ impl VisionClient {
                     url: url.to_owned(),
                     status,
                     transient: matches!(status, 403 | 408 | 429) || status >= 500,
+                    attempts: 1,
                 });
             }
         }
@@ -442,10 +451,29 @@ impl VisionClient {
         let mut buf = Vec::with_capacity(cap);
         let mut hasher = hash.then(Sha256::new);
         let mut body = resp.bytes_stream();
+        // The whole attempt, at the slowest pace accepted for its announced size.
+        let attempt_end = Instant::now() + pace.attempt_limit(announced.unwrap_or(limit.min(1 << 30)));
+        let mut watch = Watch::new(pace);
+        let slow = |why: Slow| VisionError::Slow {
+            url: url.to_owned(),
+            reason: why.to_string(),
+            attempts: 1,
+        };
         loop {
-            let chunk = tokio::time::timeout(self.cfg.read_timeout, body.next())
-                .await
-                .map_err(|_| timeout())?;
+            let check = watch.next_check().min(attempt_end);
+            let chunk = match tokio::time::timeout_at(check, body.next()).await {
+                Ok(chunk) => chunk,
+                Err(_) if Instant::now() >= attempt_end => {
+                    return Err(slow(Slow::Stalled {
+                        bytes: buf.len() as u64,
+                        window: pace.attempt_limit(announced.unwrap_or(0)),
+                    }));
+                }
+                Err(_) => {
+                    watch.check().map_err(slow)?;
+                    continue;
+                }
+            };
             match chunk {
                 None => break,
                 Some(Err(e)) => return Err(net(e)),
@@ -460,6 +488,8 @@ impl VisionClient {
                     }
                     counters.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
                     buf.extend_from_slice(&c);
+                    watch.received(c.len());
+                    watch.check().map_err(slow)?;
                 }
             }
         }
@@ -470,6 +500,7 @@ impl VisionClient {
                 url: url.to_owned(),
                 expected,
                 received: buf.len() as u64,
+                attempts: 1,
             });
         }
         Ok(Some(Download {
@@ -602,6 +633,7 @@ impl VisionClient {
                     url: url.clone(),
                     status: 404,
                     transient: false,
+                    attempts: 1,
                 })?;
             let xml = std::str::from_utf8(&page.bytes).map_err(|_| bad("not UTF-8"))?;
             if !xml.contains("<ListBucketResult") {

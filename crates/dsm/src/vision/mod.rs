@@ -56,8 +56,12 @@ pub struct VisionConfig {
     pub concurrency: usize,
     /// TCP connect timeout of every request. Default 10 s.
     pub connect_timeout: Duration,
-    /// Longest wait for the response headers or for the next chunk of a body. Default 30 s.
-    pub read_timeout: Duration,
+    /// How slow a download may be: the longest wait for the headers or the next bytes (default
+    /// 10 s), and the least progress over a window (default 4 KiB/s over 10 s). Each attempt is
+    /// also bounded by [`Pace::attempt_limit`] of its announced size. A stalled or trickling
+    /// server fails the attempt; after the retries the file fails (and the manager takes the
+    /// period from REST).
+    pub pace: crate::Pace,
     /// Retries of a transient failure (403, 429, 5xx, timeout, reset, truncated body) per request,
     /// and of an integrity failure (checksum mismatch, broken zip) per file. Default 3.
     pub retries: usize,
@@ -79,7 +83,7 @@ impl Default for VisionConfig {
             list_url: "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision".into(),
             concurrency: 8,
             connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
+            pace: crate::Pace::default(),
             retries: 3,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
@@ -168,7 +172,7 @@ pub enum VisionError {
         reason: String,
     },
     /// An HTTP status other than 200/404 (after retries when transient).
-    #[error("{url} answered HTTP {status}{}", if *transient { " (after retries; the archive may be down, try again later)" } else { "" })]
+    #[error("{url} answered HTTP {status} ({attempts} attempt{}){}", plural(*attempts), http_hint(*status))]
     Http {
         /// The URL.
         url: String,
@@ -176,9 +180,11 @@ pub enum VisionError {
         status: u16,
         /// Whether the status is one that is retried (403, 408, 429, 5xx).
         transient: bool,
+        /// Attempts made.
+        attempts: u32,
     },
     /// The body ended before its announced length (after retries).
-    #[error("{url}: body truncated at {received} of {expected} bytes (after retries)")]
+    #[error("{url}: body truncated at {received} of {expected} bytes ({attempts} attempt{}); the archive or the network is unstable, try again later", plural(*attempts))]
     Truncated {
         /// The URL.
         url: String,
@@ -186,21 +192,37 @@ pub enum VisionError {
         expected: u64,
         /// Bytes received.
         received: u64,
+        /// Attempts made.
+        attempts: u32,
     },
     /// A connection or protocol failure (after retries).
-    #[error("network error on {url} (after retries): {source}")]
+    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the --vision-url", plural(*attempts))]
     Network {
         /// The URL.
         url: String,
         /// The cause.
         #[source]
         source: reqwest::Error,
+        /// Attempts made.
+        attempts: u32,
     },
-    /// Connect or read timed out (after retries).
-    #[error("{url} timed out (after retries); check the network or raise the timeouts")]
+    /// Connect or the wait for the headers timed out (after retries).
+    #[error("{url} did not answer in time ({attempts} attempt{}); check the network, or raise --timeout", plural(*attempts))]
     Timeout {
         /// The URL.
         url: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The body came too slowly (a stalled or trickling server), after retries.
+    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", plural(*attempts))]
+    Slow {
+        /// The URL.
+        url: String,
+        /// What was too slow.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
     },
     /// A listing page could not be read.
     #[error("listing {url} returned an unreadable page: {reason}")]
@@ -224,7 +246,33 @@ pub enum VisionError {
     DeadlineExceeded(Duration),
 }
 
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn http_hint(status: u16) -> &'static str {
+    match status {
+        403 => "; access denied: a firewall, a proxy or Binance's geo-block refuses this network (use another network, or --vision-url for a mirror)",
+        451 => "; Binance refuses this location (geo-block): use another network, or --vision-url for a mirror",
+        500..=599 => "; the archive is failing, try again later",
+        _ => "",
+    }
+}
+
 impl VisionError {
+    /// Records that this error is the last of `n` attempts.
+    pub(crate) fn after(mut self, n: u32) -> VisionError {
+        match &mut self {
+            VisionError::Http { attempts, .. }
+            | VisionError::Truncated { attempts, .. }
+            | VisionError::Network { attempts, .. }
+            | VisionError::Timeout { attempts, .. }
+            | VisionError::Slow { attempts, .. } => *attempts = n,
+            _ => {}
+        }
+        self
+    }
+
     /// Whether the data itself failed verification (checksum, archive, rows, missing checksum).
     pub fn is_integrity(&self) -> bool {
         matches!(
@@ -246,6 +294,7 @@ impl VisionError {
             VisionError::Truncated { .. }
             | VisionError::Network { .. }
             | VisionError::Timeout { .. }
+            | VisionError::Slow { .. }
             | VisionError::Listing { .. } => true,
             _ => false,
         }
