@@ -5,6 +5,7 @@
 //! library's message saying what is valid. It must never do any work or touch the network.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use dsm::{DataKind, Interval, Market, SourcePolicy};
@@ -124,9 +125,38 @@ pub struct FetchArgs {
     /// REST base URL for all three markets (e.g. an emulator); default: Binance's per-market hosts.
     #[arg(long, env = "DSM_REST_URL", value_name = "URL")]
     pub rest_url: Option<String>,
+    /// Most downloads at once: Vision files, and REST pages of each symbol (default 8 and 4).
+    /// Every REST request stays within the weight budget whatever this is.
+    #[arg(long, env = "DSM_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+    /// REST weight budget per rate-limit window, for every market, used instead of 90% of the
+    /// limit the server states in exchangeInfo (which dsm reads once a day).
+    #[arg(long, env = "DSM_WEIGHT_LIMIT", value_name = "WEIGHT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub weight_limit: Option<u32>,
+    /// Longest wait, in seconds, for a connection, an answer's headers or the next bytes of a body
+    /// (default 10); a body must also average 4 KiB/s over 10 s. A failing attempt is retried 3
+    /// times, then the other source is used or the run fails (exit 4).
+    #[arg(long, env = "DSM_TIMEOUT", value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// When Binance has banned this IP (HTTP 418, remembered across runs), wait for the ban to end
+    /// instead of failing at once (exit 4).
+    #[arg(long, env = "DSM_WAIT_ON_BAN")]
+    pub wait_on_ban: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A timeout in seconds (fractions allowed), at least 0.1 s and at most an hour.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("{s} s is outside 0.1..=3600"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// `dsm cache` subcommands.

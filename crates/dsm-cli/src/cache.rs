@@ -57,15 +57,21 @@ pub async fn run(command: &CacheCommand, printer: Printer) -> anyhow::Result<()>
     }
 }
 
+/// Opens the cache for `dsm cache` commands, which only look at (or tidy) an existing cache: a
+/// directory that does not exist is an error, and nothing is created.
 async fn open(args: &CacheArgs) -> anyhow::Result<CacheStore> {
-    let dir: Option<PathBuf> = args.cache_dir.clone();
-    let store = tokio::task::spawn_blocking(move || match dir {
-        Some(d) => CacheStore::open(d),
-        None => CacheStore::open_default(),
-    })
-    .await
-    .context("opening the cache")?
-    .map_err(dsm::Error::from)?;
+    let dir = store_dir(args)?;
+    if !dir.is_dir() {
+        return Err(crate::exit::UsageError(format!(
+            "no cache at {}: the directory does not exist (nothing was created); check --cache-dir or $DSM_CACHE_DIR (dsm fetch creates the cache)",
+            dir.display()
+        ))
+        .into());
+    }
+    let store = tokio::task::spawn_blocking(move || CacheStore::open(dir))
+        .await
+        .context("opening the cache")?
+        .map_err(dsm::Error::from)?;
     Ok(store)
 }
 

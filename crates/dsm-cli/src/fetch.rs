@@ -72,6 +72,16 @@ pub fn manager_config(args: &FetchArgs) -> anyhow::Result<ManagerConfig> {
     if let Some(url) = &args.rest_url {
         config.rest_urls = RestUrls::all(url);
     }
+    if let Some(n) = args.concurrency {
+        config.vision_concurrency = usize::from(n);
+        config.rest_concurrency = usize::from(n);
+    }
+    if let Some(t) = args.timeout {
+        config.connect_timeout = t;
+        config.pace.silence = t;
+    }
+    config.weight_limit = args.weight_limit;
+    config.wait_on_ban = args.wait_on_ban;
     Ok(config)
 }
 

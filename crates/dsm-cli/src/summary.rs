@@ -205,9 +205,12 @@ impl SymbolTotals {
 
     /// The error for this symbol's answer if part of it could not be obtained.
     pub fn incomplete(&self) -> Option<dsm::IncompleteError> {
-        (!self.missing.is_empty()).then(|| dsm::IncompleteError {
-            symbol: self.symbol.clone(),
-            missing: self.missing.clone(),
+        (!self.missing.is_empty()).then(|| {
+            dsm::IncompleteError::new(
+                self.symbol.clone(),
+                self.missing.clone(),
+                &self.summary.failures,
+            )
         })
     }
 

@@ -150,14 +150,44 @@ pub enum UnavailableError {
 /// partial one ([`crate::Request::allow_partial`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{symbol}: incomplete answer: {} could not be obtained from the allowed sources (not cached, not yet published, or no allowed source serves it); use another --source, or allow a partial answer (--allow-partial) to take what was obtained",
-    ranges(.missing)
+    "{symbol}: incomplete answer: {} could not be obtained from the allowed sources ({}); use another --source, try again later, or allow a partial answer (--allow-partial) to take what was obtained",
+    ranges(.missing),
+    why(.reasons)
 )]
 pub struct IncompleteError {
     /// The symbol.
     pub symbol: Symbol,
     /// What is missing, sorted and merged.
     pub missing: Vec<TimeRange>,
+    /// What failed (a source that was down, a file that failed its checks), when something did.
+    pub reasons: Vec<String>,
+}
+
+/// How the manager reports, among a symbol's failures, a range no allowed source could supply.
+pub(crate) const NOT_AVAILABLE: &str = "not available from the allowed sources: ";
+
+impl IncompleteError {
+    /// The error for `symbol` missing `missing`, with the reasons among `failures` (the
+    /// [`crate::Summary::failures`] of its answer).
+    pub fn new(symbol: Symbol, missing: Vec<TimeRange>, failures: &[String]) -> IncompleteError {
+        IncompleteError {
+            symbol,
+            missing,
+            reasons: failures
+                .iter()
+                .filter(|f| !f.starts_with(NOT_AVAILABLE))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+fn why(reasons: &[String]) -> String {
+    match reasons {
+        [] => "not cached, not yet published, or no allowed source serves it".to_owned(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first}; and {} more problems", rest.len()),
+    }
 }
 
 fn ranges(rs: &[TimeRange]) -> String {

@@ -1251,9 +1251,9 @@ async fn a_server_that_never_answers_gives_a_timeout_error_not_a_hang() {
         let cfg = ManagerConfig {
             connect_timeout: Duration::from_millis(200),
             pace: dsm::Pace {
-            silence: Duration::from_millis(200),
-            ..dsm::Pace::default()
-        },
+                silence: Duration::from_millis(200),
+                ..dsm::Pace::default()
+            },
             retries: 1,
             ..config(&emu, None)
         };

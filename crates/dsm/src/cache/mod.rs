@@ -81,7 +81,7 @@ pub enum CacheError {
     #[error(transparent)]
     Input(#[from] InputError),
     /// A local file-system operation failed.
-    #[error("cache I/O error at {}: {source}; check that the cache directory is writable and the disk not full", path.display())]
+    #[error("cache I/O error at {}: {source}; check that the cache directory is writable and the disk not full, choose another with --cache-dir, or run without the cache (--no-cache)", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,

@@ -1,8 +1,9 @@
 //! Executing one symbol's request: cache first, then Vision files, then REST, streaming every
 //! verified piece into the cache as it arrives, then one merged answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -13,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::merge::{first_last_ms, funding_holes, kline_gaps_parts, merge_parts, rows_in};
 use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
-use crate::cache::{CacheStore, DatasetKey, Piece, Provenance};
-use crate::error::{Error, Result, UnavailableError};
+use crate::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance};
+use crate::error::{Error, NOT_AVAILABLE, Result, UnavailableError};
 use crate::market::{DataKind, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
@@ -74,6 +75,54 @@ pub(crate) struct Ctx<'a> {
     pub server_now: &'a tokio::sync::OnceCell<i64>,
     /// Part of a windowed request: an empty window is not an error (the caller decides at the end).
     pub windowed: bool,
+    /// Set when a cache write failed for want of space or permission: the fetch goes on without
+    /// caching the rest (one warning per manager).
+    pub cache_off: &'a AtomicBool,
+}
+
+impl Ctx<'_> {
+    /// The cache, unless writing to it has failed.
+    fn writable_cache(&self) -> Option<&CacheStore> {
+        self.cache
+            .filter(|_| !self.cache_off.load(Ordering::Relaxed))
+    }
+
+    /// Passes a cache write's result on, except a failure to store (no space, no permission, a
+    /// read-only directory): then caching stops for the rest of the run, with one warning, and
+    /// the answer is still returned.
+    fn stored(&self, r: std::result::Result<(), CacheError>) -> Result<()> {
+        match r {
+            Err(e @ (CacheError::Io { .. } | CacheError::ObjectStore { .. })) => {
+                if !self.cache_off.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot write to the cache; finishing the fetch without caching (use --cache-dir for a writable directory, or --no-cache)");
+                }
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// Most REST chunks (cache partitions) of one symbol fetched at once; each is cached as soon as it
+/// completes, so a run that fails or is stopped keeps what it fetched and a rerun asks only the rest.
+const REST_CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Vision files that fail for a reason other than their content (timeouts, 5xx, 403, resets)
+/// before the archive is taken as down for the rest of the symbol's request, whose files then come
+/// from REST without being asked of the archive.
+const VISION_OUTAGE_FILES: usize = 3;
+
+/// Whether a REST failure means the API is unusable now (so the answer goes on without it),
+/// rather than a ban (which must stop the run) or a problem with the request itself.
+fn rest_outage(e: &RestError) -> bool {
+    matches!(
+        e,
+        RestError::Timeout { .. }
+            | RestError::Slow { .. }
+            | RestError::Network { .. }
+            | RestError::Http { .. }
+            | RestError::Malformed { .. }
+    )
 }
 
 /// Whether the REST client serves `kind` on `market` without an API key: candles, funding and
@@ -164,6 +213,9 @@ pub(crate) async fn fetch_symbol(
     };
 
     let mut open_row: Option<RecordBatch> = None;
+    // The first failure of a source that was down, if any: the answer goes on without it, unless
+    // nothing at all could be had.
+    let mut outage: Option<Error> = None;
     let mut closed_until = range.end();
     let mut unavailable: Vec<TimeRange> = Vec::new();
     if !missing.is_empty() {
@@ -172,21 +224,18 @@ pub(crate) async fn fetch_symbol(
             rest_supported && matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Rest);
         // The exchange's clock decides what is closed and what is published; ask it when REST is
         // allowed (one request of weight 1), else trust the local clock.
+        let mut rest_down = false;
         let now = if uses_rest {
             // One reading per request, shared by its symbols (and passed to the REST pages).
             let mut paid = None;
-            let now = *ctx
+            let clock = ctx
                 .server_now
                 .get_or_try_init(|| async {
-                    let (now, cost) = ctx
-                        .rest
-                        .server_time_with_cost(market, ctx.cancel)
-                        .await
-                        .map_err(rest_err)?;
+                    let (now, cost) = ctx.rest.server_time_with_cost(market, ctx.cancel).await?;
                     paid = Some(cost);
-                    Ok::<_, Error>(now)
+                    Ok::<_, RestError>(now)
                 })
-                .await?;
+                .await;
             // The clock request is a REST request like any other: it counts in the summary of the
             // symbol that made it.
             if let Some(cost) = paid {
@@ -194,10 +243,24 @@ pub(crate) async fn fetch_symbol(
                 summary.rest.bytes += cost.bytes;
                 summary.rest_weight += cost.weight;
             }
-            now
+            match clock {
+                Ok(now) => *now,
+                // The API is down: what Vision and the cache have is still answered.
+                Err(e) if rest_outage(&e) => {
+                    tracing::warn!(error = %e, "the REST API is unusable; answering from the other sources, with the local clock");
+                    summary
+                        .failures
+                        .push(format!("REST API unusable ({e}); nothing was asked of it"));
+                    rest_down = true;
+                    outage.get_or_insert(Error::Rest(e));
+                    local_now
+                }
+                Err(e) => return Err(rest_err(e)),
+            }
         } else {
             local_now
         };
+        let uses_rest = uses_rest && !rest_down;
         if range.start() >= now {
             return Err(UnavailableError::Future {
                 symbol: symbol.clone(),
@@ -226,6 +289,10 @@ pub(crate) async fn fetch_symbol(
         });
         unavailable.extend(p.unavailable.iter().copied());
         let mut rest_ranges = p.rest.clone();
+        if !uses_rest {
+            // The API is down (its clock failed): what only it has is missing.
+            unavailable.append(&mut rest_ranges);
+        }
 
         // 2. Vision: the fewest files, downloaded concurrently, each cached as soon as it verifies.
         let mut holes: Vec<(TimeRange, String)> = Vec::new();
@@ -256,10 +323,21 @@ pub(crate) async fn fetch_symbol(
                 }
             }
             holes = done.holes;
+            if let Some(e) = done.outage {
+                outage.get_or_insert(Error::Vision(e));
+            }
         }
 
-        // 3. REST: recent data and whatever Vision did not have.
-        for r in TimeRange::merge_all(rest_ranges) {
+        // 3. REST: recent data and whatever Vision did not have, a cache partition at a time.
+        let chunks: Vec<TimeRange> = TimeRange::merge_all(rest_ranges)
+            .into_iter()
+            .flat_map(|r| {
+                key.partitions(r)
+                    .into_iter()
+                    .filter_map(move |p| p.range.intersect(&r))
+            })
+            .collect();
+        let fetch = |r: TimeRange| async move {
             let data = match (kind, req.interval) {
                 (DataKind::FundingRate, _) => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
                 (DataKind::AggTrades, _) => {
@@ -271,9 +349,37 @@ pub(crate) async fn fetch_symbol(
                         .klines_at(market, kind, symbol, interval, r, now, ctx.cancel)
                         .await
                 }
-                _ => continue,
+                _ => return None,
+            };
+            Some((r, data))
+        };
+        let mut fetched = std::pin::pin!(
+            futures::stream::iter(chunks)
+                .map(fetch)
+                .buffered(REST_CHUNKS_IN_FLIGHT)
+        );
+        let mut rest_failed = false;
+        while let Some(item) = fetched.next().await {
+            let Some((r, data)) = item else { continue };
+            if rest_failed {
+                // The API failed on an earlier chunk: the rest is missing, not asked again.
+                unavailable.push(r);
+                continue;
             }
-            .map_err(rest_err)?;
+            let data = match data {
+                Ok(d) => d,
+                Err(e) if rest_outage(&e) => {
+                    tracing::warn!(error = %e, range = %r, "REST failed; the rest of the range is reported missing");
+                    summary.failures.push(format!(
+                        "REST failed for {r} ({e}); it and the later ranges are missing"
+                    ));
+                    rest_failed = true;
+                    outage.get_or_insert(Error::Rest(e));
+                    unavailable.push(r);
+                    continue;
+                }
+                Err(e) => return Err(rest_err(e)),
+            };
             // A hole in a Vision file that REST fills: the file was short.
             for (hole, file) in &holes {
                 if let Some(h) = hole.intersect(&r)
@@ -285,8 +391,8 @@ pub(crate) async fn fetch_symbol(
                         window = %h,
                         "a verified Vision file lacks rows the REST API has; took them from REST"
                     );
-                    if let Some(cache) = ctx.cache {
-                        cache.record_short_file(&key, *hole, file).await?;
+                    if let Some(cache) = ctx.writable_cache() {
+                        ctx.stored(cache.record_short_file(&key, *hole, file).await)?;
                     }
                     summary.short_files.push(file.clone());
                 }
@@ -303,12 +409,15 @@ pub(crate) async fn fetch_symbol(
                 },
             );
             let complete_end = r.end().min(closed_until);
-            if let (Some(cache), Ok(complete)) =
-                (ctx.cache, TimeRange::new(r.start(), complete_end))
-            {
-                cache
-                    .write(&key, complete, &data.batch, Provenance::Rest)
-                    .await?;
+            if let (Some(cache), Ok(complete)) = (
+                ctx.writable_cache(),
+                TimeRange::new(r.start(), complete_end),
+            ) {
+                ctx.stored(
+                    cache
+                        .write(&key, complete, &data.batch, Provenance::Rest)
+                        .await,
+                )?;
             }
             if req.include_open
                 && let (Some(open), Some(interval)) = (data.open_candle, req.interval)
@@ -345,11 +454,16 @@ pub(crate) async fn fetch_symbol(
     parts.retain(|b| b.num_rows() > 0);
     summary.rows = parts.iter().map(|b| b.num_rows() as u64).sum();
     summary.elapsed = started.elapsed();
-    summary.failures.extend(
-        unavailable
-            .iter()
-            .map(|r| format!("not available from the allowed sources: {r}")),
-    );
+    summary
+        .failures
+        .extend(unavailable.iter().map(|r| format!("{NOT_AVAILABLE}{r}")));
+    // Every source that could have answered failed: that is an upstream failure, not a short answer.
+    if summary.rows == 0
+        && !unavailable.is_empty()
+        && let Some(e) = outage
+    {
+        return Err(e);
+    }
     if summary.rows == 0
         && unavailable.is_empty()
         && ctx.policy != SourcePolicy::Cache
@@ -471,6 +585,8 @@ struct VisionDone {
     /// Candle slots missing inside verified files, with the file's name: exchange downtime or a
     /// short file, which only REST can tell apart. Never cached from Vision.
     holes: Vec<(TimeRange, String)>,
+    /// The first failure of the archive itself (not of a file's content), if any.
+    outage: Option<VisionError>,
 }
 
 /// Where `file` has no row though one is due: candle slots of its day or month, funding times of
@@ -553,11 +669,14 @@ async fn fetch_vision(
         },
     );
     let write = |pieces: Vec<Piece>| async move {
-        match ctx.cache {
-            Some(cache) if !pieces.is_empty() => cache.write_many(key, pieces).await,
+        match ctx.writable_cache() {
+            Some(cache) if !pieces.is_empty() => ctx.stored(cache.write_many(key, pieces).await),
             _ => Ok(()),
         }
     };
+    let falls_back = ctx.policy == SourcePolicy::Auto && rest_supported(market, kind);
+    let mut outages = 0;
+    let mut first_outage = None;
     let mut writes = FuturesUnordered::new();
     let mut lacking = Vec::new();
     let mut holes = Vec::new();
@@ -567,6 +686,8 @@ async fn fetch_vision(
         let mut batcher = PartitionBatcher::default();
         batcher.plan(key, &keys);
         let mut retry_daily = Vec::new();
+        let mut pending: HashSet<String> = keys.iter().map(FileKey::path).collect();
+        let asked = keys.clone();
         let mut stream = std::pin::pin!(ctx.vision.fetch_files(keys, ctx.cancel));
         let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
@@ -589,6 +710,7 @@ async fn fetch_vision(
                 },
             };
             let file_key = result.key;
+            pending.remove(&file_key.path());
             summary.vision.requests += result.requests;
             summary.vision.bytes += result.bytes;
             let mut pieces = Vec::new();
@@ -638,14 +760,39 @@ async fn fetch_vision(
                     }
                 }
                 Err(VisionError::Cancelled) => return Err(Error::Cancelled),
-                Err(e)
-                    if e.is_integrity()
-                        && ctx.policy == SourcePolicy::Auto
-                        && rest_supported(market, kind) =>
-                {
+                Err(e) if e.is_integrity() && falls_back => {
                     tracing::warn!(file = %file_key.path(), error = %e, "Vision file failed integrity checks; using REST instead");
                     summary.failures.push(format!("{}: {e}", file_key.path()));
                     lacking.push(file_key.range());
+                }
+                // The archive is failing (timeouts, 5xx, 403, resets, a trickle): REST has the
+                // same rows.
+                Err(e) if e.is_transient() && falls_back => {
+                    tracing::warn!(file = %file_key.path(), error = %e, "Vision failed; taking the file's period from REST");
+                    summary
+                        .failures
+                        .push(format!("{e}; its period was asked of REST instead"));
+                    lacking.push(file_key.range());
+                    outages += 1;
+                    first_outage.get_or_insert(e);
+                    if outages >= VISION_OUTAGE_FILES && !pending.is_empty() {
+                        tracing::warn!(
+                            files = pending.len(),
+                            "the Vision archive looks down; taking the remaining files' periods from REST without asking it"
+                        );
+                        summary.failures.push(format!(
+                            "the Vision archive failed {outages} files; the periods of {} more were taken from REST without asking it",
+                            pending.len()
+                        ));
+                        lacking.extend(
+                            asked
+                                .iter()
+                                .filter(|k| pending.contains(&k.path()))
+                                .map(FileKey::range),
+                        );
+                        pending.clear();
+                        break;
+                    }
                 }
                 Err(e) => return Err(Error::Vision(e)),
             }
@@ -671,5 +818,6 @@ async fn fetch_vision(
     Ok(VisionDone {
         lacking: TimeRange::merge_all(lacking),
         holes,
+        outage: first_outage,
     })
 }

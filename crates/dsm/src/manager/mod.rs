@@ -104,6 +104,20 @@ impl Default for RestUrls {
     }
 }
 
+/// Fails unless `url` is an absolute http(s) URL (an empty or relative one would fail every
+/// request with a message that names no URL).
+fn check_url(what: &'static str, url: &str) -> std::result::Result<(), InputError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(InputError::Invalid {
+            what,
+            reason: format!(
+                "{url:?} is not an http(s) URL; give a full one, e.g. https://data.binance.vision"
+            ),
+        }),
+    }
+}
+
 /// The directory of the cache that keeps the REST weight budget, learnt limits and bans.
 pub const REST_STATE_DIR: &str = "rest";
 
@@ -395,10 +409,11 @@ impl SymbolResult {
         if self.is_complete() {
             return Ok(());
         }
-        Err(IncompleteError {
-            symbol: self.symbol.clone(),
-            missing: self.missing.clone(),
-        })
+        Err(IncompleteError::new(
+            self.symbol.clone(),
+            self.missing.clone(),
+            &self.summary.failures,
+        ))
     }
 }
 
@@ -464,6 +479,8 @@ pub struct DataSourceManager {
     rest: RestClient,
     cache: Option<CacheStore>,
     frontier: exec::Frontier,
+    /// Set when a cache write failed for want of space or permission (see `exec::Ctx::stored`).
+    cache_off: std::sync::atomic::AtomicBool,
     root: CancellationToken,
     tracker: TaskTracker,
 }
@@ -474,6 +491,10 @@ impl DataSourceManager {
     /// the platform's root certificates), and the cache (unless `use_cache` is off). No network
     /// call happens here.
     pub fn new(config: ManagerConfig) -> Result<DataSourceManager> {
+        check_url("vision_url", &config.vision_url)?;
+        for m in [Market::Spot, Market::UsdM, Market::CoinM] {
+            check_url("rest_urls", config.rest_urls.for_market(m))?;
+        }
         let (connect_timeout, read_timeout) = (config.connect_timeout, config.pace.silence);
         let http = LazyClient::new(move || {
             reqwest::Client::builder()
@@ -511,10 +532,20 @@ impl DataSourceManager {
             ..RestConfig::default()
         };
         let cache = if config.use_cache {
-            Some(match &cache_dir {
-                Some(dir) => CacheStore::open(dir)?,
-                None => CacheStore::open_default()?,
-            })
+            let opened = match &cache_dir {
+                Some(dir) => CacheStore::open(dir),
+                None => CacheStore::open_default(),
+            };
+            match opened {
+                Ok(cache) => Some(cache),
+                // A cache that cannot be created (a read-only place, a full disk) does not stop a
+                // fetch: it runs without one.
+                Err(e @ crate::cache::CacheError::Io { .. }) => {
+                    tracing::warn!(error = %e, "cannot open the cache; fetching without it");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             None
         };
@@ -523,6 +554,7 @@ impl DataSourceManager {
             rest: RestClient::with_lazy_client(rest_cfg, http),
             cache,
             frontier: exec::Frontier::default(),
+            cache_off: Default::default(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
             config,
@@ -697,6 +729,7 @@ impl DataSourceManager {
             cancel: &cancel,
             server_now: clock,
             windowed,
+            cache_off: &self.cache_off,
         };
         let work = futures::future::try_join_all(
             request

@@ -905,7 +905,11 @@ impl Call<'_> {
             Ok(None) => {
                 tracing::warn!(%market, "exchangeInfo states no REQUEST_WEIGHT limit; keeping Binance's documented limit");
             }
-            Err(e @ (RestError::Banned { .. } | RestError::Cancelled | RestError::DeadlineExceeded { .. })) => {
+            Err(
+                e @ (RestError::Banned { .. }
+                | RestError::Cancelled
+                | RestError::DeadlineExceeded { .. }),
+            ) => {
                 return Err(e);
             }
             Err(e) => {

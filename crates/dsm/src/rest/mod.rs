@@ -137,7 +137,6 @@ impl RestConfig {
             ..RestConfig::default()
         }
     }
-
 }
 
 /// The result of one REST call.
@@ -319,8 +318,12 @@ fn plural(n: u32) -> &'static str {
 
 fn http_hint(status: u16) -> &'static str {
     match status {
-        451 => "; Binance refuses this location (geo-block): use another network, or --source vision",
-        403 => "; blocked by Binance's web application firewall or a proxy: slow down, check the network, or use --source vision",
+        451 => {
+            "; Binance refuses this location (geo-block): use another network, or --source vision"
+        }
+        403 => {
+            "; blocked by Binance's web application firewall or a proxy: slow down, check the network, or use --source vision"
+        }
         404 => "; unknown endpoint: check the REST base URL",
         500..=599 => "; the API is failing, try again later",
         _ => "",

@@ -295,9 +295,7 @@ impl WeightBudget {
 
     /// Runs `f` on `m`'s state (the shared one when there is a state directory).
     fn with<T>(&self, m: Market, f: impl FnOnce(&mut MarketState) -> T) -> T {
-        let mut mem = self.state[idx(m)]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut mem = self.state[idx(m)].lock().unwrap_or_else(|e| e.into_inner());
         match &self.files {
             Some(files) => files.update(m, &mut mem, f),
             None => f(&mut mem),
@@ -306,9 +304,9 @@ impl WeightBudget {
 
     /// The limit and window in force for `m` at `now`.
     fn limit_of(&self, m: Market, st: &MarketState, now: i64) -> (u32, i64) {
-        let learned = st.learned.filter(|l| {
-            now - l.learned_ms < LIMIT_TTL_MS && l.weight > 0 && l.window_ms > 0
-        });
+        let learned = st
+            .learned
+            .filter(|l| now - l.learned_ms < LIMIT_TTL_MS && l.weight > 0 && l.window_ms > 0);
         let window_ms = learned.map_or(self.default_window_ms, |l| l.window_ms);
         let mut limit = match (self.fixed, learned) {
             (Some(n), _) => u64::from(n),

@@ -452,7 +452,8 @@ impl VisionClient {
         let mut hasher = hash.then(Sha256::new);
         let mut body = resp.bytes_stream();
         // The whole attempt, at the slowest pace accepted for its announced size.
-        let attempt_end = Instant::now() + pace.attempt_limit(announced.unwrap_or(limit.min(1 << 30)));
+        let attempt_end =
+            Instant::now() + pace.attempt_limit(announced.unwrap_or(limit.min(1 << 30)));
         let mut watch = Watch::new(pace);
         let slow = |why: Slow| VisionError::Slow {
             url: url.to_owned(),

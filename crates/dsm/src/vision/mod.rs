@@ -252,8 +252,12 @@ fn plural(n: u32) -> &'static str {
 
 fn http_hint(status: u16) -> &'static str {
     match status {
-        403 => "; access denied: a firewall, a proxy or Binance's geo-block refuses this network (use another network, or --vision-url for a mirror)",
-        451 => "; Binance refuses this location (geo-block): use another network, or --vision-url for a mirror",
+        403 => {
+            "; access denied: a firewall, a proxy or Binance's geo-block refuses this network (use another network, or --vision-url for a mirror)"
+        }
+        451 => {
+            "; Binance refuses this location (geo-block): use another network, or --vision-url for a mirror"
+        }
         500..=599 => "; the archive is failing, try again later",
         _ => "",
     }
