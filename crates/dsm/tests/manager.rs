@@ -15,7 +15,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc, Weekday};
 use dsm::manager::SymbolResult;
 use dsm::time::parse_instant;
 use dsm::{
-    DataKind, DataSourceManager, ErrorCategory, Interval, ManagerConfig, Market, Request,
+    DataKind, DataSourceManager, Error, ErrorCategory, Interval, ManagerConfig, Market, Request,
     SourcePolicy, Symbol, TimeRange,
 };
 use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind, KlineRow};
@@ -1154,6 +1154,134 @@ async fn integrity_failure_is_an_error_under_vision_and_replaced_by_rest_under_a
         let (a, b) = (param(&q, "startTime"), param(&q, "endTime"));
         assert!(day.start() <= a && b < day.end(), "{q}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing upstreams
+// ---------------------------------------------------------------------------------------------
+
+/// A tight pace, so a dead or trickling server fails an attempt within about a second.
+fn impatient(c: ManagerConfig) -> ManagerConfig {
+    ManagerConfig {
+        retries: 1,
+        vision_concurrency: 2,
+        pace: dsm::Pace {
+            silence: Duration::from_millis(800),
+            min_bytes_per_sec: 4096,
+            window: Duration::from_secs(1),
+        },
+        ..c
+    }
+}
+
+/// A Vision archive that fails (5xx, a hang, a trickle) for every file: the days come from REST,
+/// the summary says so, and after a few failed files the archive is not asked again.
+#[tokio::test]
+async fn a_failing_vision_archive_falls_back_to_rest() {
+    for spec in [
+        "status500@/data/*",
+        "hang@/data/*.zip",
+        "slow=100@/data/*.zip",
+    ] {
+        let env = setup_with(
+            "2024-03-05T12:00:00Z",
+            |c| c.with_fault(fault(spec)),
+            impatient,
+        )
+        .await;
+        let r = range(t("2024-02-01"), t("2024-02-11"));
+        let started = std::time::Instant::now();
+        let resp = env
+            .m
+            .get(kreq(Market::Spot, "BTCUSDT", Interval::H1, r))
+            .await
+            .unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let res = one(&resp);
+        assert_klines(res, &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+        assert!(sources(&concat(res)).iter().all(|s| s == "rest"), "{spec}");
+        assert!(
+            resp.summary
+                .failures
+                .iter()
+                .any(|f| f.contains("/data/spot/")),
+            "{spec}: the failed file is named: {:?}",
+            resp.summary.failures
+        );
+        // Ten daily files, two at a time: after three failed, the archive is not asked again.
+        let mut files: Vec<String> = env
+            .paths()
+            .into_iter()
+            .filter(|p| p.starts_with("/data/"))
+            .map(|p| p.trim_end_matches(".CHECKSUM").to_owned())
+            .collect();
+        files.sort();
+        files.dedup();
+        assert!(files.len() <= 4, "{spec}: {files:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{spec}: took {:?}",
+            started.elapsed()
+        );
+        env.emu.shutdown().await;
+    }
+}
+
+/// A REST API that fails while Vision works: Vision's rows are kept, the recent part REST alone
+/// has is missing, and the error says why (the URL that failed) — an incomplete answer, not
+/// exit 4; with `allow_partial` the rows Vision had are returned.
+#[tokio::test]
+async fn a_failing_rest_api_keeps_visions_rows_and_says_why_the_rest_is_missing() {
+    for spec in ["status500@/api/v3/klines", "slow=100@/api/v3/klines"] {
+        let env = setup_with(
+            "2024-03-05T12:00:00Z",
+            |c| c.with_fault(fault(spec)),
+            impatient,
+        )
+        .await;
+        // Vision has up to 2024-03-03 (publication delay); REST alone has the last days.
+        let r = range(t("2024-02-25"), t("2024-03-05"));
+        let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
+        let e = env.m.get(req.clone()).await.expect_err("incomplete");
+        let Error::Incomplete(inc) = &e else {
+            panic!("{spec}: expected Incomplete, got {e}");
+        };
+        assert_eq!(e.category(), ErrorCategory::Incomplete);
+        assert!(e.to_string().contains("/api/v3/klines"), "{spec}: {e}");
+        assert!(!inc.missing.is_empty());
+        req.allow_partial = true;
+        let resp = env.m.get(req).await.expect("partial");
+        let res = one(&resp);
+        let missing = TimeRange::merge_all(res.missing.clone());
+        let had = env.truth(EM::Spot, "BTCUSDT", "1h", r);
+        let want: Vec<_> = had
+            .iter()
+            .filter(|k| !missing.iter().any(|m| m.contains(k.open_time)))
+            .cloned()
+            .collect();
+        assert!(!want.is_empty() && want.len() < had.len(), "{spec}");
+        assert_klines(res, &want);
+        env.emu.shutdown().await;
+    }
+}
+
+/// Every source down: an upstream failure (exit 4) naming the URL, not an empty answer.
+#[tokio::test]
+async fn everything_down_is_an_upstream_error() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault("status500@*")),
+        impatient,
+    )
+    .await;
+    let r = range(t("2024-02-01"), t("2024-02-03"));
+    let e = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::H1, r))
+        .await
+        .expect_err("down");
+    assert_eq!(e.category(), ErrorCategory::Upstream, "{e}");
+    assert!(e.to_string().contains("http://"), "{e}");
+    assert!(e.to_string().contains("attempts"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

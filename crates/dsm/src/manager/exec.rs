@@ -122,7 +122,7 @@ fn rest_outage(e: &RestError) -> bool {
             | RestError::Network { .. }
             | RestError::Http { .. }
             | RestError::Malformed { .. }
-    )
+    ) || matches!(e, RestError::Api { status, .. } if *status >= 500)
 }
 
 /// Whether the REST client serves `kind` on `market` without an API key: candles, funding and

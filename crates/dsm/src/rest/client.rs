@@ -1128,6 +1128,7 @@ impl Call<'_> {
                         status,
                         code,
                         msg,
+                        attempts: 1,
                     },
                     None => RestError::Http {
                         url: url.to_owned(),

@@ -215,7 +215,7 @@ pub enum RestError {
         interval: String,
     },
     /// Another Binance error (a JSON `{code, msg}` body).
-    #[error("Binance answered {status} to {url}: code {code}: {msg}")]
+    #[error("Binance answered {status} to {url} ({attempts} attempt{}): code {code}: {msg}{}", plural(*attempts), http_hint(*status))]
     Api {
         /// The URL requested.
         url: String,
@@ -225,6 +225,8 @@ pub enum RestError {
         code: i64,
         /// Binance's message.
         msg: String,
+        /// Attempts made.
+        attempts: u32,
     },
     /// An HTTP error status without a Binance error body (after retries when transient).
     #[error("HTTP {status} from {url} ({attempts} attempt{}){}", plural(*attempts), http_hint(*status))]
@@ -335,6 +337,7 @@ impl RestError {
     pub(crate) fn after(mut self, n: u32) -> RestError {
         match &mut self {
             RestError::Http { attempts, .. }
+            | RestError::Api { attempts, .. }
             | RestError::Timeout { attempts, .. }
             | RestError::Slow { attempts, .. }
             | RestError::Network { attempts, .. }
