@@ -1062,3 +1062,201 @@ async fn cache_verify_remote_lists_and_refetches_republished_files() {
     assert_eq!(json["republished"].as_array().unwrap().len(), 0, "{json}");
     emu.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits and bans
+// ---------------------------------------------------------------------------------------------
+
+/// Four dsm processes on one IP and one cache, against a server whose limit (120 weight per
+/// 2 s) is far below Binance's documented 6000 per minute: dsm reads the server's limit and
+/// shares one budget between the processes, so the server never answers 429 or 418, and every
+/// process gets its rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn four_processes_sharing_an_ip_never_get_banned() {
+    let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 6, 10, 0, 0, 0).unwrap();
+    let limits = dsm_emulator::RateLimits {
+        spot_weight_limit: 120,
+        window: Duration::from_secs(2),
+        ban: Duration::from_secs(60),
+        ..dsm_emulator::RateLimits::default()
+    };
+    let emu = Emulator::start(
+        dsm_emulator::EmulatorConfig::default()
+            .with_now(now)
+            .with_rate_limits(limits),
+    )
+    .await
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Two weeks of 1m candles each: 21 pages of weight 2, the clock and the limit: 62 weight
+    // per process, ~250 in all, so the processes share at least three windows.
+    let symbols = ["SYM01USDT", "SYM02USDT", "SYM03USDT", "SYM04USDT"];
+    let children: Vec<(String, Child)> = symbols
+        .iter()
+        .map(|s| {
+            let file = out.path().join(format!("{s}.csv"));
+            let mut cmd = dsm(
+                &emu,
+                cache.path(),
+                &[
+                    "fetch",
+                    s,
+                    "--market",
+                    "spot",
+                    "--interval",
+                    "1m",
+                    "--start",
+                    "2024-01-01",
+                    "--end",
+                    "2024-01-15",
+                    "--source",
+                    "rest",
+                    "--no-cache",
+                    "-q",
+                    "-o",
+                ],
+            );
+            cmd.arg(&file).stdout(Stdio::null()).stderr(Stdio::piped());
+            (s.to_string(), cmd.spawn().unwrap())
+        })
+        .collect();
+    for (s, child) in children {
+        let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{s}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (rows, _) = read_back(&out.path().join(format!("{s}.csv")));
+        assert_eq!(rows, 14 * 1440, "{s}");
+    }
+    let stats = emu.stats();
+    assert_eq!(stats.requests_by_status.get(&429), None, "{stats:?}");
+    assert_eq!(stats.requests_by_status.get(&418), None, "{stats:?}");
+    // The budget was needed: the weight sent is more than one window allows.
+    let weight: u64 = emu
+        .request_log()
+        .iter()
+        .map(|r| match r.path.rsplit('/').next() {
+            Some("klines") => 2,
+            Some("exchangeInfo") => 20,
+            _ => 1,
+        })
+        .sum();
+    assert!(weight > 120, "{weight}");
+    emu.shutdown().await;
+}
+
+/// A 418 ban is remembered in the cache directory: the next run sends nothing to the banned
+/// market and exits 4 at once, saying when the ban ends; Vision still answers what it has.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ban_is_remembered_across_runs() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    emu.add_fault("status418@/api/v3/klines#1".parse().unwrap());
+    let run = |source: &str| {
+        let mut cmd = dsm(
+            &emu,
+            cache.path(),
+            &[
+                "fetch",
+                "BTCUSDT",
+                "--market",
+                "spot",
+                "--interval",
+                "1h",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-03",
+                "--source",
+                source,
+                "-o",
+            ],
+        );
+        cmd.arg(out.path().join(format!("{source}.csv")));
+        cmd
+    };
+    let first = output(run("rest")).await;
+    assert_eq!(first.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("banned this IP until"), "{stderr}");
+    let before = emu.request_log().len();
+    let started = Instant::now();
+    let second = output(run("rest")).await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("banned this IP until"), "{stderr}");
+    assert!(stderr.contains("--wait-on-ban"), "{stderr}");
+    assert_eq!(
+        emu.request_log().len(),
+        before,
+        "nothing is sent to a banned market"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let third = output(run("vision")).await;
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    emu.shutdown().await;
+}
+
+/// `dsm cache` commands on a directory that does not exist say so (exit 2) and create nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_commands_on_a_missing_directory_create_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("no-such-cache");
+    for args in [&["verify"][..], &["ls"][..]] {
+        let o = output(cache_cmd(&dir, args)).await;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("does not exist"), "{stderr}");
+        assert!(stderr.contains(&*dir.to_string_lossy()), "{stderr}");
+        assert!(!dir.exists(), "{args:?} created the directory");
+    }
+}
+
+/// A cache directory that cannot be created (here: under a file): the fetch still answers, with
+/// a warning that names the path and says what to do; nothing is cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_cache_directory_does_not_stop_a_fetch() {
+    let emu = emulator().await;
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let cache = file.join("cache");
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = dsm(
+        &emu,
+        &cache,
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-03",
+            "-o",
+        ],
+    );
+    cmd.arg(out.path().join("x.csv"));
+    let o = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&*cache.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("--cache-dir"), "{stderr}");
+    let (rows, _) = read_back(&out.path().join("x.csv"));
+    assert_eq!(rows, 48);
+    emu.shutdown().await;
+}

@@ -45,11 +45,11 @@ impl RateLimits {
     /// used-weight header's suffix (`("MINUTE", 1, "1m")`, `("SECOND", 10, "10s")`).
     pub fn window_label(&self) -> (&'static str, u64, String) {
         let secs = self.window.as_secs().max(1);
-        let (name, unit, letter) = if secs % 86_400 == 0 {
+        let (name, unit, letter) = if secs.is_multiple_of(86_400) {
             ("DAY", 86_400, 'd')
-        } else if secs % 3600 == 0 {
+        } else if secs.is_multiple_of(3600) {
             ("HOUR", 3600, 'h')
-        } else if secs % 60 == 0 {
+        } else if secs.is_multiple_of(60) {
             ("MINUTE", 60, 'm')
         } else {
             ("SECOND", 1, 's')

@@ -168,7 +168,7 @@ pub(crate) const NOT_AVAILABLE: &str = "not available from the allowed sources: 
 
 impl IncompleteError {
     /// The error for `symbol` missing `missing`, with the reasons among `failures` (the
-    /// [`crate::Summary::failures`] of its answer).
+    /// [`crate::manager::Summary::failures`] of its answer).
     pub fn new(symbol: Symbol, missing: Vec<TimeRange>, failures: &[String]) -> IncompleteError {
         IncompleteError {
             symbol,

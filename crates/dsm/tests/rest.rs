@@ -1135,3 +1135,60 @@ async fn agg_trades_and_spot_trades_page_by_id() {
     assert_eq!(e.category(), ErrorCategory::Input, "{e}");
     assert!(emu.request_log().is_empty());
 }
+
+/// The budget follows the limit the server states (300 per 10 s here, far below Binance's
+/// documented 6000 per minute), learnt from one exchangeInfo request and remembered in the state
+/// directory, so a second client (another process) does not ask again; a burst above it draws
+/// no 429.
+#[tokio::test]
+async fn the_servers_stated_limit_is_learnt_once_and_followed() {
+    let window = Duration::from_secs(10);
+    let emu = emulator(EmulatorConfig::default().with_rate_limits(RateLimits {
+        spot_weight_limit: 30,
+        window,
+        ban: Duration::from_secs(60),
+        ..RateLimits::default()
+    }))
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = || RestConfig {
+        learn_limits: true,
+        state_dir: Some(state.path().to_path_buf()),
+        ..config(&emu)
+    };
+    let c = RestClient::new(cfg()).unwrap();
+    let cancel = CancellationToken::new();
+    c.server_time(Market::Spot, &cancel).await.unwrap();
+    assert_eq!(
+        c.weight_limit(Market::Spot),
+        (27, window),
+        "90% of 30 per 10 s"
+    );
+    let other = RestClient::new(cfg()).unwrap();
+    assert_eq!(other.weight_limit(Market::Spot), (27, window));
+    other.server_time(Market::Spot, &cancel).await.unwrap();
+    let asked = emu
+        .request_log()
+        .iter()
+        .filter(|r| r.path.ends_with("/exchangeInfo"))
+        .count();
+    assert_eq!(asked, 1, "learnt once, then read from the state directory");
+    // 20 (exchangeInfo) + 2 (time) used; 3 klines pages of weight 2 fit only in the next window.
+    let started = std::time::Instant::now();
+    let data = klines(
+        &c,
+        Market::Spot,
+        DataKind::Klines,
+        "BTCUSDT",
+        Interval::M1,
+        ms(2024, 1, 1, 0),
+        ms(2024, 1, 1, 0) + 2500 * MIN,
+    )
+    .await
+    .unwrap();
+    assert_eq!(data.batch.num_rows(), 2500);
+    let stats = emu.stats();
+    assert_eq!(stats.requests_by_status.get(&429), None, "{stats:?}");
+    assert_eq!(stats.requests_by_status.get(&418), None, "{stats:?}");
+    assert!(started.elapsed() < Duration::from_secs(25));
+}

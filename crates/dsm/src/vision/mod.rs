@@ -58,7 +58,7 @@ pub struct VisionConfig {
     pub connect_timeout: Duration,
     /// How slow a download may be: the longest wait for the headers or the next bytes (default
     /// 10 s), and the least progress over a window (default 4 KiB/s over 10 s). Each attempt is
-    /// also bounded by [`Pace::attempt_limit`] of its announced size. A stalled or trickling
+    /// also bounded by [`crate::Pace::attempt_limit`] of its announced size. A stalled or trickling
     /// server fails the attempt; after the retries the file fails (and the manager takes the
     /// period from REST).
     pub pace: crate::Pace,
