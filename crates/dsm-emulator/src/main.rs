@@ -45,6 +45,14 @@ struct Args {
     /// 08:00 UTC on its date: no data after it, and it leaves exchangeInfo.
     #[arg(long = "symbol", value_parser = parse_symbol, value_name = "MARKET:SYMBOL:LISTED[:PRICE]")]
     symbols: Vec<SymbolSpec>,
+    /// REST weight limit of every market per window (default: Binance's, 6000 spot and 2400
+    /// futures), stated in exchangeInfo and enforced: 429 above it, 418 (a ban) for any request
+    /// during a 429's Retry-After.
+    #[arg(long, value_name = "WEIGHT")]
+    weight_limit: Option<u32>,
+    /// Length of the weight window in seconds (default 60).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    weight_window: u64,
 }
 
 fn parse_symbol(s: &str) -> Result<SymbolSpec, String> {
@@ -116,6 +124,12 @@ async fn main() -> anyhow::Result<()> {
         ..EmulatorConfig::default()
     };
     config.symbols.extend(args.symbols);
+    config.rate_limits.window = std::time::Duration::from_secs(args.weight_window.max(1));
+    if let Some(w) = args.weight_limit {
+        config.rate_limits.spot_weight_limit = w;
+        config.rate_limits.um_weight_limit = w;
+        config.rate_limits.cm_weight_limit = w;
+    }
     if let Some(root) = &config.root
         && !root.join("data").is_dir()
     {
