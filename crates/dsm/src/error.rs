@@ -182,6 +182,11 @@ impl IncompleteError {
     }
 }
 
+/// `"s"` unless `n` is 1: `"{n} attempt{}"` in the network errors of the sources.
+pub(crate) fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 fn why(reasons: &[String]) -> String {
     match reasons {
         [] => "not cached, not yet published, or no allowed source serves it".to_owned(),

@@ -215,7 +215,7 @@ pub enum RestError {
         interval: String,
     },
     /// Another Binance error (a JSON `{code, msg}` body).
-    #[error("Binance answered {status} to {url} ({attempts} attempt{}): code {code}: {msg}{}", plural(*attempts), http_hint(*status))]
+    #[error("Binance answered {status} to {url} ({attempts} attempt{}): code {code}: {msg}{}", crate::error::plural(*attempts), http_hint(*status))]
     Api {
         /// The URL requested.
         url: String,
@@ -229,7 +229,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// An HTTP error status without a Binance error body (after retries when transient).
-    #[error("HTTP {status} from {url} ({attempts} attempt{}){}", plural(*attempts), http_hint(*status))]
+    #[error("HTTP {status} from {url} ({attempts} attempt{}){}", crate::error::plural(*attempts), http_hint(*status))]
     Http {
         /// The URL requested.
         url: String,
@@ -262,7 +262,7 @@ pub enum RestError {
         until_ms: i64,
     },
     /// The server did not answer in time (after retries).
-    #[error("{url} did not answer in time ({attempts} attempt{}): the server is stalled or unreachable; check the network, or raise --timeout", plural(*attempts))]
+    #[error("{url} did not answer in time ({attempts} attempt{}): the server is stalled or unreachable; check the network, or raise --timeout", crate::error::plural(*attempts))]
     Timeout {
         /// The URL requested.
         url: String,
@@ -270,7 +270,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// The answer came too slowly (a stalled or trickling server), after retries.
-    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", plural(*attempts))]
+    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", crate::error::plural(*attempts))]
     Slow {
         /// The URL requested.
         url: String,
@@ -280,7 +280,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// A network failure (after retries).
-    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the REST base URL", plural(*attempts))]
+    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the REST base URL", crate::error::plural(*attempts))]
     Network {
         /// The URL requested.
         url: String,
@@ -291,7 +291,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// The body is not what Binance sends (after retries).
-    #[error("malformed response from {url} ({attempts} attempt{}): {reason}", plural(*attempts))]
+    #[error("malformed response from {url} ({attempts} attempt{}): {reason}", crate::error::plural(*attempts))]
     Malformed {
         /// The URL requested.
         url: String,
@@ -312,10 +312,6 @@ pub enum RestError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn http_hint(status: u16) -> &'static str {

@@ -172,7 +172,7 @@ pub enum VisionError {
         reason: String,
     },
     /// An HTTP status other than 200/404 (after retries when transient).
-    #[error("{url} answered HTTP {status} ({attempts} attempt{}){}", plural(*attempts), http_hint(*status))]
+    #[error("{url} answered HTTP {status} ({attempts} attempt{}){}", crate::error::plural(*attempts), http_hint(*status))]
     Http {
         /// The URL.
         url: String,
@@ -184,7 +184,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// The body ended before its announced length (after retries).
-    #[error("{url}: body truncated at {received} of {expected} bytes ({attempts} attempt{}); the archive or the network is unstable, try again later", plural(*attempts))]
+    #[error("{url}: body truncated at {received} of {expected} bytes ({attempts} attempt{}); the archive or the network is unstable, try again later", crate::error::plural(*attempts))]
     Truncated {
         /// The URL.
         url: String,
@@ -196,7 +196,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// A connection or protocol failure (after retries).
-    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the --vision-url", plural(*attempts))]
+    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the --vision-url", crate::error::plural(*attempts))]
     Network {
         /// The URL.
         url: String,
@@ -207,7 +207,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// Connect or the wait for the headers timed out (after retries).
-    #[error("{url} did not answer in time ({attempts} attempt{}); check the network, or raise --timeout", plural(*attempts))]
+    #[error("{url} did not answer in time ({attempts} attempt{}); check the network, or raise --timeout", crate::error::plural(*attempts))]
     Timeout {
         /// The URL.
         url: String,
@@ -215,7 +215,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// The body came too slowly (a stalled or trickling server), after retries.
-    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", plural(*attempts))]
+    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", crate::error::plural(*attempts))]
     Slow {
         /// The URL.
         url: String,
@@ -244,10 +244,6 @@ pub enum VisionError {
     /// The configured deadline passed.
     #[error("the Vision operation did not finish within its deadline of {0:?}")]
     DeadlineExceeded(Duration),
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn http_hint(status: u16) -> &'static str {
