@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::time::Instant;
 
 type Make = dyn Fn() -> reqwest::Result<reqwest::Client> + Send + Sync;
@@ -113,9 +114,73 @@ impl fmt::Display for Slow {
     }
 }
 
+/// Why [`read_body`] stopped.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// More than the limit: announced by `Content-Length` (`announced`), or received.
+    TooLarge { bytes: u64, announced: bool },
+    /// Too slow for the pace, or not done within the attempt's time.
+    Slow(Slow),
+    /// The connection failed.
+    Net(reqwest::Error),
+}
+
+/// Reads `resp`'s body: at most `limit` bytes (a larger `Content-Length` is refused before any
+/// byte is read), at `pace`, and within `attempt` from now. `chunk` sees each piece as it arrives
+/// (to hash or count it).
+pub(crate) async fn read_body(
+    resp: reqwest::Response,
+    pace: Pace,
+    limit: u64,
+    attempt: Duration,
+    mut chunk: impl FnMut(&[u8]),
+) -> Result<Vec<u8>, BodyError> {
+    let announced = resp.content_length();
+    if let Some(n) = announced
+        && n > limit
+    {
+        return Err(BodyError::TooLarge {
+            bytes: n,
+            announced: true,
+        });
+    }
+    let cap = announced.map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(0).min(1 << 30));
+    let mut buf = Vec::with_capacity(cap);
+    let end = Instant::now() + attempt;
+    let mut watch = Watch::new(pace);
+    let mut body = resp.bytes_stream();
+    loop {
+        match tokio::time::timeout_at(watch.next_check().min(end), body.next()).await {
+            Ok(None) => return Ok(buf),
+            Ok(Some(Err(e))) => return Err(BodyError::Net(e)),
+            Ok(Some(Ok(c))) => {
+                let received = (buf.len() + c.len()) as u64;
+                // (A body longer than its announced length is an error of the HTTP layer.)
+                if received > limit {
+                    return Err(BodyError::TooLarge {
+                        bytes: received,
+                        announced: false,
+                    });
+                }
+                chunk(&c);
+                buf.extend_from_slice(&c);
+                watch.received(c.len());
+                watch.check().map_err(BodyError::Slow)?;
+            }
+            Err(_) if Instant::now() >= end => {
+                return Err(BodyError::Slow(Slow::Stalled {
+                    bytes: buf.len() as u64,
+                    window: attempt,
+                }));
+            }
+            Err(_) => watch.check().map_err(BodyError::Slow)?,
+        }
+    }
+}
+
 /// Watches one body download against a [`Pace`].
 #[derive(Debug)]
-pub(crate) struct Watch {
+struct Watch {
     pace: Pace,
     last_bytes: Instant,
     window_start: Instant,
@@ -124,7 +189,7 @@ pub(crate) struct Watch {
 
 impl Watch {
     /// Starts watching now (when the headers have arrived).
-    pub(crate) fn new(pace: Pace) -> Watch {
+    fn new(pace: Pace) -> Watch {
         let now = Instant::now();
         Watch {
             pace,
@@ -135,18 +200,18 @@ impl Watch {
     }
 
     /// When the next chunk must have arrived by, or the pace be checked.
-    pub(crate) fn next_check(&self) -> Instant {
+    fn next_check(&self) -> Instant {
         (self.last_bytes + self.pace.silence).min(self.window_start + self.pace.window)
     }
 
     /// Records `n` bytes received.
-    pub(crate) fn received(&mut self, n: usize) {
+    fn received(&mut self, n: usize) {
         self.last_bytes = Instant::now();
         self.window_bytes += n as u64;
     }
 
     /// Whether the attempt may go on: fails after a silence, or a window with too little.
-    pub(crate) fn check(&mut self) -> Result<(), Slow> {
+    fn check(&mut self) -> Result<(), Slow> {
         let now = Instant::now();
         if now >= self.last_bytes + self.pace.silence {
             return Err(Slow::Silent(self.pace.silence));

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::InputError;
-use crate::http::{LazyClient, Slow, Watch};
+use crate::http::{BodyError, LazyClient, read_body};
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, TradeBuilder, TradeRecord,
@@ -37,14 +37,6 @@ const DEFAULT_BAN: Duration = Duration::from_secs(120);
 const MAX_BODY_BYTES: u64 = 64 << 20;
 /// After failing to read a market's limit, how long the documented one is used before asking again.
 const LEARN_RETRY: Duration = Duration::from_secs(300);
-
-fn market_index(m: Market) -> usize {
-    match m {
-        Market::Spot => 0,
-        Market::UsdM => 1,
-        Market::CoinM => 2,
-    }
-}
 
 /// A Binance REST client for market data. Cheap to clone; clones share one HTTP connection pool and
 /// one weight budget (and ban state) per market, so every concurrent request of the process stays
@@ -871,7 +863,9 @@ impl Call<'_> {
         if budget.knows_limit(market) {
             return Ok(());
         }
-        let mut tried = self.inner.learning[market_index(market)].lock().await;
+        let mut tried = self.inner.learning[weight::market_index(market)]
+            .lock()
+            .await;
         if budget.knows_limit(market) || tried.is_some_and(|t| t.elapsed() < LEARN_RETRY) {
             return Ok(());
         }
@@ -950,50 +944,29 @@ impl Call<'_> {
         let used_weight = used_weight_headers(h);
         let retry_after = header_u64(h, "retry-after").map(Duration::from_secs);
         let announced = resp.content_length().unwrap_or(0);
-        let too_large = |n: u64| RestError::Malformed {
-            url: url.to_owned(),
-            reason: format!("the answer has {n} bytes, more than the {MAX_BODY_BYTES} accepted"),
-            attempts: 1,
-        };
-        if announced > MAX_BODY_BYTES {
-            return Err(too_large(announced));
-        }
-        let attempt_end = Instant::now() + pace.attempt_limit(announced.max(1 << 20));
-        let mut watch = Watch::new(pace);
-        let slow = |why: Slow| RestError::Slow {
-            url: url.to_owned(),
-            reason: why.to_string(),
-            attempts: 1,
-        };
-        let mut body = resp.bytes_stream();
-        let mut buf = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-        loop {
-            let check = watch.next_check().min(attempt_end);
-            match tokio::time::timeout_at(check, body.next()).await {
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(net(e)),
-                Ok(Some(Ok(c))) => {
-                    if (buf.len() + c.len()) as u64 > MAX_BODY_BYTES {
-                        return Err(too_large((buf.len() + c.len()) as u64));
-                    }
-                    buf.extend_from_slice(&c);
-                    watch.received(c.len());
-                    watch.check().map_err(slow)?;
-                }
-                Err(_) if Instant::now() >= attempt_end => {
-                    return Err(slow(Slow::Stalled {
-                        bytes: buf.len() as u64,
-                        window: pace.attempt_limit(announced.max(1 << 20)),
-                    }));
-                }
-                Err(_) => watch.check().map_err(slow)?,
-            }
-        }
+        let attempt = pace.attempt_limit(announced.max(1 << 20));
+        let body = read_body(resp, pace, MAX_BODY_BYTES, attempt, |_| {})
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { bytes, .. } => RestError::Malformed {
+                    url: url.to_owned(),
+                    reason: format!(
+                        "the answer has {bytes} bytes, more than the {MAX_BODY_BYTES} accepted"
+                    ),
+                    attempts: 1,
+                },
+                BodyError::Slow(why) => RestError::Slow {
+                    url: url.to_owned(),
+                    reason: why.to_string(),
+                    attempts: 1,
+                },
+                BodyError::Net(e) => net(e),
+            })?;
         Ok(Answer {
             status,
             used_weight,
             retry_after,
-            body: bytes::Bytes::from(buf),
+            body: bytes::Bytes::from(body),
         })
     }
 

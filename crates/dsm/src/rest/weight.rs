@@ -251,7 +251,8 @@ pub(crate) struct WeightBudget {
     files: Option<StateFiles>,
 }
 
-fn idx(m: Market) -> usize {
+/// The index of `m` in per-market arrays.
+pub(crate) fn market_index(m: Market) -> usize {
     match m {
         Market::Spot => 0,
         Market::UsdM => 1,
@@ -295,7 +296,9 @@ impl WeightBudget {
 
     /// Runs `f` on `m`'s state (the shared one when there is a state directory).
     fn with<T>(&self, m: Market, f: impl FnOnce(&mut MarketState) -> T) -> T {
-        let mut mem = self.state[idx(m)].lock().unwrap_or_else(|e| e.into_inner());
+        let mut mem = self.state[market_index(m)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match &self.files {
             Some(files) => files.update(m, &mut mem, f),
             None => f(&mut mem),
@@ -311,7 +314,7 @@ impl WeightBudget {
         let mut limit = match (self.fixed, learned) {
             (Some(n), _) => u64::from(n),
             (None, Some(l)) => u64::from(l.weight) * MARGIN_PERCENT / 100,
-            (None, None) => u64::from(self.defaults[idx(m)]) * MARGIN_PERCENT / 100,
+            (None, None) => u64::from(self.defaults[market_index(m)]) * MARGIN_PERCENT / 100,
         };
         if st.slow_until_ms.is_some_and(|s| s > now) {
             limit = limit * SLOW_PERCENT / 100;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::key::{FileKey, fallback_days, plan};
 use super::parse::{Parsed, parse_checksum, parse_zip_inner};
 use super::{VisionConfig, VisionError};
-use crate::http::{LazyClient, Slow, Watch};
+use crate::http::{BodyError, LazyClient, read_body};
 use crate::market::{DataKind, Interval, Market, Symbol};
 use crate::time::TimeRange;
 
@@ -442,58 +442,29 @@ impl VisionClient {
             bytes,
             limit,
         };
-        if let Some(n) = announced
-            && n > limit
-        {
-            return Err(too_large("the server announces", n));
-        }
-        let cap = announced.map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(0).min(1 << 30));
-        let mut buf = Vec::with_capacity(cap);
         let mut hasher = hash.then(Sha256::new);
-        let mut body = resp.bytes_stream();
         // The whole attempt, at the slowest pace accepted for its announced size.
-        let attempt_end =
-            Instant::now() + pace.attempt_limit(announced.unwrap_or(limit.min(1 << 30)));
-        let mut watch = Watch::new(pace);
-        let slow = |why: Slow| VisionError::Slow {
-            url: url.to_owned(),
-            reason: why.to_string(),
-            attempts: 1,
-        };
-        loop {
-            let check = watch.next_check().min(attempt_end);
-            let chunk = match tokio::time::timeout_at(check, body.next()).await {
-                Ok(chunk) => chunk,
-                Err(_) if Instant::now() >= attempt_end => {
-                    return Err(slow(Slow::Stalled {
-                        bytes: buf.len() as u64,
-                        window: pace.attempt_limit(announced.unwrap_or(0)),
-                    }));
-                }
-                Err(_) => {
-                    watch.check().map_err(slow)?;
-                    continue;
-                }
-            };
-            match chunk {
-                None => break,
-                Some(Err(e)) => return Err(net(e)),
-                Some(Ok(c)) => {
-                    let received = (buf.len() + c.len()) as u64;
-                    // (A body longer than its announced length is an error of the HTTP layer.)
-                    if received > limit {
-                        return Err(too_large("the server sent at least", received));
-                    }
-                    if let Some(h) = hasher.as_mut() {
-                        h.update(&c);
-                    }
-                    counters.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
-                    buf.extend_from_slice(&c);
-                    watch.received(c.len());
-                    watch.check().map_err(slow)?;
-                }
+        let attempt = pace.attempt_limit(announced.unwrap_or(limit.min(1 << 30)));
+        let buf = read_body(resp, pace, limit, attempt, |c| {
+            if let Some(h) = hasher.as_mut() {
+                h.update(c);
             }
-        }
+            counters.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
+        })
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge {
+                bytes,
+                announced: true,
+            } => too_large("the server announces", bytes),
+            BodyError::TooLarge { bytes, .. } => too_large("the server sent at least", bytes),
+            BodyError::Slow(why) => VisionError::Slow {
+                url: url.to_owned(),
+                reason: why.to_string(),
+                attempts: 1,
+            },
+            BodyError::Net(e) => net(e),
+        })?;
         if let Some(expected) = announced
             && expected != buf.len() as u64
         {
