@@ -1264,6 +1264,33 @@ async fn a_failing_rest_api_keeps_visions_rows_and_says_why_the_rest_is_missing(
     }
 }
 
+/// REST is fetched a cache partition at a time: once the API fails, the partitions after the
+/// failing one are reported missing without being asked.
+#[tokio::test]
+async fn a_failing_rest_api_is_not_asked_for_the_later_partitions() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault("status500@/api/v3/klines")),
+        impatient,
+    )
+    .await;
+    // Three monthly partitions of 1m candles: December, January, February.
+    let r = range(t("2023-12-01"), t("2024-03-01"));
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    req.source = Some(SourcePolicy::Rest);
+    let e = env.m.get(req).await.expect_err("REST down");
+    assert_eq!(e.category(), ErrorCategory::Upstream, "{e}");
+    let february = t("2024-02-01");
+    let asked: Vec<String> = env.rest_data_queries();
+    assert!(!asked.is_empty());
+    for q in asked {
+        assert!(
+            param(&q, "startTime") < february,
+            "asked after the failure: {q}"
+        );
+    }
+}
+
 /// Every source down: an upstream failure (exit 4) naming the URL, not an empty answer.
 #[tokio::test]
 async fn everything_down_is_an_upstream_error() {

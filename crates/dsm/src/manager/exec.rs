@@ -354,18 +354,12 @@ pub(crate) async fn fetch_symbol(
             Some((r, data))
         };
         let mut fetched = std::pin::pin!(
-            futures::stream::iter(chunks)
+            futures::stream::iter(chunks.iter().copied())
                 .map(fetch)
                 .buffered(REST_CHUNKS_IN_FLIGHT)
         );
-        let mut rest_failed = false;
         while let Some(item) = fetched.next().await {
             let Some((r, data)) = item else { continue };
-            if rest_failed {
-                // The API failed on an earlier chunk: the rest is missing, not asked again.
-                unavailable.push(r);
-                continue;
-            }
             let data = match data {
                 Ok(d) => d,
                 Err(e) if rest_outage(&e) => {
@@ -373,10 +367,11 @@ pub(crate) async fn fetch_symbol(
                     summary.failures.push(format!(
                         "REST failed for {r} ({e}); it and the later ranges are missing"
                     ));
-                    rest_failed = true;
                     outage.get_or_insert(Error::Rest(e));
-                    unavailable.push(r);
-                    continue;
+                    // This chunk and every later one are missing; the one in flight is dropped
+                    // and nothing more is asked of the failing API.
+                    unavailable.extend(chunks.iter().filter(|c| c.start() >= r.start()));
+                    break;
                 }
                 Err(e) => return Err(rest_err(e)),
             };
