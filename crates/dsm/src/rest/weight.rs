@@ -307,9 +307,9 @@ impl WeightBudget {
 
     /// The limit and window in force for `m` at `now`.
     fn limit_of(&self, m: Market, st: &MarketState, now: i64) -> (u32, i64) {
-        let learned = st
-            .learned
-            .filter(|l| now - l.learned_ms < LIMIT_TTL_MS && l.weight > 0 && l.window_ms > 0);
+        // A limit learnt more than a day ago is asked again, and used until then: the server's
+        // last word is a better guess than the documented limit.
+        let learned = st.learned.filter(|l| l.weight > 0 && l.window_ms > 0);
         let window_ms = learned.map_or(self.default_window_ms, |l| l.window_ms);
         let mut limit = match (self.fixed, learned) {
             (Some(n), _) => u64::from(n),
@@ -511,6 +511,7 @@ mod tests {
             },
         );
         assert!(!b.knows_limit(Market::UsdM));
+        assert_eq!(b.limit(Market::UsdM), (1080, 60_000));
         let fixed = WeightBudget::new(6000, 2400, Duration::from_secs(60), Some(500), None);
         assert!(fixed.knows_limit(Market::CoinM));
         assert_eq!(fixed.limit(Market::CoinM), (500, 60_000));
