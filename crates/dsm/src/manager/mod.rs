@@ -119,7 +119,7 @@ fn check_url(what: &'static str, url: &str) -> std::result::Result<(), InputErro
 }
 
 /// The directory of the cache that keeps the REST weight budget, learnt limits and bans.
-pub const REST_STATE_DIR: &str = "rest";
+const REST_STATE_DIR: &str = "rest";
 
 /// How a manager is set up. `Default` talks to the real Binance with a cache in the default place.
 #[derive(Debug, Clone)]
