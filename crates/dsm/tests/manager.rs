@@ -264,8 +264,9 @@ async fn smoke_year_of_hours_then_cache() {
 
 #[tokio::test]
 async fn cache_monthly_daily_and_rest_mix_into_the_truth() {
-    // Default delay 36 h: Vision is used before Mar 2; Mar 2 onward is REST.
-    let env = setup("2024-03-03T12:00:00Z").await;
+    // Default delay 36 h, so Mar 1 and Mar 2 are probed: Mar 1 is published (its CHECKSUM is
+    // there), Mar 2 not yet (the emulator publishes it at 08:00): Vision before Mar 2, REST after.
+    let env = setup("2024-03-03T06:00:00Z").await;
     // 1. Prime the cache with Jan 31 (its daily file is cached whole).
     let prime = range(t("2024-01-31T10:00:00Z"), t("2024-01-31T14:00:00Z"));
     env.m
@@ -397,13 +398,46 @@ fn find_files(dir: &Path, pick: &dyn Fn(&Path) -> bool) -> Vec<std::path::PathBu
 }
 
 #[tokio::test]
-async fn publish_delay_is_configuration_and_a_404_moves_the_frontier() {
+async fn publish_delay_days_are_probed_and_a_404_moves_the_frontier() {
     let now = "2024-03-05T03:00:00Z";
     let day = range(t("2024-03-03"), t("2024-03-03T01:00:00Z"));
-    // 36 h delay: Mar 3 is not expected on Vision yet → REST only.
+    // 36 h delay: Mar 3 lies inside it, so the archive is asked whether it has the day (one
+    // CHECKSUM request): it has (published Mar 4 08:00), so the day comes from its file, not REST.
     let env = setup(now).await;
-    env.m
+    let resp = env
+        .m
         .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, day))
+        .await
+        .expect("get");
+    assert_eq!(
+        env.paths(),
+        vec![
+            "/api/v3/time",
+            "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-03.zip.CHECKSUM",
+            "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-03.zip.CHECKSUM",
+            "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-03.zip",
+        ]
+    );
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "vision"));
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", day));
+    // Mar 4 is inside the delay too, but not published yet (Mar 5 08:00): one probe, a 404,
+    // then REST; the next request in the hour goes straight to REST (the frontier is learnt).
+    env.emu.clear_log();
+    let mar4 = range(t("2024-03-04"), t("2024-03-04T01:00:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, mar4))
+        .await
+        .expect("get");
+    assert_eq!(
+        env.vision_requests(),
+        vec!["/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-03-04.zip.CHECKSUM"]
+    );
+    assert!(sources(&concat(one(&resp))).iter().all(|s| s == "rest"));
+    env.emu.clear_log();
+    let later = range(t("2024-03-04T02:00:00Z"), t("2024-03-04T03:00:00Z"));
+    env.m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::M1, later))
         .await
         .expect("get");
     assert!(env.vision_requests().is_empty(), "{:?}", env.paths());
@@ -662,8 +696,9 @@ async fn funding_rates_on_um_and_cm() {
 async fn trades_and_agg_trades_come_from_vision_and_recent_ones_from_rest() {
     let env = setup("2024-03-05T12:00:00Z").await;
     let r = range(t("2024-03-02T06:00:00Z"), t("2024-03-05T06:00:00Z"));
-    // Days within the assumed publication delay (36 h: Mar 4 on) come from REST: spot
-    // historicalTrades, aggTrades everywhere.
+    // Days Vision has published (Mar 4 too: it is probed, inside the 36 h delay, and published at
+    // 08:00) come from Vision; today's hours from REST: spot historicalTrades, aggTrades
+    // everywhere.
     let req = Request::new(
         Market::Spot,
         DataKind::Trades,
@@ -700,7 +735,7 @@ async fn trades_and_agg_trades_come_from_vision_and_recent_ones_from_rest() {
             ),
             "trade row {i}"
         );
-        let want = if w.time < t("2024-03-04") {
+        let want = if w.time < t("2024-03-05") {
             "vision"
         } else {
             "rest"
@@ -1238,8 +1273,9 @@ async fn a_failing_rest_api_keeps_visions_rows_and_says_why_the_rest_is_missing(
             impatient,
         )
         .await;
-        // Vision has up to 2024-03-03 (publication delay); REST alone has the last days.
-        let r = range(t("2024-02-25"), t("2024-03-05"));
+        // Vision has every day before today (yesterday's file is found by a probe); REST alone
+        // has today's hours.
+        let r = range(t("2024-02-25"), t("2024-03-05T10:00:00Z"));
         let mut req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
         let e = env.m.get(req.clone()).await.expect_err("incomplete");
         let Error::Incomplete(inc) = &e else {

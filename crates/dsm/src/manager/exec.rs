@@ -12,11 +12,11 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::merge::{first_last_ms, funding_holes, kline_gaps_parts, merge_parts, rows_in};
-use super::plan::{PlanInput, plan, vision_until};
+use super::plan::{PlanInput, monthly_only, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
 use crate::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance};
 use crate::error::{Error, NOT_AVAILABLE, Result, UnavailableError};
-use crate::market::{DataKind, Market, Symbol};
+use crate::market::{DAY_MS, DataKind, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
 use crate::time::{TimeRange, day_floor, now_ms};
@@ -272,13 +272,17 @@ pub(crate) async fn fetch_symbol(
             Some(i) => i.floor(now),
             None => now,
         };
-        let until = vision_until(
-            kind,
-            req.interval,
-            now,
-            ctx.publish_delay_ms,
-            ctx.frontier.get(req, symbol),
-        );
+        let frontier = ctx.frontier.get(req, symbol);
+        let until = vision_until(kind, req.interval, now, ctx.publish_delay_ms, frontier);
+        // Inside the publication delay, whether a day is on Vision yet is asked, not assumed.
+        let until = if matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Vision)
+            && frontier.is_none()
+            && !monthly_only(kind, req.interval)
+        {
+            probe_published(ctx, req, symbol, &missing, until, now, &mut summary).await?
+        } else {
+            until
+        };
         let p = plan(&PlanInput {
             missing: &missing,
             policy: ctx.policy,
@@ -489,6 +493,49 @@ pub(crate) async fn fetch_symbol(
         last_time: last,
         summary,
     })
+}
+
+/// Extends `until` (the end of what Vision is assumed to have published) over the days after it
+/// that it has published already, up to yesterday: each missing day is asked in order with one
+/// `.CHECKSUM` request, until one is not there (remembered as the frontier) or the archive fails
+/// (those days then go to REST as before).
+#[allow(clippy::too_many_arguments)]
+async fn probe_published(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    symbol: &Symbol,
+    missing: &[TimeRange],
+    mut until: i64,
+    now: i64,
+    summary: &mut Summary,
+) -> Result<i64> {
+    let today = day_floor(now);
+    while until < today {
+        let day = TimeRange::new(until, until + DAY_MS)?;
+        if missing.iter().any(|m| m.intersect(&day).is_some()) {
+            let keys = crate::vision::plan(req.market, req.kind, symbol, req.interval, day)?;
+            let Some(key) = keys.first() else { break };
+            let probe = ctx.vision.checksum_counted(key, ctx.cancel).await;
+            summary.vision.requests += probe.requests;
+            summary.vision.bytes += probe.bytes;
+            match probe.outcome {
+                Ok(Some(_)) => {
+                    tracing::debug!(file = %key.path(), "published within the publication delay");
+                }
+                Ok(None) => {
+                    ctx.frontier.learn(req, symbol, day.start());
+                    break;
+                }
+                Err(VisionError::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => {
+                    tracing::debug!(file = %key.path(), error = %e, "cannot tell whether the archive has published this day; using REST for it");
+                    break;
+                }
+            }
+        }
+        until = day.end();
+    }
+    Ok(until)
 }
 
 fn rest_err(e: RestError) -> Error {

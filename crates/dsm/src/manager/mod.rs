@@ -136,7 +136,10 @@ pub struct ManagerConfig {
     pub source: SourcePolicy,
     /// Most Vision downloads in flight at once.
     pub vision_concurrency: usize,
-    /// How long after a day ends its Vision daily file is expected (earlier days go to REST).
+    /// How long after a day ends its Vision daily file may still be missing (default 36 h). Days
+    /// older than that are assumed published; the missing days inside it are probed in order, one
+    /// `.CHECKSUM` request each, and come from Vision if it has them; from the first day it lacks
+    /// (remembered for an hour), they come from REST.
     pub vision_publish_delay: Duration,
     /// TCP connect timeout for every request.
     pub connect_timeout: Duration,

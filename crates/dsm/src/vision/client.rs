@@ -94,6 +94,14 @@ pub struct Listing {
     pub pages: usize,
 }
 
+/// An outcome with the HTTP requests and body bytes it took.
+#[derive(Debug)]
+pub(crate) struct Counted<T> {
+    pub outcome: Result<T, VisionError>,
+    pub requests: u64,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     requests: AtomicU64,
@@ -134,6 +142,8 @@ fn client_error(e: reqwest::Error) -> VisionError {
 const MAX_LIST_PAGES: usize = 100_000;
 /// The most bytes a `.CHECKSUM` sidecar may have (a real one is ~100: a digest and a file name).
 const MAX_CHECKSUM_BYTES: u64 = 4096;
+/// The most bytes of a 404's error document that are read.
+const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
 /// The most bytes one listing page may have (a real page of 1000 keys is ~350 KB).
 const MAX_LISTING_PAGE_BYTES: u64 = 16 << 20;
 
@@ -204,13 +214,27 @@ impl VisionClient {
         key: &FileKey,
         cancel: &CancellationToken,
     ) -> Result<Option<String>, VisionError> {
+        self.checksum_counted(key, cancel).await.outcome
+    }
+
+    /// [`VisionClient::checksum`], with the requests and bytes it took.
+    pub(crate) async fn checksum_counted(
+        &self,
+        key: &FileKey,
+        cancel: &CancellationToken,
+    ) -> Counted<Option<String>> {
         let (url, checksum_url) = (
             key.url(&self.cfg.base_url),
             key.checksum_url(&self.cfg.base_url),
         );
         let counters = Counters::default();
         let read = self.sidecar(&url, &checksum_url, &counters);
-        self.guarded(cancel, self.deadline(), read).await
+        let outcome = self.guarded(cancel, self.deadline(), read).await;
+        Counted {
+            outcome,
+            requests: counters.requests.load(Ordering::Relaxed),
+            bytes: counters.bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The digest the `.CHECKSUM` at `checksum_url` (of the zip at `url`) announces; `None` on
@@ -415,7 +439,15 @@ impl VisionClient {
         let status = resp.status().as_u16();
         match status {
             200 => {}
-            404 => return Ok(None),
+            404 => {
+                // The small error document is read (and counted), which also keeps the
+                // connection reusable; one that is large or slow is left unread.
+                let _ = read_body(resp, pace, MAX_ERROR_BODY_BYTES, pace.silence, |c| {
+                    counters.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
+                })
+                .await;
+                return Ok(None);
+            }
             _ => {
                 return Err(VisionError::Http {
                     url: url.to_owned(),
