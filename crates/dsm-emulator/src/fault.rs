@@ -3,11 +3,12 @@
 //! Text syntax (shared by `--fault` and `POST /_emulator/faults`, one fault per line):
 //!
 //! ```text
-//! KIND[=ARG][@GLOB][#N | %P]
+//! KIND[=ARG][@GLOB][#N | %P | ~N]
 //! ```
 //! `GLOB` matches the request path (`*` = any run of characters, including `/`), default `*`;
-//! `#N` = only the first N matching requests, `%P` = each matching request with probability P
-//! (0..1, drawn from the seeded generator); neither = always.
+//! `#N` = only the first N matching requests, `~N` = every matching request after the first N,
+//! `%P` = each matching request with probability P
+//! (0..1, drawn from the seeded generator); none = always.
 
 use std::fmt;
 use std::str::FromStr;
@@ -82,6 +83,8 @@ pub enum FaultLimit {
     First(u64),
     /// Each matching request with this probability.
     Probability(f64),
+    /// Every matching request after the first `n` (a server that starts failing mid-run).
+    After(u64),
     /// Every matching request.
     Always,
 }
@@ -203,6 +206,9 @@ impl FromStr for Fault {
         let (s, limit) = if let Some((a, n)) = s.rsplit_once('#') {
             let n = n.parse().map_err(|_| err("`#N` needs a whole number"))?;
             (a, FaultLimit::First(n))
+        } else if let Some((a, n)) = s.rsplit_once('~') {
+            let n = n.parse().map_err(|_| err("`~N` needs a whole number"))?;
+            (a, FaultLimit::After(n))
         } else if let Some((a, p)) = s.rsplit_once('%') {
             let p: f64 = p.parse().map_err(|_| err("`%P` needs a probability"))?;
             if !(0.0..=1.0).contains(&p) {
@@ -339,6 +345,7 @@ impl fmt::Display for Fault {
         match self.limit {
             FaultLimit::First(n) => write!(f, "#{n}"),
             FaultLimit::Probability(p) => write!(f, "%{p}"),
+            FaultLimit::After(n) => write!(f, "~{n}"),
             FaultLimit::Always => Ok(()),
         }
     }
@@ -419,6 +426,15 @@ impl FaultSet {
                     self.rng = crate::synth::splitmix(self.rng);
                     crate::synth::unit(self.rng) < p
                 }
+                // `used` counts every matching request here, hit or not.
+                FaultLimit::After(n) => {
+                    let seen = *used;
+                    self.faults[i].1 += 1;
+                    if seen < n {
+                        continue;
+                    }
+                    return Some(self.faults[i].0.kind.clone());
+                }
             };
             if hit {
                 self.faults[i].1 += 1;
@@ -437,6 +453,7 @@ impl FaultSet {
                     && match f.limit {
                         FaultLimit::First(n) => *used < n,
                         FaultLimit::Probability(p) => p > 0.0,
+                        FaultLimit::After(n) => *used >= n,
                         FaultLimit::Always => true,
                     }
             })
@@ -461,6 +478,15 @@ mod tests {
     }
 
     #[test]
+    fn after_n_spares_the_first_n_matching_requests_then_hits_every_one() {
+        let mut set = FaultSet::new(1, vec!["status500@/api/*~2".parse().expect("valid fault")]);
+        let hits: Vec<bool> = (0..5)
+            .map(|_| set.take(Group::Response, |_| true).is_some())
+            .collect();
+        assert_eq!(hits, [false, false, true, true, true]);
+    }
+
+    #[test]
     fn parse_and_display_roundtrip() {
         for s in [
             "hang@/data/spot/*#2",
@@ -470,6 +496,7 @@ mod tests {
             "gap=2024-01-01T00:00:00Z..2024-01-01T02:00:00Z",
             "corrupt-zip@*1m-2024-01-01.zip#1",
             "duplicate-rows@/fapi/v1/klines",
+            "status500@/api/v3/klines~30",
         ] {
             let f: Fault = s.parse().expect("valid fault");
             assert_eq!(f.to_string(), s);

@@ -33,8 +33,8 @@
 //!
 //! # Fault syntax
 //!
-//! `KIND[=ARG][@GLOB][#N|%P]` — `GLOB` matches the request path (`*` matches anything, `/` included;
-//! default `*`), `#N` = first N matching requests, `%P` = probability P per request, default always.
+//! `KIND[=ARG][@GLOB][#N|%P|~N]` — `GLOB` matches the request path (`*` matches anything, `/` included;
+//! default `*`), `#N` = first N matching requests, `~N` = every one after the first N, `%P` = probability P per request, default always.
 //! Kinds: `hang`, `slow=BYTES_PER_SEC`, `reset`, `truncate`, `checksum-mismatch`, `corrupt-zip`,
 //! `short-file[=FRACTION]` (a valid zip with a matching checksum that holds only the first part of
 //! the rows), `no-newline[=BYTES]` (an entry that inflates to BYTES with no line break),

@@ -29,7 +29,7 @@ struct Args {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// A fault, `KIND[=ARG][@GLOB][#N|%P]` (repeatable), e.g. `hang@/data/spot/*#2`. Kinds:
+    /// A fault, `KIND[=ARG][@GLOB][#N|%P|~N]` (repeatable), e.g. `hang@/data/spot/*#2`. Kinds:
     /// hang; slow=BYTES_PER_SEC; reset (drop mid-body); truncate (short body, full
     /// Content-Length); checksum-mismatch; corrupt-zip (matching .CHECKSUM); short-file[=FRACTION]
     /// (a valid zip and matching .CHECKSUM holding only the first FRACTION of the rows, default
@@ -37,7 +37,7 @@ struct Args {
     /// 1 GiB, matching .CHECKSUM); republish[=FRACTION] (the file re-published with FRACTION of
     /// its rows changed, default 0.1, matching .CHECKSUM); missing-checksum; status500; status403; status429; status418;
     /// duplicate-rows; gap=START..END[:SYMBOL] (exchange downtime in every source). GLOB matches
-    /// the request path (`*` = anything); #N = first N matching requests; %P = probability P.
+    /// the request path (`*` = anything); #N = first N matching requests; ~N = all after the first N; %P = probability P.
     #[arg(long = "fault", value_parser = parse_fault)]
     faults: Vec<Fault>,
     /// Adds a symbol to the universe: `MARKET:SYMBOL:LISTED[:PRICE]` (repeatable), MARKET being

@@ -1327,6 +1327,38 @@ async fn a_failing_rest_api_is_not_asked_for_the_later_partitions() {
     }
 }
 
+/// A REST-heavy run that fails part-way keeps what it fetched (in chunks of ten pages, cached as
+/// they arrive); the rerun asks only for the rest, and the answer is exact.
+#[tokio::test]
+async fn a_rest_run_that_fails_part_way_keeps_its_pages_for_the_rerun() {
+    // The API answers 60 klines pages, then fails.
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault("status500@/api/v3/klines~60")),
+        impatient,
+    )
+    .await;
+    // 91 days of 1m candles: 132 pages of 1000.
+    let r = range(t("2023-12-01"), t("2024-03-01"));
+    let mut req = kreq(Market::Spot, "BTCUSDT", Interval::M1, r);
+    req.source = Some(SourcePolicy::Rest);
+    let e = env.m.get(req.clone()).await.expect_err("the API fails");
+    assert_eq!(e.category(), ErrorCategory::Incomplete, "{e}");
+    env.emu.clear_faults();
+    env.emu.clear_log();
+    let resp = env.m.get(req).await.expect("rerun");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1m", r));
+    let pages = env.rest_data_queries().len();
+    assert!(
+        pages <= 132 - 40,
+        "the rerun asked {pages} pages: at least four chunks of ten fetched before the failure were kept"
+    );
+    assert_eq!(
+        resp.summary.cache_rows,
+        131_040 - one(&resp).summary.rest.rows
+    );
+}
+
 /// Every source down: an upstream failure (exit 4) naming the URL, not an empty answer.
 #[tokio::test]
 async fn everything_down_is_an_upstream_error() {

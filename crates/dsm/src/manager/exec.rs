@@ -103,9 +103,11 @@ impl Ctx<'_> {
     }
 }
 
-/// Most REST chunks (cache partitions) of one symbol fetched at once; each is cached as soon as it
-/// completes, so a run that fails or is stopped keeps what it fetched and a rerun asks only the rest.
+/// Most REST chunks of one symbol fetched at once; each is cached as soon as it completes, so a
+/// run that fails or is stopped keeps what it fetched and a rerun asks only for the rest.
 const REST_CHUNKS_IN_FLIGHT: usize = 2;
+/// The most candles in one REST chunk (ten pages): what a failed or stopped run can lose.
+const REST_CHUNK_CANDLES: i64 = 10_000;
 
 /// Vision files that fail for a reason other than their content (timeouts, 5xx, 403, resets)
 /// before the archive is taken as down for the rest of the symbol's request, whose files then come
@@ -332,13 +334,25 @@ pub(crate) async fn fetch_symbol(
             }
         }
 
-        // 3. REST: recent data and whatever Vision did not have, a cache partition at a time.
+        // 3. REST: recent data and whatever Vision did not have, in chunks of at most a cache
+        //    partition and (candles) REST_CHUNK_CANDLES, each cached as soon as it arrives.
+        let chunk_ms = req
+            .interval
+            .and_then(|i| i.fixed_millis())
+            .map_or(i64::MAX, |ms| ms.saturating_mul(REST_CHUNK_CANDLES));
         let chunks: Vec<TimeRange> = TimeRange::merge_all(rest_ranges)
             .into_iter()
             .flat_map(|r| {
                 key.partitions(r)
                     .into_iter()
                     .filter_map(move |p| p.range.intersect(&r))
+            })
+            .flat_map(|r| {
+                let starts =
+                    (r.start()..r.end()).step_by(usize::try_from(chunk_ms).unwrap_or(usize::MAX));
+                starts.filter_map(move |s| {
+                    TimeRange::new(s, s.saturating_add(chunk_ms).min(r.end())).ok()
+                })
             })
             .collect();
         let fetch = |r: TimeRange| async move {
