@@ -73,8 +73,9 @@ impl Printer {
     }
 }
 
-/// An error as text: the outermost message plus, if it differs, the root cause (one line); with
-/// `verbose` every cause on its own indented line.
+/// An error as text: the outermost message, then each cause whose text it does not already hold
+/// (one line: a library error names its path or URL and what to do, and embeds its own source);
+/// with `verbose` every cause on its own indented line.
 pub fn render_error(err: &anyhow::Error, verbose: bool) -> String {
     let top = err.to_string();
     if verbose {
@@ -85,12 +86,15 @@ pub fn render_error(err: &anyhow::Error, verbose: bool) -> String {
         }
         return s;
     }
-    let root = err.root_cause().to_string();
-    if err.chain().count() > 1 && !top.contains(&root) {
-        format!("{top}: {root}")
-    } else {
-        top
+    let mut line = top;
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
     }
+    line
 }
 
 /// Reports a panic as one line instead of a backtrace (installed as the panic hook).
@@ -125,11 +129,26 @@ mod tests {
             .expect_err("an error");
         let line = render_error(&err, false);
         assert_eq!(
-            line, "writing BTCUSDT to /x/out.parquet: permission denied",
-            "one line: what failed and why"
+            line,
+            "writing BTCUSDT to /x/out.parquet: creating /x/.out.parquet.tmp: permission denied",
+            "one line: what failed, where, and why"
         );
         let verbose = render_error(&err, true);
         assert_eq!(verbose.lines().count(), 3);
         assert!(verbose.contains("caused by: creating /x/.out.parquet.tmp"));
+        // A library error that names its path and embeds its source is shown whole, once.
+        let cache = dsm::cache::CacheError::Io {
+            path: "/c/klines-v1".into(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "Not a directory"),
+        };
+        let err = Err::<(), _>(dsm::Error::from(cache))
+            .context("fetching BTCUSDT")
+            .expect_err("an error");
+        let line = render_error(&err, false);
+        assert!(
+            line.starts_with("fetching BTCUSDT: cache I/O error at /c/klines-v1: Not a directory;"),
+            "{line}"
+        );
+        assert_eq!(line.matches("Not a directory").count(), 1, "{line}");
     }
 }

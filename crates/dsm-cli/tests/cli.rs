@@ -747,6 +747,45 @@ async fn several_symbols_get_one_parquet_file_each() {
     emu.shutdown().await;
 }
 
+/// Runs a BTCUSDT spot 1h fetch of `[start, end)` with its cache in `cache`, checks the rows
+/// of a success against the exchange's, and returns (exit code, stderr).
+async fn fetch_exit_in(
+    emu: &Emulator,
+    cache: &Path,
+    (start, end): (&str, &str),
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "fetch",
+        "BTCUSDT",
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--start",
+        start,
+        "--end",
+        end,
+    ];
+    args.extend_from_slice(extra);
+    args.push("-o");
+    let mut cmd = dsm(emu, cache, &args);
+    let file = out.path().join("x.csv");
+    cmd.arg(&file);
+    let result = output(cmd).await;
+    if result.status.success() {
+        let (rows, _) = read_back(&file);
+        assert_eq!(rows, 48);
+    } else {
+        assert!(files_in(out.path()).is_empty());
+    }
+    (
+        result.status.code(),
+        String::from_utf8_lossy(&result.stderr).into_owned(),
+    )
+}
+
 /// Runs a spot 1h fetch of `[start, end)` and returns (exit code, stderr); checks that a failure
 /// leaves no file.
 async fn fetch_exit(
@@ -1258,5 +1297,77 @@ async fn an_unusable_cache_directory_does_not_stop_a_fetch() {
     assert!(stderr.contains("--cache-dir"), "{stderr}");
     let (rows, _) = read_back(&out.path().join("x.csv"));
     assert_eq!(rows, 48);
+    emu.shutdown().await;
+}
+
+/// `--wait-on-ban` waits for a remembered ban to end, then fetches: exit 0, exact rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_on_ban_waits_for_the_ban_to_end() {
+    let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 6, 10, 0, 0, 0).unwrap();
+    let limits = dsm_emulator::RateLimits {
+        ban: Duration::from_secs(2),
+        ..dsm_emulator::RateLimits::default()
+    };
+    let emu = Emulator::start(
+        dsm_emulator::EmulatorConfig::default()
+            .with_now(now)
+            .with_rate_limits(limits),
+    )
+    .await
+    .unwrap();
+    emu.add_fault("status418@/api/v3/klines#1".parse().unwrap());
+    let cache = tempfile::tempdir().unwrap();
+    let (code, stderr) = fetch_exit_in(&emu, cache.path(), JAN_1_TO_3, &["--source", "rest"]).await;
+    assert_eq!(code, Some(4), "{stderr}");
+    let started = Instant::now();
+    let (code, stderr) = fetch_exit_in(
+        &emu,
+        cache.path(),
+        JAN_1_TO_3,
+        &["--source", "rest", "--wait-on-ban"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "it waited");
+    emu.shutdown().await;
+}
+
+/// `--timeout` bounds a dead upstream: with every request hanging and `--timeout 1`, the run
+/// ends with exit 4 after the documented attempts (4 per request, each at most 2 × timeout),
+/// naming the URL and the attempts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_upstream_fails_within_the_timeout_bound() {
+    let emu = emulator().await;
+    emu.add_fault("hang@*".parse().unwrap());
+    let cache = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (code, stderr) = fetch_exit_in(&emu, cache.path(), JAN_1_TO_3, &["--timeout", "1"]).await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("http://"), "{stderr}");
+    assert!(stderr.contains("4 attempts"), "{stderr}");
+    // The clock request: 4 attempts of at most 2 s, plus backoff; Vision likewise, concurrently.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    emu.shutdown().await;
+}
+
+/// A cache that fails once the fetch is under way (here its dataset directory is a file, so the
+/// partition's manifest cannot be read): the fetch finishes with exact rows and one warning that
+/// names the path and what to do. (Writes that fail go through the same rule; they cannot be made
+/// to fail here, as the tests may run as root.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_cache_does_not_stop_a_fetch() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("klines-v1"), b"not a directory").unwrap();
+    let (code, stderr) = fetch_exit_in(&emu, cache.path(), JAN_1_TO_3, &[]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot use the cache").count(),
+        1,
+        "one warning: {stderr}"
+    );
+    assert!(stderr.contains("klines-v1"), "the path is named: {stderr}");
+    assert!(stderr.contains("--cache-dir"), "{stderr}");
     emu.shutdown().await;
 }

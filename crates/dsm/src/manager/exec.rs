@@ -81,24 +81,24 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The cache, unless writing to it has failed.
-    fn writable_cache(&self) -> Option<&CacheStore> {
+    /// The cache, unless using it has failed.
+    fn usable_cache(&self) -> Option<&CacheStore> {
         self.cache
             .filter(|_| !self.cache_off.load(Ordering::Relaxed))
     }
 
-    /// Passes a cache write's result on, except a failure to store (no space, no permission, a
-    /// read-only directory): then caching stops for the rest of the run, with one warning, and
-    /// the answer is still returned.
-    fn stored(&self, r: std::result::Result<(), CacheError>) -> Result<()> {
+    /// Passes a cache operation's result on, except a failure of the storage itself (no space,
+    /// no permission, a read-only or broken directory): then the cache is left alone for the rest
+    /// of the run, with one warning, and the answer is still returned.
+    fn stored<T>(&self, r: std::result::Result<T, CacheError>) -> Result<Option<T>> {
         match r {
             Err(e @ (CacheError::Io { .. } | CacheError::ObjectStore { .. })) => {
                 if !self.cache_off.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "cannot write to the cache; finishing the fetch without caching (use --cache-dir for a writable directory, or --no-cache)");
+                    tracing::warn!(error = %e, "cannot use the cache; finishing the fetch without it (use --cache-dir for a writable directory, or --no-cache)");
                 }
-                Ok(())
+                Ok(None)
             }
-            other => Ok(other?),
+            other => Ok(Some(other?)),
         }
     }
 }
@@ -191,15 +191,18 @@ pub(crate) async fn fetch_symbol(
 
     // 1. The cache: what it covers is read, what it knows to be empty is not fetched again.
     let mut batches: Vec<RecordBatch> = Vec::new();
-    let missing = match ctx.cache {
-        Some(cache) => {
-            // One pass: the rows come from the same manifests as the coverage. A corrupt file is
-            // quarantined and fetched again, unless the request is offline (which cannot repair).
-            let (cov, cached) = if ctx.policy == SourcePolicy::Cache {
-                cache.read_covered(&key, range).await?
-            } else {
-                cache.read_covered_repairing(&key, range).await?
-            };
+    // One pass: the rows come from the same manifests as the coverage. A corrupt file is
+    // quarantined and fetched again, unless the request is offline (which cannot repair).
+    let read = match ctx.usable_cache() {
+        Some(cache) if ctx.policy == SourcePolicy::Cache => {
+            Some(cache.read_covered(&key, range).await?)
+        }
+        // A cache that cannot be read (a broken directory, a failing disk) is done without.
+        Some(cache) => ctx.stored(cache.read_covered_repairing(&key, range).await)?,
+        None => None,
+    };
+    let missing = match read {
+        Some((cov, cached)) => {
             summary.failures.extend(cov.quarantined.iter().map(|p| {
                 format!(
                     "corrupt cache file {} quarantined ({}); fetched again",
@@ -404,7 +407,7 @@ pub(crate) async fn fetch_symbol(
                         window = %h,
                         "a verified Vision file lacks rows the REST API has; took them from REST"
                     );
-                    if let Some(cache) = ctx.writable_cache() {
+                    if let Some(cache) = ctx.usable_cache() {
                         ctx.stored(cache.record_short_file(&key, *hole, file).await)?;
                     }
                     summary.short_files.push(file.clone());
@@ -422,10 +425,9 @@ pub(crate) async fn fetch_symbol(
                 },
             );
             let complete_end = r.end().min(closed_until);
-            if let (Some(cache), Ok(complete)) = (
-                ctx.writable_cache(),
-                TimeRange::new(r.start(), complete_end),
-            ) {
+            if let (Some(cache), Ok(complete)) =
+                (ctx.usable_cache(), TimeRange::new(r.start(), complete_end))
+            {
                 ctx.stored(
                     cache
                         .write(&key, complete, &data.batch, Provenance::Rest)
@@ -725,8 +727,10 @@ async fn fetch_vision(
         },
     );
     let write = |pieces: Vec<Piece>| async move {
-        match ctx.writable_cache() {
-            Some(cache) if !pieces.is_empty() => ctx.stored(cache.write_many(key, pieces).await),
+        match ctx.usable_cache() {
+            Some(cache) if !pieces.is_empty() => {
+                ctx.stored(cache.write_many(key, pieces).await).map(|_| ())
+            }
             _ => Ok(()),
         }
     };
