@@ -1215,6 +1215,7 @@ fn impatient(c: ManagerConfig) -> ManagerConfig {
 async fn a_failing_vision_archive_falls_back_to_rest() {
     for spec in [
         "status500@/data/*",
+        "status403@/data/*",
         "hang@/data/*.zip",
         "slow=100@/data/*.zip",
     ] {
@@ -1242,6 +1243,13 @@ async fn a_failing_vision_archive_falls_back_to_rest() {
             "{spec}: the failed file is named: {:?}",
             resp.summary.failures
         );
+        if spec.starts_with("status403") {
+            assert!(
+                resp.summary.failures.iter().any(|f| f.contains("firewall")),
+                "a 403 says what it likely is: {:?}",
+                resp.summary.failures
+            );
+        }
         // Ten daily files, two at a time: after three failed, the archive is not asked again.
         let mut files: Vec<String> = env
             .paths()
@@ -1357,6 +1365,31 @@ async fn a_rest_run_that_fails_part_way_keeps_its_pages_for_the_rerun() {
         resp.summary.cache_rows,
         131_040 - one(&resp).summary.rest.rows
     );
+}
+
+/// A one-off failure of the exchange's clock request is retried, not taken for an outage.
+#[tokio::test]
+async fn a_one_off_clock_error_is_retried() {
+    let env = setup_with(
+        "2024-03-05T12:00:00Z",
+        |c| c.with_fault(fault("status500@/api/v3/time#1")),
+        impatient,
+    )
+    .await;
+    let r = range(t("2024-03-05"), t("2024-03-05T06:00:00Z"));
+    let resp = env
+        .m
+        .get(kreq(Market::Spot, "BTCUSDT", Interval::H1, r))
+        .await
+        .expect("retried");
+    assert_klines(one(&resp), &env.truth(EM::Spot, "BTCUSDT", "1h", r));
+    assert!(
+        resp.summary.failures.is_empty(),
+        "{:?}",
+        resp.summary.failures
+    );
+    let clock = env.paths().iter().filter(|p| p.ends_with("/time")).count();
+    assert_eq!(clock, 2, "the failed clock request and its retry");
 }
 
 /// Every source down: an upstream failure (exit 4) naming the URL, not an empty answer.
