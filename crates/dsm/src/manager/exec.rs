@@ -515,7 +515,6 @@ pub(crate) async fn fetch_symbol(
 /// that it has published already, up to yesterday: each missing day is asked in order with one
 /// `.CHECKSUM` request, until one is not there (remembered as the frontier) or the archive fails
 /// (those days then go to REST as before).
-#[allow(clippy::too_many_arguments)]
 async fn probe_published(
     ctx: &Ctx<'_>,
     req: &Request,
