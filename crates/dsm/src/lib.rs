@@ -25,6 +25,8 @@
 //! # Ok::<(), dsm::InputError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod error;
 mod http;

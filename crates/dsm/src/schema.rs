@@ -247,18 +247,28 @@ pub const GRID_ENFORCED_FROM: i64 = 1_519_862_400_000;
 
 /// One candle, times in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[allow(missing_docs)]
 pub struct KlineRecord {
+    /// When the candle opens.
     pub open_time: i64,
+    /// First price.
     pub open: f64,
+    /// Highest price.
     pub high: f64,
+    /// Lowest price.
     pub low: f64,
+    /// Last price.
     pub close: f64,
+    /// Base-asset volume (contracts on COIN-M).
     pub volume: f64,
+    /// When the candle closes (the last millisecond of its span).
     pub close_time: i64,
+    /// Quote-asset volume (base asset on COIN-M).
     pub quote_volume: f64,
+    /// Number of trades.
     pub count: i64,
+    /// Volume bought by takers.
     pub taker_buy_volume: f64,
+    /// Quote volume bought by takers.
     pub taker_buy_quote_volume: f64,
 }
 
@@ -421,10 +431,12 @@ fn batch(schema: SchemaRef, cols: Vec<ArrayRef>) -> RecordBatch {
 
 /// One funding event, time in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[allow(missing_docs)]
 pub struct FundingRecord {
+    /// When the funding was settled.
     pub funding_time: i64,
+    /// The funding rate.
     pub funding_rate: f64,
+    /// Hours since the previous funding, where known.
     pub funding_interval_hours: Option<i32>,
     /// The mark price at the funding time (REST on USD-M; Vision's files do not carry it).
     pub mark_price: Option<f64>,
@@ -517,16 +529,24 @@ impl FundingBuilder {
 /// is unused. For trades `first_id`/`last_id` are unused and `quote_qty` holds the quote (spot,
 /// USD-M) or base (COIN-M) quantity.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[allow(missing_docs)]
 pub struct TradeRecord {
+    /// Trade id, or aggregate id.
     pub id: i64,
+    /// Price.
     pub price: f64,
+    /// Base quantity (contracts on COIN-M).
     pub qty: f64,
+    /// Quote quantity (trades; see above).
     pub quote_qty: f64,
+    /// First trade id of an aggregate.
     pub first_id: i64,
+    /// Last trade id of an aggregate.
     pub last_id: i64,
+    /// Trade time, microseconds since the epoch.
     pub time_us: i64,
+    /// Whether the buyer was the maker.
     pub is_buyer_maker: bool,
+    /// Whether the trade was the best price match (spot; absent elsewhere).
     pub is_best_match: Option<bool>,
 }
 

@@ -919,7 +919,7 @@ fn float_prefix(s: &[u8]) -> Option<(f64, usize)> {
     if total == 0 || total > 19 || mant > (1u64 << 53) || frac_digits >= POW10.len() {
         return None;
     }
-    #[allow(clippy::cast_precision_loss)] // mant <= 2^53 is exact
+    // mant <= 2^53 is exact as an f64.
     let v = mant as f64 / POW10[frac_digits];
     Some((if neg { -v } else { v }, start + len))
 }
