@@ -7,17 +7,15 @@
 
 use std::time::Duration;
 
+use crate::support::{DAY, MIN, emu_kind, emu_market};
+
 use arrow::array::{Array, Float64Array, Int32Array, Int64Array, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, TimeZone, Utc};
 use dsm::rest::{RestClient, RestConfig, RestData, RestError};
 use dsm::{DataKind, ErrorCategory, Interval, Market, Symbol, TimeRange};
-use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind, RateLimits};
+use dsm_emulator::{Emulator, EmulatorConfig, Fault, RateLimits};
 use tokio_util::sync::CancellationToken;
-
-const MIN: i64 = 60_000;
-const HOUR: i64 = 60 * MIN;
-const DAY: i64 = 24 * HOUR;
 
 fn t(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
@@ -57,24 +55,6 @@ fn config(emu: &Emulator) -> RestConfig {
 
 fn client(emu: &Emulator) -> RestClient {
     RestClient::new(config(emu)).expect("client")
-}
-
-fn emu_market(m: Market) -> dsm_emulator::Market {
-    match m {
-        Market::Spot => dsm_emulator::Market::Spot,
-        Market::UsdM => dsm_emulator::Market::Um,
-        Market::CoinM => dsm_emulator::Market::Cm,
-    }
-}
-
-fn emu_kind(k: DataKind) -> KlineKind {
-    match k {
-        DataKind::Klines => KlineKind::Klines,
-        DataKind::MarkPriceKlines => KlineKind::MarkPrice,
-        DataKind::IndexPriceKlines => KlineKind::IndexPrice,
-        DataKind::PremiumIndexKlines => KlineKind::PremiumIndex,
-        other => panic!("{other} is not a kline kind"),
-    }
 }
 
 type Row = (i64, f64, f64, f64, f64, f64, i64, f64, i64, f64, f64);

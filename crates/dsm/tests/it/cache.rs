@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{DAY, MIN, sym, t};
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{TimestampMicrosecondType, TimestampMillisecondType};
 use dsm::cache::{CacheError, CacheStore, DatasetKey, Manifest, Piece, Provenance, PruneFilter};
@@ -15,23 +17,12 @@ use dsm::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, Source, TradeBuilder, TradeRecord,
     output_schema, with_source,
 };
-use dsm::{DataKind, ErrorCategory, Interval, Market, Symbol, TimeRange};
+use dsm::{DataKind, ErrorCategory, Interval, Market, TimeRange};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 
-const MIN: i64 = 60_000;
-const DAY: i64 = 86_400_000;
-
-fn t(s: &str) -> i64 {
-    dsm::time::parse_instant(s).unwrap()
-}
-
 fn r(a: &str, b: &str) -> TimeRange {
     TimeRange::new(t(a), t(b)).unwrap()
-}
-
-fn sym(s: &str) -> Symbol {
-    Symbol::new(s).unwrap()
 }
 
 fn vision(file: &str) -> Provenance {
@@ -1294,7 +1285,12 @@ impl Drop for Child {
 
 fn spawn_child(mode: &str) -> Child {
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "cache_child", "--nocapture", "--include-ignored"])
+        .args([
+            "--exact",
+            "cache::cache_child",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env(CHILD_ENV, mode)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())

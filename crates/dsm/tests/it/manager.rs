@@ -9,35 +9,22 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{MIN, range, sym, t};
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use chrono::{DateTime, Datelike, TimeZone, Utc, Weekday};
 use dsm::manager::SymbolResult;
-use dsm::time::parse_instant;
 use dsm::{
     DataKind, DataSourceManager, Error, ErrorCategory, Interval, ManagerConfig, Market, Request,
-    SourcePolicy, Symbol, TimeRange,
+    SourcePolicy, TimeRange,
 };
 use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind, KlineRow};
-
-const MIN: i64 = 60_000;
-
-fn t(s: &str) -> i64 {
-    parse_instant(s).expect("valid time")
-}
 
 fn dt(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .expect("valid instant")
-}
-
-fn range(a: i64, b: i64) -> TimeRange {
-    TimeRange::new(a, b).expect("valid range")
-}
-
-fn sym(s: &str) -> Symbol {
-    Symbol::new(s).expect("valid symbol")
 }
 
 fn fault(s: &str) -> Fault {

@@ -7,6 +7,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::{emu_kind, emu_market, range};
+
 use arrow::array::{
     Array, BooleanArray, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray,
     TimestampMillisecondArray,
@@ -14,7 +16,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, TimeZone, Utc};
 use dsm::vision::{FileKey, FileOutcome, VisionClient, VisionConfig, VisionError, parse_zip};
-use dsm::{DataKind, ErrorCategory, Interval, Market, Symbol, TimeRange};
+use dsm::{DataKind, ErrorCategory, Interval, Market, Symbol};
 use dsm_emulator::{Emulator, EmulatorConfig, Fault};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -54,10 +56,6 @@ fn t(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
 
 fn ms(y: i32, m: u32, d: u32, h: u32) -> i64 {
     t(y, m, d, h).timestamp_millis()
-}
-
-fn range(a: i64, b: i64) -> TimeRange {
-    TimeRange::new(a, b).unwrap()
 }
 
 async fn emulator(now: DateTime<Utc>) -> Emulator {
@@ -370,23 +368,6 @@ async fn real_cm_agg_trades_day_parses_exactly() {
 }
 
 // ---------------------------------------------------------------- synthetic files: every era
-
-fn emu_market(m: Market) -> dsm_emulator::Market {
-    match m {
-        Market::Spot => dsm_emulator::Market::Spot,
-        Market::UsdM => dsm_emulator::Market::Um,
-        Market::CoinM => dsm_emulator::Market::Cm,
-    }
-}
-
-fn emu_kind(k: DataKind) -> dsm_emulator::KlineKind {
-    match k {
-        DataKind::MarkPriceKlines => dsm_emulator::KlineKind::MarkPrice,
-        DataKind::IndexPriceKlines => dsm_emulator::KlineKind::IndexPrice,
-        DataKind::PremiumIndexKlines => dsm_emulator::KlineKind::PremiumIndex,
-        _ => dsm_emulator::KlineKind::Klines,
-    }
-}
 
 /// Whether the CSV inside a downloaded zip starts with a header row (the test's own look).
 fn has_header(zip_bytes: &[u8]) -> bool {

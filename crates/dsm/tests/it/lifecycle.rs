@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{emu_market, sym, t};
+
 use arrow::array::{Array, Float64Array, Int64Array, TimestampMillisecondArray};
 use chrono::{TimeZone, Utc};
 use dsm::manager::{Progress, RestUrls, SymbolResult};
-use dsm::time::parse_instant;
 use dsm::{
     DataSourceManager, Error, ErrorCategory, InputError, Interval, ManagerConfig, Market, Request,
     Symbol, TimeRange, UnavailableError,
@@ -28,7 +29,7 @@ use dsm::{
 use dsm_emulator::{Emulator, EmulatorConfig, Fault, KlineKind};
 
 /// Measuring what a process holds: tasks, descriptors, connections, memory, temporaries.
-mod support {
+mod resources {
     use super::*;
 
     /// One measurement.
@@ -146,7 +147,7 @@ mod support {
     }
 }
 
-use support::{manifests, quiet_snapshot, settle, snapshot, temp_files};
+use resources::{manifests, quiet_snapshot, settle, snapshot, temp_files};
 
 // ---------------------------------------------------------------------------------------------
 // Set-up and checking against the emulator's truth
@@ -155,16 +156,8 @@ use support::{manifests, quiet_snapshot, settle, snapshot, temp_files};
 /// The emulator's clock in every test: mid-June 2024, half past noon.
 const NOW: &str = "2024-06-15T12:30:00Z";
 
-fn t(s: &str) -> i64 {
-    parse_instant(s).expect("valid time")
-}
-
 fn range(a: &str, b: &str) -> TimeRange {
     TimeRange::new(t(a), t(b)).expect("valid range")
-}
-
-fn sym(s: &str) -> Symbol {
-    Symbol::new(s).expect("valid symbol")
 }
 
 async fn emulator_with(f: impl FnOnce(EmulatorConfig) -> EmulatorConfig) -> Emulator {
@@ -200,14 +193,6 @@ fn config(emu: &Emulator, cache: Option<&Path>) -> ManagerConfig {
 
 fn manager(emu: &Emulator, cache: Option<&Path>) -> DataSourceManager {
     DataSourceManager::new(config(emu, cache)).expect("manager")
-}
-
-fn emu_market(m: Market) -> dsm_emulator::Market {
-    match m {
-        Market::Spot => dsm_emulator::Market::Spot,
-        Market::UsdM => dsm_emulator::Market::Um,
-        Market::CoinM => dsm_emulator::Market::Cm,
-    }
 }
 
 /// Asserts `r` holds exactly the emulator's closed candles for `range`, value for value.
@@ -490,7 +475,7 @@ fn mixed_request() -> (Request, TimeRange) {
     )
 }
 
-fn report(label: &str, s: &[support::Snapshot]) {
+fn report(label: &str, s: &[resources::Snapshot]) {
     let first = s[0];
     let last = s[s.len() - 1];
     eprintln!(
@@ -516,16 +501,17 @@ const MAX_POOLED: u64 = 8 + 1;
 /// emulator's) and two descriptors (both ends live in this process), and the pool may grow to the
 /// request's concurrency; so tasks and descriptors are compared net of the open connections, and
 /// the connections are bounded by the concurrency.
-fn assert_no_growth(label: &str, s: &[support::Snapshot], rss_slack_kib: u64) {
+fn assert_no_growth(label: &str, s: &[resources::Snapshot], rss_slack_kib: u64) {
     let early = &s[..5];
     let late = &s[s.len() - 10..];
-    let max = |v: &[support::Snapshot], f: fn(&support::Snapshot) -> u64| {
+    let max = |v: &[resources::Snapshot], f: fn(&resources::Snapshot) -> u64| {
         v.iter().map(f).max().unwrap_or(0)
     };
     for (what, f, slack) in [
         (
             "alive tasks (net of pooled connections)",
-            (|x: &support::Snapshot| (x.tasks as u64).saturating_sub(2 * x.conns)) as fn(&_) -> u64,
+            (|x: &resources::Snapshot| (x.tasks as u64).saturating_sub(2 * x.conns))
+                as fn(&_) -> u64,
             0,
         ),
         (
