@@ -12,7 +12,7 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::merge::{first_last_ms, funding_holes, kline_gaps_parts, merge_parts, rows_in};
-use super::plan::{PlanInput, monthly_only, plan, vision_until};
+use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
 use crate::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance};
 use crate::error::{Error, NOT_AVAILABLE, Result, UnavailableError};
@@ -20,7 +20,9 @@ use crate::market::{DAY_MS, DataKind, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
 use crate::time::{TimeRange, day_floor, now_ms};
-use crate::vision::{FileData, FileKey, FileOutcome, VisionClient, VisionError, fallback_days};
+use crate::vision::{
+    FileData, FileKey, FileOutcome, VisionClient, VisionError, fallback_days, has_daily_files,
+};
 
 /// How long a learnt "Vision has nothing from this day on" stays trusted before Vision is asked again.
 const FRONTIER_TTL: Duration = Duration::from_secs(3600);
@@ -282,7 +284,7 @@ pub(crate) async fn fetch_symbol(
         // Inside the publication delay, whether a day is on Vision yet is asked, not assumed.
         let until = if matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Vision)
             && frontier.is_none()
-            && !monthly_only(kind, req.interval)
+            && has_daily_files(kind, req.interval)
         {
             probe_published(ctx, req, symbol, &missing, until, now, &mut summary).await?
         } else {

@@ -6,6 +6,7 @@
 use crate::manager::SourcePolicy;
 use crate::market::{DataKind, Interval};
 use crate::time::{TimeRange, day_floor, month_floor, next_month};
+use crate::vision::has_daily_files;
 
 /// The inputs of one symbol's plan.
 #[derive(Debug, Clone)]
@@ -35,11 +36,6 @@ pub(crate) struct Plan {
     pub unavailable: Vec<TimeRange>,
 }
 
-/// Whether Vision publishes this data only as monthly files (funding rates; 3d, 1w and 1M candles).
-pub(crate) fn monthly_only(kind: DataKind, interval: Option<Interval>) -> bool {
-    !kind.has_daily_files() || interval.is_some_and(|i| !i.has_daily_files())
-}
-
 /// The instant before which Vision files are expected to be published, given the clock, the
 /// publication delay and the frontier learnt from recent 404s (the first day found missing).
 pub(crate) fn vision_until(
@@ -50,7 +46,7 @@ pub(crate) fn vision_until(
     frontier: Option<i64>,
 ) -> i64 {
     let published = now - delay_ms;
-    let until = if monthly_only(kind, interval) {
+    let until = if !has_daily_files(kind, interval) {
         // A month's file appears after the month ends (plus the delay).
         month_floor(published)
     } else {
@@ -58,7 +54,7 @@ pub(crate) fn vision_until(
     };
     match frontier {
         Some(f) if f < until => {
-            if monthly_only(kind, interval) {
+            if !has_daily_files(kind, interval) {
                 month_floor(f)
             } else {
                 day_floor(f)
@@ -92,7 +88,7 @@ fn align_to_files(r: TimeRange, monthly: bool) -> TimeRange {
 /// Routes every missing part to Vision, REST, or "unavailable".
 pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
-    let monthly = monthly_only(input.kind, input.interval);
+    let monthly = !has_daily_files(input.kind, input.interval);
     let vision_allowed = matches!(input.policy, SourcePolicy::Auto | SourcePolicy::Vision);
     let rest_allowed =
         input.rest_supported && matches!(input.policy, SourcePolicy::Auto | SourcePolicy::Rest);
