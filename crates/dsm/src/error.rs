@@ -268,14 +268,7 @@ impl Error {
             Error::Cancelled => ErrorCategory::Cancelled,
             Error::DeadlineExceeded(_) => ErrorCategory::Upstream,
             Error::Rest(e) => e.category(),
-            Error::Vision(e) => match e {
-                crate::vision::VisionError::Cancelled => ErrorCategory::Cancelled,
-                crate::vision::VisionError::Config(_) | crate::vision::VisionError::Input(_) => {
-                    ErrorCategory::Input
-                }
-                e if e.is_integrity() => ErrorCategory::Integrity,
-                _ => ErrorCategory::Upstream,
-            },
+            Error::Vision(e) => e.category(),
         }
     }
 }

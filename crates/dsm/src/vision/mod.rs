@@ -260,6 +260,17 @@ fn http_hint(status: u16) -> &'static str {
 }
 
 impl VisionError {
+    /// The category of this error (see [`crate::ErrorCategory`]).
+    pub fn category(&self) -> crate::ErrorCategory {
+        use crate::ErrorCategory as C;
+        match self {
+            VisionError::Cancelled => C::Cancelled,
+            VisionError::Config(_) | VisionError::Input(_) => C::Input,
+            e if e.is_integrity() => C::Integrity,
+            _ => C::Upstream,
+        }
+    }
+
     /// Records that this error is the last of `n` attempts.
     pub(crate) fn after(mut self, n: u32) -> VisionError {
         match &mut self {
