@@ -11,6 +11,7 @@ mod merge;
 mod plan;
 mod republish;
 
+pub use crate::rest::RestUrls;
 pub use republish::{RepublishReport, Republished};
 
 use std::fmt;
@@ -58,48 +59,6 @@ impl std::str::FromStr for SourcePolicy {
                 what: "source",
                 reason: format!("{s:?}: use auto, cache, vision or rest"),
             }),
-        }
-    }
-}
-
-/// REST base URLs, one per market.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestUrls {
-    /// Spot, default `https://api.binance.com`.
-    pub spot: String,
-    /// USD-M futures, default `https://fapi.binance.com`.
-    pub um: String,
-    /// COIN-M futures, default `https://dapi.binance.com`.
-    pub cm: String,
-}
-
-impl RestUrls {
-    /// The same base URL for every market (an emulator serves all three path families).
-    pub fn all(base: &str) -> RestUrls {
-        let base = base.trim_end_matches('/').to_owned();
-        RestUrls {
-            spot: base.clone(),
-            um: base.clone(),
-            cm: base,
-        }
-    }
-
-    /// The base URL for `market`.
-    pub fn for_market(&self, market: Market) -> &str {
-        match market {
-            Market::Spot => &self.spot,
-            Market::UsdM => &self.um,
-            Market::CoinM => &self.cm,
-        }
-    }
-}
-
-impl Default for RestUrls {
-    fn default() -> Self {
-        RestUrls {
-            spot: "https://api.binance.com".into(),
-            um: "https://fapi.binance.com".into(),
-            cm: "https://dapi.binance.com".into(),
         }
     }
 }

@@ -48,12 +48,53 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 
 use crate::error::InputError;
-use crate::manager::RestUrls;
 use crate::market::Market;
 use crate::schema::KlineRecord;
 
 pub use client::RestClient;
 pub use weight::{futures_klines_weight, klines_weight};
+
+/// REST base URLs, one per market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestUrls {
+    /// Spot, default `https://api.binance.com`.
+    pub spot: String,
+    /// USD-M futures, default `https://fapi.binance.com`.
+    pub um: String,
+    /// COIN-M futures, default `https://dapi.binance.com`.
+    pub cm: String,
+}
+
+impl RestUrls {
+    /// The same base URL for every market (an emulator serves all three path families).
+    pub fn all(base: &str) -> RestUrls {
+        let base = base.trim_end_matches('/').to_owned();
+        RestUrls {
+            spot: base.clone(),
+            um: base.clone(),
+            cm: base,
+        }
+    }
+
+    /// The base URL for `market`.
+    pub fn for_market(&self, market: Market) -> &str {
+        match market {
+            Market::Spot => &self.spot,
+            Market::UsdM => &self.um,
+            Market::CoinM => &self.cm,
+        }
+    }
+}
+
+impl Default for RestUrls {
+    fn default() -> Self {
+        RestUrls {
+            spot: "https://api.binance.com".into(),
+            um: "https://fapi.binance.com".into(),
+            cm: "https://dapi.binance.com".into(),
+        }
+    }
+}
 
 /// How a [`RestClient`] is set up. `Default` talks to the real Binance with Binance's own limits.
 #[derive(Debug, Clone)]
