@@ -11,6 +11,7 @@ use std::str::FromStr;
 use chrono::{Datelike, TimeZone, Utc};
 
 use crate::error::InputError;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, WEEK_MS};
 
 /// A Binance market.
 ///
@@ -216,12 +217,6 @@ impl FromStr for DataKind {
     }
 }
 
-/// Milliseconds in common spans.
-pub(crate) const SECOND_MS: i64 = 1_000;
-pub(crate) const MINUTE_MS: i64 = 60 * SECOND_MS;
-pub(crate) const HOUR_MS: i64 = 60 * MINUTE_MS;
-pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
-pub(crate) const WEEK_MS: i64 = 7 * DAY_MS;
 /// 1970-01-01 was a Thursday; the first Monday 00:00 UTC after the epoch is 4 days later.
 const FIRST_MONDAY_MS: i64 = 4 * DAY_MS;
 

@@ -10,7 +10,13 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
 use crate::error::InputError;
-use crate::market::DAY_MS;
+
+/// A second, a minute, an hour, a day and a week in milliseconds.
+pub(crate) const SECOND_MS: i64 = 1_000;
+pub(crate) const MINUTE_MS: i64 = 60 * SECOND_MS;
+pub(crate) const HOUR_MS: i64 = 60 * MINUTE_MS;
+pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
+pub(crate) const WEEK_MS: i64 = 7 * DAY_MS;
 
 /// The current time in milliseconds since the epoch.
 pub fn now_ms() -> i64 {

@@ -90,7 +90,7 @@ impl DatasetKey {
             (DataKind::AggTrades | DataKind::Trades, _) => Granularity::Day,
             (_, Some(crate::market::Interval::S1)) => Granularity::Day,
             (DataKind::FundingRate, _) => Granularity::Year,
-            (_, Some(i)) if i.max_millis() < crate::market::HOUR_MS => Granularity::Month,
+            (_, Some(i)) if i.max_millis() < crate::time::HOUR_MS => Granularity::Month,
             _ => Granularity::Year,
         }
     }
@@ -146,7 +146,7 @@ impl Granularity {
     /// Start of the partition after the one starting at `start`.
     pub fn next(self, start: i64) -> i64 {
         match self {
-            Granularity::Day => start + crate::market::DAY_MS,
+            Granularity::Day => start + crate::time::DAY_MS,
             Granularity::Month => next_month(start),
             Granularity::Year => month_start(to_datetime(start).year() + 1, 1),
         }

@@ -16,9 +16,10 @@ use super::plan::{PlanInput, plan, vision_until};
 use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
 use crate::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance};
 use crate::error::{Error, NOT_AVAILABLE, Result, UnavailableError};
-use crate::market::{DAY_MS, DataKind, Market, Symbol};
+use crate::market::{DataKind, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
+use crate::time::DAY_MS;
 use crate::time::{TimeRange, day_floor, now_ms};
 use crate::vision::{
     FileData, FileKey, FileOutcome, VisionClient, VisionError, fallback_days, has_daily_files,
@@ -30,7 +31,7 @@ const FRONTIER_TTL: Duration = Duration::from_secs(3600);
 /// one page of klines).
 const HOLE_PAGE_CANDLES: i64 = 1000;
 /// A 404 for a day older than this is a permanent hole in the archive, not the publication frontier.
-const FRONTIER_WINDOW_MS: i64 = 10 * crate::market::DAY_MS;
+const FRONTIER_WINDOW_MS: i64 = 10 * crate::time::DAY_MS;
 
 /// A dataset: market, kind, symbol, interval.
 type DatasetId = (Market, DataKind, String, Option<crate::market::Interval>);

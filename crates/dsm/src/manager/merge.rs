@@ -266,7 +266,7 @@ pub(crate) fn funding_holes(
         } else {
             DEFAULT_HOURS
         };
-        h * crate::market::HOUR_MS
+        h * crate::time::HOUR_MS
     };
     let (Some(&first), Some(&last)) = (t.first(), t.last()) else {
         return Ok(vec![range]);

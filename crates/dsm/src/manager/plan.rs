@@ -78,7 +78,7 @@ fn align_to_files(r: TimeRange, monthly: bool) -> TimeRange {
         let end = if end_floor == r.end() {
             r.end()
         } else {
-            end_floor + crate::market::DAY_MS
+            end_floor + crate::time::DAY_MS
         };
         (day_floor(r.start()), end)
     };
@@ -132,8 +132,8 @@ fn split_at(r: TimeRange, t: i64) -> (Option<TimeRange>, Option<TimeRange>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::{DAY_MS, HOUR_MS};
     use crate::time::parse_instant;
+    use crate::time::{DAY_MS, HOUR_MS};
 
     fn t(s: &str) -> i64 {
         parse_instant(s).expect("valid test time")

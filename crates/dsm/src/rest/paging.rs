@@ -124,7 +124,7 @@ pub(crate) fn follow_up(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::{DAY_MS, MINUTE_MS};
+    use crate::time::{DAY_MS, MINUTE_MS};
     use proptest::prelude::*;
 
     const T0: i64 = 1_704_067_200_000; // 2024-01-01

@@ -8,7 +8,8 @@ use std::fmt;
 use chrono::Datelike;
 
 use crate::error::InputError;
-use crate::market::{DAY_MS, DataKind, Interval, Market, Symbol};
+use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::time::DAY_MS;
 use crate::time::{TimeRange, day_floor, month_floor, month_start, next_month, to_datetime};
 
 /// The period one archive file covers: a UTC day or a calendar month, by its first instant (ms).
@@ -233,7 +234,7 @@ impl FileKey {
             }
             // Funding settles at most hourly.
             (DataKind::FundingRate, _) => {
-                u64::try_from((range.end() - range.start()) / crate::market::HOUR_MS).unwrap_or(0)
+                u64::try_from((range.end() - range.start()) / crate::time::HOUR_MS).unwrap_or(0)
             }
             (_, Some(i)) => i.count_in(range.start(), range.end()),
             (_, None) => u64::try_from((range.end() - range.start()) / 1000).unwrap_or(0),
