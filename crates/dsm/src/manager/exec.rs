@@ -130,13 +130,16 @@ fn rest_outage(e: &RestError) -> bool {
     ) || matches!(e, RestError::Api { status, .. } if *status >= 500)
 }
 
-/// Whether the REST client serves `kind` on `market` without an API key: candles, funding and
-/// aggTrades everywhere, trades on spot (futures trade history needs a key).
-fn rest_supported(market: Market, kind: DataKind) -> bool {
-    match kind {
-        DataKind::Trades => market == Market::Spot,
-        _ => true,
-    }
+/// Whether REST may be asked for `kind` on `market` under `policy`: the policy allows it, and the
+/// REST client serves the kind without an API key (candles, funding and aggTrades everywhere,
+/// trades on spot; futures trade history needs a key). The one rule for REST's use: in the plan,
+/// for the exchange's clock, and as the stand-in for Vision files that fail.
+fn rest_allowed(policy: SourcePolicy, market: Market, kind: DataKind) -> bool {
+    policy.uses_rest()
+        && match kind {
+            DataKind::Trades => market == Market::Spot,
+            _ => true,
+        }
 }
 
 fn progress(req: &Request, p: Progress) {
@@ -227,13 +230,11 @@ pub(crate) async fn fetch_symbol(
     let mut closed_until = range.end();
     let mut unavailable: Vec<TimeRange> = Vec::new();
     if !missing.is_empty() {
-        let rest_supported = rest_supported(market, kind);
-        let uses_rest =
-            rest_supported && matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Rest);
+        let rest_allowed = rest_allowed(ctx.policy, market, kind);
         // The exchange's clock decides what is closed and what is published; ask it when REST is
         // allowed (one request of weight 1), else trust the local clock.
         let mut rest_down = false;
-        let now = if uses_rest {
+        let now = if rest_allowed {
             // One reading per request, shared by its symbols (and passed to the REST pages).
             let mut paid = None;
             let clock = ctx
@@ -268,7 +269,7 @@ pub(crate) async fn fetch_symbol(
         } else {
             local_now
         };
-        let uses_rest = uses_rest && !rest_down;
+        let uses_rest = rest_allowed && !rest_down;
         if range.start() >= now {
             return Err(UnavailableError::Future {
                 symbol: symbol.clone(),
@@ -283,7 +284,7 @@ pub(crate) async fn fetch_symbol(
         let frontier = ctx.frontier.get(req, symbol);
         let until = vision_until(kind, req.interval, now, ctx.publish_delay_ms, frontier);
         // Inside the publication delay, whether a day is on Vision yet is asked, not assumed.
-        let until = if matches!(ctx.policy, SourcePolicy::Auto | SourcePolicy::Vision)
+        let until = if ctx.policy.uses_vision()
             && frontier.is_none()
             && has_daily_files(kind, req.interval)
         {
@@ -297,7 +298,7 @@ pub(crate) async fn fetch_symbol(
             kind,
             interval: req.interval,
             vision_until: until,
-            rest_supported,
+            rest_allowed,
         });
         unavailable.extend(p.unavailable.iter().copied());
         let mut rest_ranges = p.rest.clone();
@@ -314,6 +315,7 @@ pub(crate) async fn fetch_symbol(
                 symbol,
                 key: &key,
                 now,
+                rest_allowed,
             };
             let done = fetch_vision(ctx, job, &p.vision, &mut batches, &mut summary).await?;
             // Whatever Vision lacks goes to REST when allowed (and only for the missing part);
@@ -636,6 +638,8 @@ struct SymbolJob<'a> {
     key: &'a DatasetKey,
     /// The exchange's clock (the local one when REST is not used).
     now: i64,
+    /// Whether REST may be asked ([`rest_allowed`]).
+    rest_allowed: bool,
 }
 
 /// What [`fetch_vision`] could not settle.
@@ -715,6 +719,7 @@ async fn fetch_vision(
         symbol,
         key,
         now,
+        rest_allowed,
     } = job;
     let (market, kind) = (req.market, req.kind);
     let mut keys = Vec::new();
@@ -736,7 +741,8 @@ async fn fetch_vision(
             _ => Ok(()),
         }
     };
-    let falls_back = ctx.policy == SourcePolicy::Auto && rest_supported(market, kind);
+    // A failing file is asked of REST when REST may be used (not `--source vision`).
+    let falls_back = rest_allowed;
     let mut outages = 0;
     let mut first_outage = None;
     let mut writes = FuturesUnordered::new();

@@ -47,6 +47,18 @@ pub enum SourcePolicy {
     Rest,
 }
 
+impl SourcePolicy {
+    /// Whether the Vision archive may be asked (`auto`, `vision`).
+    pub fn uses_vision(self) -> bool {
+        matches!(self, SourcePolicy::Auto | SourcePolicy::Vision)
+    }
+
+    /// Whether the REST API may be asked (`auto`, `rest`).
+    pub fn uses_rest(self) -> bool {
+        matches!(self, SourcePolicy::Auto | SourcePolicy::Rest)
+    }
+}
+
 impl std::str::FromStr for SourcePolicy {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, InputError> {

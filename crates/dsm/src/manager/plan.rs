@@ -21,8 +21,9 @@ pub(crate) struct PlanInput<'a> {
     pub interval: Option<Interval>,
     /// Data before this instant is expected to be published on Vision (aligned to a file period).
     pub vision_until: i64,
-    /// Whether the REST client can serve this kind.
-    pub rest_supported: bool,
+    /// Whether REST may be asked: the policy allows it and REST serves the kind
+    /// (`exec::rest_allowed`).
+    pub rest_allowed: bool,
 }
 
 /// Where each missing part will come from.
@@ -89,9 +90,8 @@ fn align_to_files(r: TimeRange, monthly: bool) -> TimeRange {
 pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     let monthly = !has_daily_files(input.kind, input.interval);
-    let vision_allowed = matches!(input.policy, SourcePolicy::Auto | SourcePolicy::Vision);
-    let rest_allowed =
-        input.rest_supported && matches!(input.policy, SourcePolicy::Auto | SourcePolicy::Rest);
+    let vision_allowed = input.policy.uses_vision();
+    let rest_allowed = input.rest_allowed;
     for m in input.missing {
         if input.policy == SourcePolicy::Cache {
             out.unavailable.push(*m);
@@ -150,7 +150,7 @@ mod tests {
             kind: DataKind::Klines,
             interval: Some(Interval::M1),
             vision_until: until,
-            rest_supported: true,
+            rest_allowed: policy.uses_rest(),
         }
     }
 
@@ -194,7 +194,7 @@ mod tests {
         let mut i = input(&missing, SourcePolicy::Auto, t("2024-02-01"));
         i.kind = DataKind::Trades;
         i.interval = None;
-        i.rest_supported = false;
+        i.rest_allowed = false;
         let p = plan(&i);
         assert_eq!(p.vision, vec![r("2024-01-30", "2024-02-01")]);
         assert_eq!(p.unavailable, vec![r("2024-02-01", "2024-02-02")]);
