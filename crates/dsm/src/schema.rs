@@ -55,6 +55,41 @@ pub fn time_unit(kind: DataKind) -> TimeUnit {
     }
 }
 
+/// The multiplier from milliseconds to the unit of [`time_column`] (1000 for trades).
+pub(crate) fn time_scale(kind: DataKind) -> i64 {
+    match time_unit(kind) {
+        TimeUnit::Microsecond => 1000,
+        _ => 1,
+    }
+}
+
+/// The values of `batch`'s [`time_column`] (ms, or µs for trades), borrowed, or why they cannot
+/// be had.
+pub(crate) fn times(batch: &RecordBatch, kind: DataKind) -> Result<&[i64], String> {
+    let name = time_column(kind);
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("no {name} column"))?;
+    i64_values(col).ok_or_else(|| format!("{name} is not a timestamp column"))
+}
+
+/// The raw i64 values of a timestamp (ms or µs) or Int64 column, borrowed (no cast, no copy).
+pub(crate) fn i64_values(col: &ArrayRef) -> Option<&[i64]> {
+    let any = col.as_any();
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => any
+            .downcast_ref::<TimestampMillisecondArray>()
+            .map(|a| a.values().as_ref()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => any
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .map(|a| a.values().as_ref()),
+        DataType::Int64 => any
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.values().as_ref()),
+        _ => None,
+    }
+}
+
 fn ts(name: &str, unit: TimeUnit) -> Field {
     Field::new(name, DataType::Timestamp(unit, Some(UTC.into())), false)
 }

@@ -51,12 +51,13 @@ use crate::market::{DataKind, Market, Symbol};
 use crate::schema::{output_schema, schema, with_source};
 use crate::time::{TimeRange, format_ms, now_ms};
 
+use crate::schema::{time_scale, times};
 use blobs::{Blobs, LocalBlobs, StoreBlobs, file_name, is_manifest_name, parent};
 pub use layout::{DatasetKey, Granularity, Partition};
 pub use manifest::{DataFile, Manifest, Provenance, Segment};
 use manifest::{is_safe_file_name, splice_segments, splice_spans};
+use parquet_io::check_crc;
 pub use parquet_io::{CacheCompression, CacheEncoding, DEFAULT_ROW_GROUP_ROWS, WriteOptions};
-use parquet_io::{check_crc, key_scale, key_times};
 
 /// Environment variable that overrides the default cache directory.
 pub const CACHE_DIR_ENV: &str = "DSM_CACHE_DIR";
@@ -602,13 +603,13 @@ impl CacheStore {
                 });
             }
         }
-        let scale = key_scale(key.kind);
+        let scale = time_scale(key.kind);
         let now = now_ms();
         // Every piece is checked (and cut at partition boundaries) before anything is published.
         let mut per_part: BTreeMap<i64, (Partition, Vec<PartPiece>)> = BTreeMap::new();
         for p in pieces {
             check_schema(key, &p.batch)?;
-            let times = key_times(&p.batch, key.kind)
+            let times = times(&p.batch, key.kind)
                 .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
             check_rows(key, &p.batch, times, p.complete, scale)?;
             check_closed(key, &p.batch, times, p.complete, now)?;
@@ -655,7 +656,7 @@ impl CacheStore {
         }
         let subs: Vec<TimeRange> = pieces.iter().map(|p| p.sub).collect();
         let out_schema = output_schema(key.market, key.kind);
-        let scale = key_scale(key.kind);
+        let scale = time_scale(key.kind);
         for _attempt in 0..MAX_PUBLISH_ATTEMPTS {
             let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
             let mut old = match self.load_manifest(key, part).await {
@@ -713,7 +714,7 @@ impl CacheStore {
                 );
                 no_data = splice_spans(&no_data, p.sub, &gaps);
             }
-            let merged_times = key_times(&merged, key.kind)
+            let merged_times = times(&merged, key.kind)
                 .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
             let mut counted = 0u64;
             for s in &mut covered {
@@ -1006,7 +1007,7 @@ impl CacheStore {
         f: DataFile,
         window: TimeRange,
     ) -> Result<Option<Vec<RecordBatch>>, CacheError> {
-        let scale = key_scale(key.kind);
+        let scale = time_scale(key.kind);
         let (lo, hi) = (window.start() * scale, window.end() * scale);
         let path = format!("{}/{}", part.dir, f.name);
         let corrupt = |reason: String| CacheError::CorruptData {
@@ -1448,8 +1449,7 @@ fn check_order(
 }
 
 fn check_unique(kind: DataKind, merged: &RecordBatch) -> Result<(), CacheError> {
-    let times =
-        key_times(merged, kind).map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
+    let times = times(merged, kind).map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
     check_order(kind, merged, times, 0).map_err(|e| match e {
         CacheError::NotSorted { row, reason } => CacheError::NotSorted {
             row,
@@ -1471,7 +1471,7 @@ fn merge_rows(
     if old.num_rows() == 0 && pieces.len() == 1 {
         return Ok(pieces[0].rows.clone());
     }
-    let t = key_times(old, kind).map_err(arrow::error::ArrowError::InvalidArgumentError)?;
+    let t = times(old, kind).map_err(arrow::error::ArrowError::InvalidArgumentError)?;
     let mut parts = Vec::with_capacity(2 * pieces.len() + 1);
     let mut from = 0;
     for p in pieces {
@@ -1496,7 +1496,7 @@ fn check_closed(
     if let Some(interval) = key.interval {
         if let Some(closes) = batch
             .column_by_name("close_time")
-            .and_then(parquet_io::timestamps)
+            .and_then(crate::schema::i64_values)
             && let Some(i) = closes.iter().position(|c| *c >= now)
         {
             return Err(CacheError::OpenCandle {
@@ -1576,8 +1576,8 @@ fn check_whole_file(buf: &[u8], f: &DataFile) -> Result<(), String> {
 /// Checks decoded rows against the manifest's ranges and counts; returns the row count.
 fn check_against_manifest(m: &Manifest, b: &RecordBatch) -> Result<u64, String> {
     let kind = m.dataset.kind;
-    let scale = key_scale(kind);
-    let t = key_times(b, kind)?;
+    let scale = time_scale(kind);
+    let t = times(b, kind)?;
     check_order(kind, b, t, 0).map_err(|e| e.to_string())?;
     for s in &m.covered {
         let a = t.partition_point(|x| *x < s.start * scale);

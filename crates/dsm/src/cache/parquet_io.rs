@@ -7,10 +7,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, DictionaryArray, Int8Array, Int64Array, RecordBatch, StringArray,
-};
-use arrow::datatypes::{DataType, Int8Type, SchemaRef, TimeUnit};
+use arrow::array::{Array, ArrayRef, DictionaryArray, Int8Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Int8Type, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -26,7 +24,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::manifest::{Chunk, DataFile, RowGroup};
 use crate::market::DataKind;
-use crate::schema::{SOURCE_COLUMN, Source, source_column, time_column};
+use crate::schema::{SOURCE_COLUMN, Source, source_column, time_column, times};
 
 /// Compression codec of data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,43 +86,6 @@ impl Default for WriteOptions {
 /// day of 1m) made a full-year read 1.7x slower from per-group overhead; 65,536 made a one-day
 /// read 7x slower; 8,192 keeps both fast (a one-day read decodes at most two groups).
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 8192;
-
-/// Multiplier from milliseconds to the key column's unit.
-pub(crate) fn key_scale(kind: DataKind) -> i64 {
-    match crate::schema::time_unit(kind) {
-        TimeUnit::Microsecond => 1000,
-        _ => 1,
-    }
-}
-
-/// The key-time values of a batch (ms, or µs for trades), or why they cannot be had.
-pub(crate) fn key_times(batch: &RecordBatch, kind: DataKind) -> Result<&[i64], String> {
-    let name = time_column(kind);
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| format!("no {name} column"))?;
-    timestamps(col).ok_or_else(|| format!("{name} is not a timestamp column"))
-}
-
-/// The raw i64 values of a timestamp (or Int64) column.
-pub(crate) fn timestamps(col: &ArrayRef) -> Option<&[i64]> {
-    use arrow::array::{TimestampMicrosecondArray, TimestampMillisecondArray};
-    match col.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => col
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .map(|a| a.values().as_ref()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => col
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .map(|a| a.values().as_ref()),
-        DataType::Int64 => col
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .map(|a| a.values().as_ref()),
-        _ => None,
-    }
-}
 
 /// Candle volume columns, stored uncompressed whatever the codec: their values are all distinct
 /// and full of random low digits, so Snappy shrinks them by 0% (real BTCUSDT 1m of 2020) to 9%
@@ -404,7 +365,7 @@ pub(crate) fn decode<R: ChunkReader + Clone + 'static>(
     let mut out = Vec::new();
     let mut last: Option<i64> = None;
     for b in batches {
-        let t = key_times(&b, kind)?;
+        let t = times(&b, kind)?;
         // The file claims to be sorted; a violation means the data cannot be trusted.
         if let (Some(prev), Some(first)) = (last, t.first())
             && *first < prev
@@ -684,7 +645,7 @@ mod tests {
                 )
                 .expect("decode range");
                 let part = arrow::compute::concat_batches(&schema, &part).expect("concat");
-                let opens = key_times(&part, DataKind::Klines).expect("times");
+                let opens = times(&part, DataKind::Klines).expect("times");
                 assert_eq!(opens, (12..28).map(|i| T0 + i * M).collect::<Vec<_>>());
                 assert_eq!(sources(&part), want_sources[12..28]);
             }

@@ -5,14 +5,13 @@
 //! concatenation; anything else (overlaps, unsorted input, duplicates) takes the general path:
 //! concatenate, filter, sort, de-duplicate. Both give the same rows in the same order.
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
-use arrow::array::{TimestampMicrosecondArray, TimestampMillisecondArray};
+use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
 use crate::market::{DataKind, Interval};
-use crate::schema::{time_column, time_unit};
+use crate::schema::{i64_values, time_column, time_scale};
 use crate::time::TimeRange;
 
 /// The column rows are unique on: the trade id for trades, the time for everything else.
@@ -26,27 +25,8 @@ fn key_column(kind: DataKind) -> &'static str {
 
 /// `range` in the unit of `kind`'s time column.
 fn range_in_unit(kind: DataKind, range: TimeRange) -> (i64, i64) {
-    match time_unit(kind) {
-        TimeUnit::Microsecond => (range.start() * 1000, range.end() * 1000),
-        _ => (range.start(), range.end()),
-    }
-}
-
-/// The raw i64 values of a timestamp or Int64 column, borrowed (no cast, no copy).
-fn i64_values(col: &ArrayRef) -> Option<&[i64]> {
-    let any = col.as_any();
-    match col.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => any
-            .downcast_ref::<TimestampMillisecondArray>()
-            .map(|a| a.values().as_ref()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => any
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .map(|a| a.values().as_ref()),
-        DataType::Int64 => any
-            .downcast_ref::<Int64Array>()
-            .map(|a| a.values().as_ref()),
-        _ => None,
-    }
+    let scale = time_scale(kind);
+    (range.start() * scale, range.end() * scale)
 }
 
 /// Column `name` of `batch` as raw i64 values (ms or µs for times).
@@ -307,11 +287,7 @@ pub(crate) fn rows_in(
 /// The first and last values of the time column, in milliseconds.
 pub(crate) fn first_last_ms(batch: &RecordBatch, kind: DataKind) -> Option<(i64, i64)> {
     let t = times(batch, kind).ok()?;
-    let scale = if time_unit(kind) == TimeUnit::Microsecond {
-        1000
-    } else {
-        1
-    };
+    let scale = time_scale(kind);
     Some((*t.first()? / scale, *t.last()? / scale))
 }
 
@@ -386,7 +362,7 @@ mod tests {
 
     fn sources_of(out: &RecordBatch) -> Vec<String> {
         let col = out.column_by_name("source").expect("source");
-        let col = arrow::compute::cast(col, &DataType::Utf8).expect("cast");
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast");
         col.as_string::<i32>()
             .iter()
             .map(|s| s.unwrap_or_default().to_owned())

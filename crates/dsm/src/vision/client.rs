@@ -5,7 +5,6 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use arrow::array::{Array, TimestampMicrosecondArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -673,23 +672,13 @@ impl VisionClient {
 
 /// The rows of `batch` whose time lies in `range` (the time column is sorted).
 fn slice_to_range(batch: &RecordBatch, kind: DataKind, range: TimeRange) -> RecordBatch {
-    let Some(col) = batch.column_by_name(crate::schema::time_column(kind)) else {
+    let Ok(t) = crate::schema::times(batch, kind) else {
         return batch.clone();
     };
-    let (lo, hi) = if let Some(a) = col.as_any().downcast_ref::<TimestampMillisecondArray>() {
-        let v = a.values();
-        (
-            v.partition_point(|t| *t < range.start()),
-            v.partition_point(|t| *t < range.end()),
-        )
-    } else if let Some(a) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
-        let v = a.values();
-        let (s, e) = (range.start() * 1000, range.end() * 1000);
-        (v.partition_point(|t| *t < s), v.partition_point(|t| *t < e))
-    } else {
-        return batch.clone();
-    };
-    if lo == 0 && hi == col.len() {
+    let scale = crate::schema::time_scale(kind);
+    let (s, e) = (range.start() * scale, range.end() * scale);
+    let (lo, hi) = (t.partition_point(|x| *x < s), t.partition_point(|x| *x < e));
+    if lo == 0 && hi == t.len() {
         batch.clone()
     } else {
         batch.slice(lo, hi.saturating_sub(lo))
