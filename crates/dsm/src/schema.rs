@@ -33,6 +33,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::market::{DataKind, Interval, Market};
+use crate::time::TimeRange;
 
 /// Time zone attached to every timestamp column.
 pub const UTC: &str = "UTC";
@@ -71,6 +72,42 @@ pub(crate) fn times(batch: &RecordBatch, kind: DataKind) -> Result<&[i64], Strin
         .column_by_name(name)
         .ok_or_else(|| format!("no {name} column"))?;
     i64_values(col).ok_or_else(|| format!("{name} is not a timestamp column"))
+}
+
+/// The stretches of `range` where a candle of `interval` is due but `batches` (consecutive candle
+/// batches, sorted by open time) have none: the one gap rule of the cache and the manager. A
+/// candle covers up to its close time, so the off-grid candles of early history (1h candles
+/// opening at HH:28:15) leave no false gap. One pass over the times, borrowed.
+pub(crate) fn kline_gaps(
+    batches: &[RecordBatch],
+    interval: Interval,
+    range: TimeRange,
+) -> Result<Vec<TimeRange>, String> {
+    fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a [i64], String> {
+        b.column_by_name(name)
+            .and_then(i64_values)
+            .ok_or_else(|| format!("no {name} timestamp column"))
+    }
+    let end = range.end();
+    let mut gaps = Vec::new();
+    let mut expected = interval.ceil(range.start());
+    for b in batches.iter().filter(|b| b.num_rows() > 0) {
+        let (opens, closes) = (column(b, "open_time")?, column(b, "close_time")?);
+        for (&open, &close) in opens.iter().zip(closes) {
+            if open > expected
+                && let Ok(g) = TimeRange::new(expected.max(range.start()), open.min(end))
+            {
+                gaps.push(g);
+            }
+            expected = expected.max(close + 1);
+        }
+    }
+    if expected < end
+        && let Ok(g) = TimeRange::new(expected.max(range.start()), end)
+    {
+        gaps.push(g);
+    }
+    Ok(gaps)
 }
 
 /// The raw i64 values of a timestamp (ms or µs) or Int64 column, borrowed (no cast, no copy).

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::array::{Array, Int64Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -651,7 +651,10 @@ impl CacheStore {
         let mut gaps = Vec::new();
         if let Some(interval) = key.interval {
             for p in &pieces {
-                gaps.extend(kline_gaps(interval, p.sub, &p.rows)?);
+                let found =
+                    crate::schema::kline_gaps(std::slice::from_ref(&p.rows), interval, p.sub)
+                        .map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
+                gaps.extend(found);
             }
         }
         let subs: Vec<TimeRange> = pieces.iter().map(|p| p.sub).collect();
@@ -1516,40 +1519,6 @@ fn check_closed(
         });
     }
     Ok(())
-}
-
-/// Slots of `interval` inside `sub` that have no candle in `rows` (sorted, in `sub`).
-fn kline_gaps(
-    interval: crate::market::Interval,
-    sub: TimeRange,
-    rows: &RecordBatch,
-) -> Result<Vec<TimeRange>, CacheError> {
-    let col = |name: &str| {
-        rows.column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-            .map(|a| a.values().to_vec())
-            .ok_or_else(|| CacheError::NotSorted {
-                row: 0,
-                reason: format!("no {name} column"),
-            })
-    };
-    let (opens, closes) = (col("open_time")?, col("close_time")?);
-    let mut gaps = Vec::new();
-    let mut expected = interval.ceil(sub.start());
-    for (o, c) in opens.iter().zip(&closes) {
-        if *o > expected
-            && let Ok(g) = TimeRange::new(expected, *o)
-        {
-            gaps.push(g);
-        }
-        expected = expected.max(c + 1);
-    }
-    if expected < sub.end()
-        && let Ok(g) = TimeRange::new(expected, sub.end())
-    {
-        gaps.push(g);
-    }
-    Ok(gaps)
 }
 
 /// Checks a whole data file against its manifest's checksum: CRC-32 in manifests written now,

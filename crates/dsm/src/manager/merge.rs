@@ -187,39 +187,19 @@ pub(crate) fn kline_gaps(
     kline_gaps_parts(std::slice::from_ref(batch), interval, range, until)
 }
 
-/// [`kline_gaps`] over consecutive batches (as returned by [`merge_parts`]). One pass over the
-/// open times, no allocation besides the gaps themselves.
+/// The gaps of consecutive candle batches (as returned by [`merge_parts`]) in `range`, up to
+/// `until` (nothing is due after it: the open candle, the future). See
+/// [`crate::schema::kline_gaps`].
 pub(crate) fn kline_gaps_parts(
     batches: &[RecordBatch],
     interval: Interval,
     range: TimeRange,
     until: i64,
 ) -> Result<Vec<TimeRange>, ArrowError> {
-    let end = range.end().min(until);
-    let mut gaps = Vec::new();
-    let mut expected = interval.ceil(range.start());
-    for b in batches.iter().filter(|b| b.num_rows() > 0) {
-        for &open in times(b, DataKind::Klines)? {
-            if open > expected
-                && let Ok(g) = TimeRange::new(expected.max(range.start()), open.min(end))
-            {
-                gaps.push(g);
-            }
-            // On the grid (the cache and the parsers check that), the next expected slot is one
-            // interval on; `floor` only matters for an off-grid row.
-            expected = if open == expected {
-                interval.next(open)
-            } else {
-                interval.next(interval.floor(open))
-            };
-        }
-    }
-    if expected < end
-        && let Ok(g) = TimeRange::new(expected.max(range.start()), end)
-    {
-        gaps.push(g);
-    }
-    Ok(gaps)
+    let Ok(due) = TimeRange::new(range.start(), range.end().min(until)) else {
+        return Ok(Vec::new());
+    };
+    crate::schema::kline_gaps(batches, interval, due).map_err(ArrowError::SchemaError)
 }
 
 /// The stretches of `range` (a Vision funding file's month) where a funding record is due but
@@ -550,6 +530,29 @@ mod tests {
         assert_eq!(
             kline_gaps(&empty, Interval::M1, range, i64::MAX).expect("gaps"),
             vec![range]
+        );
+    }
+
+    #[test]
+    fn off_grid_candles_of_early_history_leave_no_false_gap() {
+        // 2018-01-04: after a maintenance, 1m candles opened 15 s past the minute (spec §4).
+        const EARLY: i64 = 1_515_024_000_000;
+        let opens: Vec<i64> = (0..5).map(|i| EARLY + 15_000 + i * M).collect();
+        let b = candles(&opens, 1.0, Source::Vision);
+        let range = TimeRange::new(EARLY + M, EARLY + 5 * M).expect("range");
+        assert_eq!(
+            kline_gaps(&b, Interval::M1, range, i64::MAX).expect("gaps"),
+            Vec::<TimeRange>::new()
+        );
+        // A missing off-grid candle is a gap from where the one before it closed.
+        let holed = candles(
+            &[opens[0], opens[1], opens[3], opens[4]],
+            1.0,
+            Source::Vision,
+        );
+        assert_eq!(
+            kline_gaps(&holed, Interval::M1, range, i64::MAX).expect("gaps"),
+            vec![TimeRange::new(opens[2], opens[3]).expect("gap")]
         );
     }
 }
