@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::merge::{first_last_ms, funding_holes, kline_gaps_parts, merge_parts, rows_in};
 use super::plan::{PlanInput, plan, vision_until};
-use super::{Progress, Request, SourcePolicy, Summary, SymbolResult};
+use super::request::{Progress, Request, SourcePolicy};
+use super::response::{Summary, SymbolResult};
 use crate::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance};
 use crate::error::{Error, NOT_AVAILABLE, Result, UnavailableError};
 use crate::market::{DataKind, Market, Symbol};

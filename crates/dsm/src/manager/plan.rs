@@ -3,7 +3,7 @@
 //! Pure functions of the request, the cache's coverage, the clock and what the manager has learnt
 //! about Vision's publication frontier. No I/O happens here, so every routing decision is unit-tested.
 
-use crate::manager::SourcePolicy;
+use super::request::SourcePolicy;
 use crate::market::{DataKind, Interval};
 use crate::time::{TimeRange, day_floor, month_floor, next_month};
 use crate::vision::has_daily_files;
