@@ -71,6 +71,7 @@ mod fault;
 mod limits;
 mod lru;
 mod market;
+mod reply;
 mod rest;
 mod server;
 mod store;

@@ -10,7 +10,7 @@ use crate::Shared;
 use crate::fault::{FaultKind, Group};
 use crate::limits::Verdict;
 use crate::market::{DAY_MS, Interval, KlineKind, Market};
-use crate::server::{Reply, parse_query};
+use crate::reply::{Reply, parse_query};
 use crate::synth::{self, Candle, FUNDING_DP, Funding};
 
 const JSON: &str = "application/json;charset=UTF-8";

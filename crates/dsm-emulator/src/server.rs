@@ -17,38 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault::{Fault, FaultKind, Group};
 use crate::market::Market;
+use crate::reply::{Reply, parse_query};
 use crate::vision::{self, Blob, DataKind, FileId, Listed, Variant};
 use crate::{LoggedRequest, Shared};
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
-
-/// A response before delivery faults.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub status: StatusCode,
-    pub headers: Vec<(header::HeaderName, String)>,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub(crate) fn new(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
-        Reply {
-            status,
-            headers: vec![(header::CONTENT_TYPE, content_type.to_string())],
-            body: body.into(),
-        }
-    }
-    pub(crate) fn header(
-        mut self,
-        name: impl TryInto<header::HeaderName>,
-        value: impl ToString,
-    ) -> Reply {
-        if let Ok(n) = name.try_into() {
-            self.headers.push((n, value.to_string()));
-        }
-        self
-    }
-}
 
 struct ConnGuard(Arc<Shared>);
 
@@ -381,48 +354,6 @@ async fn route(
         return crate::rest::handle(shared, m, path, query, headers).await;
     }
     Reply::new(StatusCode::NOT_FOUND, "text/plain", "")
-}
-
-pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn xml_escape(s: &str) -> String {
@@ -879,12 +810,5 @@ mod tests {
         assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
         assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
         assert_eq!(parse_range("bytes=100-", 100), None);
-    }
-
-    #[test]
-    fn decode() {
-        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
-        assert_eq!(percent_decode("%5B%22A%22%5D"), "[\"A\"]");
-        assert_eq!(percent_decode("50%"), "50%");
     }
 }
