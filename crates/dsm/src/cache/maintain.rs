@@ -63,7 +63,7 @@ impl CacheStore {
 
     /// Moves a partition's manifest and data file to `quarantine/` (the manifest first, so no
     /// reader sees a manifest without its file). The caller holds the partition's lock.
-    pub(super) async fn quarantine_partition(
+    async fn quarantine_partition(
         &self,
         dir: &str,
         manifest: String,
@@ -75,7 +75,7 @@ impl CacheStore {
     }
 
     /// Directories that hold a manifest, and every stored object (quarantine excluded).
-    pub(super) async fn scan(&self) -> Result<(Vec<String>, Vec<blobs::Entry>), CacheError> {
+    async fn scan(&self) -> Result<(Vec<String>, Vec<blobs::Entry>), CacheError> {
         let entries: Vec<blobs::Entry> = self
             .blobs
             .list(String::new())
@@ -93,7 +93,7 @@ impl CacheStore {
         Ok((dirs, entries))
     }
 
-    pub(super) async fn load_manifest_at(
+    async fn load_manifest_at(
         &self,
         dir: &str,
     ) -> Result<Option<(String, Manifest)>, CacheError> {

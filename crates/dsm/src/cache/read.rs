@@ -74,7 +74,7 @@ impl CacheStore {
     }
 
     /// Every partition of `range` in `mode`, concurrently, put together.
-    pub(super) async fn snapshots(
+    async fn snapshots(
         &self,
         key: &DatasetKey,
         range: TimeRange,
@@ -153,7 +153,7 @@ impl CacheStore {
 
     /// What one generation of a partition's manifest says of `range` (coverage and known gaps)
     /// and, as `mode` asks, the rows of its data file in `range`, read with that same manifest.
-    pub(super) async fn snapshot(
+    async fn snapshot(
         &self,
         key: &DatasetKey,
         part: &Partition,
@@ -233,7 +233,7 @@ impl CacheStore {
 
     /// The rows of data file `f` (as its manifest describes it) with time in `window`. `None`:
     /// the file is gone (replaced by a writer since the manifest was read).
-    pub(super) async fn read_rows(
+    async fn read_rows(
         &self,
         key: &DatasetKey,
         part: &Partition,
@@ -321,7 +321,7 @@ impl CacheStore {
 
 /// Checks a whole data file against its manifest's checksum: CRC-32 in manifests written now,
 /// SHA-256 in older ones.
-pub(super) fn check_whole_file(buf: &[u8], f: &DataFile) -> Result<(), String> {
+fn check_whole_file(buf: &[u8], f: &DataFile) -> Result<(), String> {
     if f.crc32.is_none() && f.sha256.is_none() {
         return Err("the manifest records no checksum for it".into());
     }

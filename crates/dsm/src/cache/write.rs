@@ -123,7 +123,7 @@ impl CacheStore {
         Ok(())
     }
 
-    pub(super) async fn write_partition(
+    async fn write_partition(
         &self,
         key: &DatasetKey,
         part: &Partition,
@@ -334,7 +334,7 @@ impl CacheStore {
     }
 }
 
-pub(super) fn check_schema(key: &DatasetKey, batch: &RecordBatch) -> Result<(), CacheError> {
+fn check_schema(key: &DatasetKey, batch: &RecordBatch) -> Result<(), CacheError> {
     let expected = schema(key.market, key.kind);
     let actual = batch.schema();
     let same = expected.fields().len() == actual.fields().len()
@@ -361,7 +361,7 @@ pub(super) fn check_schema(key: &DatasetKey, batch: &RecordBatch) -> Result<(), 
 }
 
 /// Rows inside `complete`, sorted and unique on their key.
-pub(super) fn check_rows(
+fn check_rows(
     key: &DatasetKey,
     batch: &RecordBatch,
     times: &[i64],
@@ -414,7 +414,7 @@ pub(super) fn check_order(
     Ok(())
 }
 
-pub(super) fn check_unique(kind: DataKind, merged: &RecordBatch) -> Result<(), CacheError> {
+fn check_unique(kind: DataKind, merged: &RecordBatch) -> Result<(), CacheError> {
     let times = times(merged, kind).map_err(|reason| CacheError::NotSorted { row: 0, reason })?;
     check_order(kind, merged, times, 0).map_err(|e| match e {
         CacheError::NotSorted { row, reason } => CacheError::NotSorted {
@@ -427,7 +427,7 @@ pub(super) fn check_unique(kind: DataKind, merged: &RecordBatch) -> Result<(), C
 
 /// Old rows outside the pieces' ranges, with each piece's rows in its place. `pieces` are sorted
 /// by start and do not overlap.
-pub(super) fn merge_rows(
+fn merge_rows(
     schema: &SchemaRef,
     old: &RecordBatch,
     pieces: &[PartPiece],
@@ -452,7 +452,7 @@ pub(super) fn merge_rows(
 }
 
 /// Rejects candles that have not closed yet (and, for other kinds, ranges that end in the future).
-pub(super) fn check_closed(
+fn check_closed(
     key: &DatasetKey,
     batch: &RecordBatch,
     times: &[i64],
