@@ -93,10 +93,7 @@ impl CacheStore {
         Ok((dirs, entries))
     }
 
-    async fn load_manifest_at(
-        &self,
-        dir: &str,
-    ) -> Result<Option<(String, Manifest)>, CacheError> {
+    async fn load_manifest_at(&self, dir: &str) -> Result<Option<(String, Manifest)>, CacheError> {
         let Some((path, bytes)) = self.blobs.load_manifest(dir.to_owned()).await? else {
             return Ok(None);
         };
