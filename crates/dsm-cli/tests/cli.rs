@@ -911,13 +911,13 @@ fn cache_cmd(dir: &Path, args: &[&str]) -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_ls_size_verify_and_prune() {
-    use dsm::cache::{CacheStore, DatasetKey, Provenance};
+    use dsm::cache::{CacheStore, Dataset, Provenance};
     use dsm::schema::{KlineBuilder, KlineRecord};
     use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
 
     let dir = tempfile::tempdir().unwrap();
     let store = CacheStore::open(dir.path()).unwrap();
-    let key = DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::H1);
+    let key = Dataset::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::H1);
     let day = TimeRange::new(JAN1, JAN1 + 86_400_000).unwrap();
     let mut b = KlineBuilder::new(Market::Spot, DataKind::Klines, Interval::H1, 24);
     for h in 0..24 {

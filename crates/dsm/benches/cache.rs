@@ -9,9 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use dsm::cache::{
-    CacheCompression, CacheEncoding, CacheStore, DatasetKey, Provenance, WriteOptions,
-};
+use dsm::cache::{CacheCompression, CacheEncoding, CacheStore, Dataset, Provenance, WriteOptions};
 use dsm::schema::{KlineBuilder, KlineRecord};
 use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
 
@@ -57,8 +55,8 @@ fn year_of_candles() -> arrow::array::RecordBatch {
     b.finish()
 }
 
-fn key() -> DatasetKey {
-    DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::M1)
+fn key() -> Dataset {
+    Dataset::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::M1)
 }
 
 fn year() -> TimeRange {

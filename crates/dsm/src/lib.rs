@@ -43,5 +43,5 @@ pub use error::{Error, ErrorCategory, IncompleteError, InputError, Result, Unava
 pub use manager::{
     BlockingManager, DataSourceManager, ManagerConfig, Request, Response, SourcePolicy,
 };
-pub use market::{DataKind, Interval, Market, Symbol};
+pub use market::{DataKind, Dataset, Interval, Market, Symbol};
 pub use time::TimeRange;

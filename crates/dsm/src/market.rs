@@ -579,6 +579,128 @@ impl AsRef<str> for Symbol {
     }
 }
 
+/// Which data: a market, a kind, a symbol and (for candles) an interval. The one name for it in
+/// the cache (its directory), the manager (its publication frontier) and the answer.
+///
+/// ```
+/// use dsm::{DataKind, Dataset, Interval, Market, Symbol};
+/// let btc = Dataset::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
+/// assert_eq!(btc.to_string(), "spot klines BTCUSDT 1m");
+/// assert!(Dataset::new(Market::Spot, DataKind::FundingRate, Symbol::new("BTCUSDT")?, None).is_err());
+/// # Ok::<(), dsm::InputError>(())
+/// ```
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Dataset {
+    /// The market.
+    #[serde(with = "market_serde")]
+    pub market: Market,
+    /// The data kind.
+    #[serde(with = "kind_serde")]
+    pub kind: DataKind,
+    /// The symbol.
+    #[serde(with = "symbol_serde")]
+    pub symbol: Symbol,
+    /// The interval, for kline-class kinds (`None` otherwise).
+    #[serde(with = "interval_serde")]
+    pub interval: Option<Interval>,
+}
+
+impl Dataset {
+    /// A dataset, checked against the market model (kind offered on the market, interval present
+    /// exactly for candles).
+    pub fn new(
+        market: Market,
+        kind: DataKind,
+        symbol: Symbol,
+        interval: Option<Interval>,
+    ) -> Result<Dataset, InputError> {
+        market.check(kind, interval)?;
+        Ok(Dataset {
+            market,
+            kind,
+            symbol,
+            interval,
+        })
+    }
+
+    /// The klines of `symbol` at `interval` on `market`.
+    pub fn klines(market: Market, symbol: Symbol, interval: Interval) -> Dataset {
+        Dataset {
+            market,
+            kind: DataKind::Klines,
+            symbol,
+            interval: Some(interval),
+        }
+    }
+
+    /// Re-checks the dataset (fields are public, so one may have been assembled by hand).
+    pub fn check(&self) -> Result<(), InputError> {
+        self.market.check(self.kind, self.interval)
+    }
+}
+
+impl std::fmt::Display for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.market, self.kind, self.symbol)?;
+        if let Some(i) = self.interval {
+            write!(f, " {i}")?;
+        }
+        Ok(())
+    }
+}
+
+mod market_serde {
+    use super::Market;
+    pub fn serialize<S: serde::Serializer>(m: &Market, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.as_str())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Market, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod kind_serde {
+    use super::DataKind;
+    pub fn serialize<S: serde::Serializer>(k: &DataKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.vision_name())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DataKind, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod symbol_serde {
+    use super::Symbol;
+    pub fn serialize<S: serde::Serializer>(v: &Symbol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Symbol, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        Symbol::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod interval_serde {
+    use super::Interval;
+    pub fn serialize<S: serde::Serializer>(v: &Option<Interval>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(i) => s.serialize_some(i.vision_name()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Interval>, D::Error> {
+        let s: Option<String> = serde::Deserialize::deserialize(d)?;
+        s.map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,65 +7,13 @@
 
 use chrono::Datelike;
 
-use crate::error::InputError;
-use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::market::{DataKind, Dataset};
 use crate::time::{TimeRange, day_floor, month_floor, month_start, next_month, to_datetime};
 
 /// Storage format version, part of every dataset directory name (`klines-v1`).
 pub const FORMAT_VERSION: u32 = 1;
 
-/// One dataset: a market, a kind, a symbol and (for candles) an interval.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct DatasetKey {
-    /// The market.
-    #[serde(with = "market_serde")]
-    pub market: Market,
-    /// The data kind.
-    #[serde(with = "kind_serde")]
-    pub kind: DataKind,
-    /// The symbol.
-    #[serde(with = "symbol_serde")]
-    pub symbol: Symbol,
-    /// The interval, for kline-class kinds (`None` otherwise).
-    #[serde(with = "interval_serde")]
-    pub interval: Option<Interval>,
-}
-
-impl DatasetKey {
-    /// A key, checked against the market model (kind offered on the market, interval present
-    /// exactly for candles).
-    pub fn new(
-        market: Market,
-        kind: DataKind,
-        symbol: Symbol,
-        interval: Option<Interval>,
-    ) -> Result<DatasetKey, InputError> {
-        market.check(kind, interval)?;
-        Ok(DatasetKey {
-            market,
-            kind,
-            symbol,
-            interval,
-        })
-    }
-
-    /// A klines key.
-    pub fn klines(market: Market, symbol: Symbol, interval: Interval) -> DatasetKey {
-        DatasetKey {
-            market,
-            kind: DataKind::Klines,
-            symbol,
-            interval: Some(interval),
-        }
-    }
-
-    /// Re-checks the key (fields are public, so a key may have been assembled by hand).
-    pub fn check(&self) -> Result<(), InputError> {
-        self.market.check(self.kind, self.interval)
-    }
-
+impl Dataset {
     /// The dataset directory, relative to the cache root, e.g.
     /// `klines-v1/market=spot/symbol=BTCUSDT/interval=1m`.
     pub fn dir(&self) -> String {
@@ -109,16 +57,6 @@ impl DatasetKey {
             start = end;
         }
         out
-    }
-}
-
-impl std::fmt::Display for DatasetKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {}", self.market, self.kind, self.symbol)?;
-        if let Some(i) = self.interval {
-            write!(f, " {i}")?;
-        }
-        Ok(())
     }
 }
 
@@ -177,74 +115,25 @@ pub struct Partition {
     pub range: TimeRange,
 }
 
-mod market_serde {
-    use super::Market;
-    pub fn serialize<S: serde::Serializer>(m: &Market, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(m.as_str())
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Market, D::Error> {
-        let s: String = serde::Deserialize::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-mod kind_serde {
-    use super::DataKind;
-    pub fn serialize<S: serde::Serializer>(k: &DataKind, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(k.vision_name())
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DataKind, D::Error> {
-        let s: String = serde::Deserialize::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-mod symbol_serde {
-    use super::Symbol;
-    pub fn serialize<S: serde::Serializer>(v: &Symbol, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.as_str())
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Symbol, D::Error> {
-        let s: String = serde::Deserialize::deserialize(d)?;
-        Symbol::new(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-mod interval_serde {
-    use super::Interval;
-    pub fn serialize<S: serde::Serializer>(v: &Option<Interval>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(i) => s.serialize_some(i.vision_name()),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Interval>, D::Error> {
-        let s: Option<String> = serde::Deserialize::deserialize(d)?;
-        s.map(|s| s.parse().map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::{Interval, Market, Symbol};
     use crate::time::parse_instant;
 
     fn t(s: &str) -> i64 {
         parse_instant(s).expect("valid test time")
     }
 
-    fn key(kind: DataKind, interval: Option<Interval>) -> DatasetKey {
-        DatasetKey::new(
+    fn key(kind: DataKind, interval: Option<Interval>) -> Dataset {
+        Dataset::new(
             Market::Spot,
             kind,
             Symbol::new("BTCUSDT").expect("symbol"),
             interval,
         )
         .or_else(|_| {
-            DatasetKey::new(
+            Dataset::new(
                 Market::UsdM,
                 kind,
                 Symbol::new("BTCUSDT").expect("symbol"),
@@ -299,7 +188,7 @@ mod tests {
             Granularity::Month
         );
         // A month of 1s is 2.6 M rows: one file per day instead.
-        let k = DatasetKey::klines(
+        let k = Dataset::klines(
             Market::Spot,
             Symbol::new("BTCUSDT").expect("symbol"),
             Interval::S1,

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::DatasetKey;
+use crate::market::Dataset;
 use crate::time::TimeRange;
 
 /// The `format` value every manifest carries.
@@ -155,7 +155,7 @@ pub struct Manifest {
     /// Increases by one with each publish.
     pub generation: u64,
     /// The dataset.
-    pub dataset: DatasetKey,
+    pub dataset: Dataset,
     /// The partition's span.
     pub partition: Span,
     /// The data file, absent when the covered ranges hold no rows.
@@ -180,7 +180,7 @@ pub struct Manifest {
 
 impl Manifest {
     /// An empty manifest (generation 0, nothing covered) for a partition.
-    pub fn empty(dataset: DatasetKey, partition: TimeRange) -> Manifest {
+    pub fn empty(dataset: Dataset, partition: TimeRange) -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT.into(),
             generation: 0,

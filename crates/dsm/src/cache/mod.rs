@@ -17,11 +17,11 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dsm::cache::CacheError> {
-//! use dsm::cache::{CacheStore, DatasetKey};
+//! use dsm::cache::{CacheStore, Dataset};
 //! use dsm::{Interval, Market, Symbol, TimeRange};
 //!
 //! let cache = CacheStore::open_default()?;
-//! let key = DatasetKey::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
+//! let key = Dataset::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
 //! let range = TimeRange::new(1_704_067_200_000, 1_704_153_600_000)?;
 //! // What is cached of the range, and its rows, from one reading of each manifest.
 //! let (cov, batches) = cache.read_covered(&key, range).await?;
@@ -48,9 +48,10 @@ use object_store::ObjectStore;
 use crate::market::{Market, Symbol};
 use crate::time::TimeRange;
 
+pub use crate::market::Dataset;
 use blobs::{Blobs, LocalBlobs, StoreBlobs};
 pub use error::CacheError;
-pub use layout::{DatasetKey, Granularity, Partition};
+pub use layout::{Granularity, Partition};
 pub use manifest::{DataFile, Manifest, Provenance, Segment};
 pub use parquet_io::{CacheCompression, CacheEncoding, DEFAULT_ROW_GROUP_ROWS, WriteOptions};
 
@@ -112,7 +113,7 @@ struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionInfo {
     /// The dataset.
-    pub dataset: DatasetKey,
+    pub dataset: Dataset,
     /// Partition directory relative to the cache root.
     pub path: String,
     /// The partition's span.

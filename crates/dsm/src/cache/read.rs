@@ -9,16 +9,17 @@ use crate::market::DataKind;
 use crate::schema::{output_schema, time_scale, times};
 use crate::time::{TimeRange, format_ms};
 
-use super::layout::{DatasetKey, Partition};
+use super::layout::Partition;
 use super::manifest::{DataFile, Manifest};
 use super::parquet_io::check_crc;
 use super::write::check_order;
 use super::*;
+use crate::market::Dataset;
 
 impl CacheStore {
     pub(super) async fn load_manifest(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         part: &Partition,
     ) -> Result<Option<(String, Manifest)>, CacheError> {
         let Some((path, bytes)) = self.blobs.load_manifest(part.dir.clone()).await? else {
@@ -40,11 +41,7 @@ impl CacheStore {
 
     /// Which parts of `range` are cached (complete), which of those are known exchange gaps, and
     /// what is missing. Reads manifests only. A corrupt manifest counts as missing (and is logged).
-    pub async fn coverage(
-        &self,
-        key: &DatasetKey,
-        range: TimeRange,
-    ) -> Result<Coverage, CacheError> {
+    pub async fn coverage(&self, key: &Dataset, range: TimeRange) -> Result<Coverage, CacheError> {
         Ok(self.snapshots(key, range, Mode::Coverage).await?.0)
     }
 
@@ -55,7 +52,7 @@ impl CacheStore {
     /// counts as missing (and is logged), as for `coverage`.
     pub async fn read_covered(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         range: TimeRange,
     ) -> Result<(Coverage, Vec<RecordBatch>), CacheError> {
         self.snapshots(key, range, Mode::Covered).await
@@ -67,7 +64,7 @@ impl CacheStore {
     /// as missing.
     pub async fn read_covered_repairing(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         range: TimeRange,
     ) -> Result<(Coverage, Vec<RecordBatch>), CacheError> {
         self.snapshots(key, range, Mode::Repair).await
@@ -76,7 +73,7 @@ impl CacheStore {
     /// Every partition of `range` in `mode`, concurrently, put together.
     async fn snapshots(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         range: TimeRange,
         mode: Mode,
     ) -> Result<(Coverage, Vec<RecordBatch>), CacheError> {
@@ -145,7 +142,7 @@ impl CacheStore {
     /// checksum are a [`CacheError::CorruptData`], never data.
     pub async fn read(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         range: TimeRange,
     ) -> Result<Vec<RecordBatch>, CacheError> {
         Ok(self.snapshots(key, range, Mode::Rows).await?.1)
@@ -155,7 +152,7 @@ impl CacheStore {
     /// and, as `mode` asks, the rows of its data file in `range`, read with that same manifest.
     async fn snapshot(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         part: &Partition,
         range: TimeRange,
         mode: Mode,
@@ -235,7 +232,7 @@ impl CacheStore {
     /// the file is gone (replaced by a writer since the manifest was read).
     async fn read_rows(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         part: &Partition,
         f: DataFile,
         window: TimeRange,

@@ -14,11 +14,12 @@ use crate::schema::{output_schema, schema, time_scale, times, with_source};
 use crate::time::{TimeRange, now_ms};
 
 use super::blobs::{file_name, parent};
-use super::layout::{DatasetKey, Partition};
+use super::layout::Partition;
 use super::manifest::{
     Manifest, Provenance, Segment, is_safe_file_name, splice_segments, splice_spans,
 };
 use super::*;
+use crate::market::Dataset;
 
 impl CacheStore {
     /// Stores `batch` (rows in the dataset's base [`schema`], sorted by time) as complete for
@@ -31,7 +32,7 @@ impl CacheStore {
     /// recorded as known no-data ranges.
     pub async fn write(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         complete: TimeRange,
         batch: &RecordBatch,
         provenance: Provenance,
@@ -54,7 +55,7 @@ impl CacheStore {
     /// concurrently; if one fails, the ones already published stay (each is complete on its own).
     ///
     /// ```no_run
-    /// # async fn demo(cache: dsm::cache::CacheStore, key: dsm::cache::DatasetKey,
+    /// # async fn demo(cache: dsm::cache::CacheStore, key: dsm::cache::Dataset,
     /// #     days: Vec<(dsm::TimeRange, arrow::record_batch::RecordBatch, String, String)>)
     /// #     -> Result<(), dsm::cache::CacheError> {
     /// use dsm::cache::{Piece, Provenance};
@@ -71,7 +72,7 @@ impl CacheStore {
     /// ```
     pub async fn write_many(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         mut pieces: Vec<Piece>,
     ) -> Result<(), CacheError> {
         key.check()?;
@@ -125,7 +126,7 @@ impl CacheStore {
 
     async fn write_partition(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         part: &Partition,
         pieces: Vec<PartPiece>,
     ) -> Result<(), CacheError> {
@@ -297,7 +298,7 @@ impl CacheStore {
     /// nothing cached are left alone.
     pub async fn record_short_file(
         &self,
-        key: &DatasetKey,
+        key: &Dataset,
         range: TimeRange,
         file: &str,
     ) -> Result<(), CacheError> {
@@ -334,7 +335,7 @@ impl CacheStore {
     }
 }
 
-fn check_schema(key: &DatasetKey, batch: &RecordBatch) -> Result<(), CacheError> {
+fn check_schema(key: &Dataset, batch: &RecordBatch) -> Result<(), CacheError> {
     let expected = schema(key.market, key.kind);
     let actual = batch.schema();
     let same = expected.fields().len() == actual.fields().len()
@@ -362,7 +363,7 @@ fn check_schema(key: &DatasetKey, batch: &RecordBatch) -> Result<(), CacheError>
 
 /// Rows inside `complete`, sorted and unique on their key.
 fn check_rows(
-    key: &DatasetKey,
+    key: &Dataset,
     batch: &RecordBatch,
     times: &[i64],
     complete: TimeRange,
@@ -453,7 +454,7 @@ fn merge_rows(
 
 /// Rejects candles that have not closed yet (and, for other kinds, ranges that end in the future).
 fn check_closed(
-    key: &DatasetKey,
+    key: &Dataset,
     batch: &RecordBatch,
     times: &[i64],
     complete: TimeRange,

@@ -15,9 +15,9 @@ use super::merge::{first_last_ms, funding_holes, kline_gaps_parts, merge_parts, 
 use super::plan::{PlanInput, plan, vision_until};
 use super::request::{Progress, Request, SourcePolicy};
 use super::response::{Summary, SymbolResult};
-use crate::cache::{CacheError, CacheStore, DatasetKey, Piece, Provenance};
+use crate::cache::{CacheError, CacheStore, Piece, Provenance};
 use crate::error::{Error, NOT_AVAILABLE, Result, UnavailableError};
-use crate::market::{DataKind, Market, Symbol};
+use crate::market::{DataKind, Dataset, Market, Symbol};
 use crate::rest::{RestClient, RestError};
 use crate::schema::{KlineBuilder, Source, output_schema, with_source};
 use crate::time::DAY_MS;
@@ -34,30 +34,23 @@ const HOLE_PAGE_CANDLES: i64 = 1000;
 /// A 404 for a day older than this is a permanent hole in the archive, not the publication frontier.
 const FRONTIER_WINDOW_MS: i64 = 10 * crate::time::DAY_MS;
 
-/// A dataset: market, kind, symbol, interval.
-type DatasetId = (Market, DataKind, String, Option<crate::market::Interval>);
-
 /// Where Vision's publication currently ends, learnt per dataset from 404s: the first missing day
 /// and when it was learnt.
 #[derive(Debug, Default)]
 pub(crate) struct Frontier {
-    inner: Mutex<HashMap<DatasetId, (i64, Instant)>>,
+    inner: Mutex<HashMap<Dataset, (i64, Instant)>>,
 }
 
 impl Frontier {
-    fn key(r: &Request, s: &Symbol) -> DatasetId {
-        (r.market, r.kind, s.as_str().to_owned(), r.interval)
-    }
-
-    fn get(&self, r: &Request, s: &Symbol) -> Option<i64> {
+    fn get(&self, dataset: &Dataset) -> Option<i64> {
         let map = self.inner.lock().ok()?;
-        map.get(&Self::key(r, s))
+        map.get(dataset)
             .and_then(|(day, at)| (at.elapsed() < FRONTIER_TTL).then_some(*day))
     }
 
-    fn learn(&self, r: &Request, s: &Symbol, day: i64) {
+    fn learn(&self, dataset: &Dataset, day: i64) {
         if let Ok(mut map) = self.inner.lock() {
-            let e = map.entry(Self::key(r, s)).or_insert((day, Instant::now()));
+            let e = map.entry(dataset.clone()).or_insert((day, Instant::now()));
             if day <= e.0 || e.1.elapsed() >= FRONTIER_TTL {
                 *e = (day, Instant::now());
             }
@@ -189,7 +182,7 @@ pub(crate) async fn fetch_symbol(
         }
         .into());
     }
-    let key = DatasetKey {
+    let key = Dataset {
         market,
         kind,
         symbol: symbol.clone(),
@@ -282,14 +275,14 @@ pub(crate) async fn fetch_symbol(
             Some(i) => i.floor(now),
             None => now,
         };
-        let frontier = ctx.frontier.get(req, symbol);
+        let frontier = ctx.frontier.get(&key);
         let until = vision_until(kind, req.interval, now, ctx.publish_delay_ms, frontier);
         // Inside the publication delay, whether a day is on Vision yet is asked, not assumed.
         let until = if ctx.policy.uses_vision()
             && frontier.is_none()
             && has_daily_files(kind, req.interval)
         {
-            probe_published(ctx, req, symbol, &missing, until, now, &mut summary).await?
+            probe_published(ctx, &key, &missing, until, now, &mut summary).await?
         } else {
             until
         };
@@ -523,8 +516,7 @@ pub(crate) async fn fetch_symbol(
 /// (those days then go to REST as before).
 async fn probe_published(
     ctx: &Ctx<'_>,
-    req: &Request,
-    symbol: &Symbol,
+    dataset: &Dataset,
     missing: &[TimeRange],
     mut until: i64,
     now: i64,
@@ -534,7 +526,13 @@ async fn probe_published(
     while until < today {
         let day = TimeRange::new(until, until + DAY_MS)?;
         if missing.iter().any(|m| m.intersect(&day).is_some()) {
-            let keys = crate::vision::plan(req.market, req.kind, symbol, req.interval, day)?;
+            let keys = crate::vision::plan(
+                dataset.market,
+                dataset.kind,
+                &dataset.symbol,
+                dataset.interval,
+                day,
+            )?;
             let Some(key) = keys.first() else { break };
             let probe = ctx.vision.checksum_counted(key, ctx.cancel).await;
             summary.vision.requests += probe.requests;
@@ -544,7 +542,7 @@ async fn probe_published(
                     tracing::debug!(file = %key.path(), "published within the publication delay");
                 }
                 Ok(None) => {
-                    ctx.frontier.learn(req, symbol, day.start());
+                    ctx.frontier.learn(dataset, day.start());
                     break;
                 }
                 Err(VisionError::Cancelled) => return Err(Error::Cancelled),
@@ -586,14 +584,14 @@ struct PartitionBatcher {
 }
 
 impl PartitionBatcher {
-    fn parts(key: &DatasetKey, range: TimeRange) -> Vec<i64> {
+    fn parts(key: &Dataset, range: TimeRange) -> Vec<i64> {
         key.partitions(range)
             .iter()
             .map(|p| p.range.start())
             .collect()
     }
 
-    fn plan(&mut self, key: &DatasetKey, files: &[FileKey]) {
+    fn plan(&mut self, key: &Dataset, files: &[FileKey]) {
         for f in files {
             for p in Self::parts(key, f.range()) {
                 *self.waiting.entry(p).or_default() += 1;
@@ -602,7 +600,7 @@ impl PartitionBatcher {
     }
 
     /// Records that `file` arrived (with data or not); returns the pieces now ready to write.
-    fn arrived(&mut self, key: &DatasetKey, file: &FileKey, pieces: Vec<Piece>) -> Vec<Piece> {
+    fn arrived(&mut self, key: &Dataset, file: &FileKey, pieces: Vec<Piece>) -> Vec<Piece> {
         let parts = Self::parts(key, file.range());
         for p in &parts {
             if let Some(n) = self.waiting.get_mut(p) {
@@ -636,7 +634,7 @@ impl PartitionBatcher {
 struct SymbolJob<'a> {
     req: &'a Request,
     symbol: &'a Symbol,
-    key: &'a DatasetKey,
+    key: &'a Dataset,
     /// The exchange's clock (the local one when REST is not used).
     now: i64,
     /// Whether REST may be asked ([`rest_allowed`]).
@@ -813,7 +811,7 @@ async fn fetch_vision(
                         if !file_key.period.is_month()
                             && r.start() >= day_floor(now) - FRONTIER_WINDOW_MS
                         {
-                            ctx.frontier.learn(req, symbol, r.start());
+                            ctx.frontier.learn(key, r.start());
                         }
                         lacking.push(r);
                     } else {

@@ -401,7 +401,7 @@ fn window_requests(request: &Request) -> Vec<Request> {
     let Some(first) = request.symbols.first() else {
         return Vec::new();
     };
-    let key = crate::cache::DatasetKey {
+    let key = crate::cache::Dataset {
         market: request.market,
         kind: request.kind,
         symbol: first.clone(),

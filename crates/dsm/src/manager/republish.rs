@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::DataSourceManager;
 use super::exec::pieces_of;
-use crate::cache::{DatasetKey, Provenance};
+use crate::cache::Provenance;
 use crate::error::{Error, InputError, Result};
+use crate::market::Dataset;
 use crate::vision::{FileKey, FileOutcome};
 
 /// A cached Vision file whose archive copy changed, fetched again and cached.
@@ -72,7 +73,7 @@ impl DataSourceManager {
             }
             .into());
         };
-        let mut files: BTreeMap<FileKey, (DatasetKey, String)> = BTreeMap::new();
+        let mut files: BTreeMap<FileKey, (Dataset, String)> = BTreeMap::new();
         for p in cache.list().await? {
             let d = &p.dataset;
             for source in &p.sources {
@@ -111,7 +112,7 @@ impl DataSourceManager {
     async fn recheck(
         &self,
         key: FileKey,
-        dataset: DatasetKey,
+        dataset: Dataset,
         cached_sha256: String,
         token: &CancellationToken,
     ) -> Result<Recheck> {

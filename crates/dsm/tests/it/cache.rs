@@ -12,7 +12,7 @@ use crate::support::{DAY, MIN, sym, t};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{TimestampMicrosecondType, TimestampMillisecondType};
-use dsm::cache::{CacheError, CacheStore, DatasetKey, Manifest, Piece, Provenance, PruneFilter};
+use dsm::cache::{CacheError, CacheStore, Dataset, Manifest, Piece, Provenance, PruneFilter};
 use dsm::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, Source, TradeBuilder, TradeRecord,
     output_schema, with_source,
@@ -34,12 +34,12 @@ fn vision(file: &str) -> Provenance {
     }
 }
 
-fn kkey(market: Market, kind: DataKind, symbol: &str, i: Interval) -> DatasetKey {
-    DatasetKey::new(market, kind, sym(symbol), Some(i)).unwrap()
+fn kkey(market: Market, kind: DataKind, symbol: &str, i: Interval) -> Dataset {
+    Dataset::new(market, kind, sym(symbol), Some(i)).unwrap()
 }
 
-fn key(market: Market, kind: DataKind, symbol: &str) -> DatasetKey {
-    DatasetKey::new(market, kind, sym(symbol), None).unwrap()
+fn key(market: Market, kind: DataKind, symbol: &str) -> Dataset {
+    Dataset::new(market, kind, sym(symbol), None).unwrap()
 }
 
 /// A deterministic candle for `open`: any two writes of the same slot agree.
@@ -130,7 +130,7 @@ fn trades(market: Market, kind: DataKind, range: TimeRange) -> RecordBatch {
 }
 
 /// Rows of `batches` as one batch (output schema of `key`).
-fn concat(key: &DatasetKey, batches: &[RecordBatch]) -> RecordBatch {
+fn concat(key: &Dataset, batches: &[RecordBatch]) -> RecordBatch {
     arrow::compute::concat_batches(&output_schema(key.market, key.kind), batches).unwrap()
 }
 
@@ -274,7 +274,7 @@ async fn round_trip_every_kind(be: Backend) {
     let store = be.store();
     // Crosses a month end and (for trades) several day partitions.
     let range = r("2024-01-30T12:00:00Z", "2024-02-01T06:00:00Z");
-    let mut cases: Vec<(DatasetKey, RecordBatch)> = Vec::new();
+    let mut cases: Vec<(Dataset, RecordBatch)> = Vec::new();
     for market in Market::ALL {
         let s = match market {
             Market::CoinM => "BTCUSD_PERP",
@@ -679,7 +679,7 @@ async fn open_candles_and_future_ranges_are_rejected(be: Backend) {
     );
 }
 
-fn rows_for(k: &DatasetKey, range: TimeRange) -> RecordBatch {
+fn rows_for(k: &Dataset, range: TimeRange) -> RecordBatch {
     klines(k.market, k.kind, k.interval.unwrap(), range)
 }
 
@@ -738,7 +738,7 @@ async fn bad_rows_are_rejected_and_nothing_is_written(be: Backend) {
         CacheError::SchemaMismatch { .. }
     ));
     // An invalid key (funding on spot) is an input error.
-    let bad = DatasetKey {
+    let bad = Dataset {
         market: Market::Spot,
         kind: DataKind::FundingRate,
         symbol: sym("BTCUSDT"),
@@ -753,7 +753,7 @@ async fn bad_rows_are_rejected_and_nothing_is_written(be: Backend) {
 }
 
 /// Stores the rows of `days` for `k`, as from one Vision file.
-async fn write_days(store: &CacheStore, k: &DatasetKey, days: TimeRange) {
+async fn write_days(store: &CacheStore, k: &Dataset, days: TimeRange) {
     store
         .write(k, days, &rows_for(k, days), vision("v.zip"))
         .await
@@ -1354,7 +1354,7 @@ fn cache_child() {
 }
 
 /// Every covered minute has exactly the expected candle, and nothing outside coverage is returned.
-async fn check_consistent(store: &CacheStore, k: &DatasetKey, range: TimeRange) -> Vec<TimeRange> {
+async fn check_consistent(store: &CacheStore, k: &Dataset, range: TimeRange) -> Vec<TimeRange> {
     let cov = store.coverage(k, range).await.unwrap();
     let got = concat(k, &store.read(k, range).await.unwrap());
     let times = open_times(&got);

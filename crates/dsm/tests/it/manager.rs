@@ -1420,7 +1420,7 @@ async fn an_interrupted_run_resumes_with_only_what_is_missing() {
     let r = range(t("2024-01-03"), t("2024-01-10"));
     let req = kreq(Market::Spot, "BTCUSDT", Interval::H1, r);
     let cache = env.m.cache().expect("cache").clone();
-    let key = dsm::cache::DatasetKey {
+    let key = dsm::cache::Dataset {
         market: Market::Spot,
         kind: DataKind::Klines,
         symbol: sym("BTCUSDT"),
