@@ -32,8 +32,8 @@ use dsm::output::ParquetWriter;
 use dsm::time::parse_instant;
 use dsm::vision::FileKey;
 use dsm::{
-    DataKind, DataSourceManager, Interval, ManagerConfig, Market, Request, Response, SourcePolicy,
-    Symbol, TimeRange,
+    DataKind, DataSourceManager, Dataset, Interval, ManagerConfig, Market, Request, Response,
+    SourcePolicy, Symbol, TimeRange,
 };
 use dsm_emulator::{Emulator, EmulatorConfig};
 use sha2::{Digest, Sha256};
@@ -464,17 +464,11 @@ fn pipeline_pass(files: &[(FileKey, Vec<u8>)], reps: usize) -> Res<(u64, Duratio
 async fn pipeline_limit(ctx: &mut Ctx) -> Res<Pipe> {
     let p = ctx.plan.clone();
     let m1_keys = dsm::vision::plan(
-        Market::Spot,
-        DataKind::Klines,
-        &btc()?,
-        Some(Interval::M1),
+        &Dataset::klines(Market::Spot, btc()?, Interval::M1),
         range(p.m1)?,
     )?;
     let s1_keys = dsm::vision::plan(
-        Market::Spot,
-        DataKind::Klines,
-        &btc()?,
-        Some(Interval::S1),
+        &Dataset::klines(Market::Spot, btc()?, Interval::S1),
         range(p.s1)?,
     )?;
     let m1_files = download(&ctx.base, &m1_keys).await?;

@@ -306,8 +306,7 @@ pub(crate) async fn fetch_symbol(
         if !p.vision.is_empty() {
             let job = SymbolJob {
                 req,
-                symbol,
-                key: &key,
+                dataset: &key,
                 now,
                 rest_allowed,
             };
@@ -357,29 +356,22 @@ pub(crate) async fn fetch_symbol(
                 })
             })
             .collect();
+        let dataset = &key;
         let fetch = |r: TimeRange| async move {
-            let data = match (kind, req.interval) {
-                (DataKind::FundingRate, _) => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
-                (DataKind::AggTrades, _) => {
-                    ctx.rest.agg_trades(market, symbol, r, ctx.cancel).await
-                }
-                (DataKind::Trades, _) => ctx.rest.trades(market, symbol, r, ctx.cancel).await,
-                (_, Some(interval)) => {
-                    ctx.rest
-                        .klines_at(market, kind, symbol, interval, r, now, ctx.cancel)
-                        .await
-                }
-                _ => return None,
+            let data = match kind {
+                DataKind::FundingRate => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
+                DataKind::AggTrades => ctx.rest.agg_trades(market, symbol, r, ctx.cancel).await,
+                DataKind::Trades => ctx.rest.trades(market, symbol, r, ctx.cancel).await,
+                _ => ctx.rest.klines_at(dataset, r, now, ctx.cancel).await,
             };
-            Some((r, data))
+            (r, data)
         };
         let mut fetched = std::pin::pin!(
             futures::stream::iter(chunks.iter().copied())
                 .map(fetch)
                 .buffered(REST_CHUNKS_IN_FLIGHT)
         );
-        while let Some(item) = fetched.next().await {
-            let Some((r, data)) = item else { continue };
+        while let Some((r, data)) = fetched.next().await {
             let data = match data {
                 Ok(d) => d,
                 Err(e) if rest_outage(&e) => {
@@ -526,13 +518,7 @@ async fn probe_published(
     while until < today {
         let day = TimeRange::new(until, until + DAY_MS)?;
         if missing.iter().any(|m| m.intersect(&day).is_some()) {
-            let keys = crate::vision::plan(
-                dataset.market,
-                dataset.kind,
-                &dataset.symbol,
-                dataset.interval,
-                day,
-            )?;
+            let keys = crate::vision::plan(dataset, day)?;
             let Some(key) = keys.first() else { break };
             let probe = ctx.vision.checksum_counted(key, ctx.cancel).await;
             summary.vision.requests += probe.requests;
@@ -632,9 +618,10 @@ impl PartitionBatcher {
 /// One symbol's request, as the fetch from a source sees it.
 #[derive(Clone, Copy)]
 struct SymbolJob<'a> {
+    /// The request (for its progress callback and interval).
     req: &'a Request,
-    symbol: &'a Symbol,
-    key: &'a Dataset,
+    /// The symbol's dataset.
+    dataset: &'a Dataset,
     /// The exchange's clock (the local one when REST is not used).
     now: i64,
     /// Whether REST may be asked ([`rest_allowed`]).
@@ -655,7 +642,7 @@ struct VisionDone {
 /// Where `file` has no row though one is due: candle slots of its day or month, funding times of
 /// its month. Empty for trades (they have no schedule).
 fn file_holes(file: &FileKey, batch: &RecordBatch) -> Result<Vec<TimeRange>> {
-    match (file.kind, file.interval) {
+    match (file.dataset.kind, file.dataset.interval) {
         (DataKind::FundingRate, _) => Ok(funding_holes(batch, file.range())?),
         (kind, Some(interval)) if kind.has_interval() => Ok(kline_gaps_parts(
             std::slice::from_ref(batch),
@@ -677,7 +664,7 @@ fn file_pieces(
 ) -> Result<Vec<Piece>> {
     let mut pieces = Vec::new();
     for complete in file.range().subtract(holes) {
-        let (offset, len) = rows_in(batch, file.kind, complete)?;
+        let (offset, len) = rows_in(batch, file.dataset.kind, complete)?;
         pieces.push(Piece {
             complete,
             batch: batch.slice(offset, len),
@@ -715,15 +702,14 @@ async fn fetch_vision(
 ) -> Result<VisionDone> {
     let SymbolJob {
         req,
-        symbol,
-        key,
+        dataset: key,
         now,
         rest_allowed,
     } = job;
-    let (market, kind) = (req.market, req.kind);
+    let (market, kind) = (key.market, key.kind);
     let mut keys = Vec::new();
     for r in ranges {
-        keys.extend(crate::vision::plan(market, kind, symbol, req.interval, *r)?);
+        keys.extend(crate::vision::plan(key, *r)?);
     }
     progress(
         req,

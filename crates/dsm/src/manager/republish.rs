@@ -80,8 +80,7 @@ impl DataSourceManager {
                 let Provenance::Vision { file, sha256, .. } = source else {
                     continue;
                 };
-                let Some(key) = FileKey::for_file(d.market, d.kind, &d.symbol, d.interval, file)
-                else {
+                let Some(key) = FileKey::for_file(d, file) else {
                     continue;
                 };
                 if since.is_none_or(|s| key.range().end() > s) {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::InputError;
 use crate::http::{BodyError, LazyClient, read_body};
-use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::market::{DataKind, Dataset, Interval, Market, Symbol};
 use crate::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, TradeBuilder, TradeRecord,
 };
@@ -211,10 +211,10 @@ impl RestClient {
         .await
     }
 
-    /// Candles of a kline-class `kind` (klines, mark, index or premium-index klines) of `symbol`
-    /// with open time in `range`.
+    /// Candles of a kline-class `dataset` (klines, mark, index or premium-index klines) with open
+    /// time in `range`.
     ///
-    /// Index-price klines are keyed by pair: the part of `symbol` before `_` (`BTCUSD_PERP` →
+    /// Index-price klines are keyed by pair: the part of the symbol before `_` (`BTCUSD_PERP` →
     /// `BTCUSD`; a USD-M perpetual's pair is the symbol itself). The server's time is read once,
     /// before any page (one `/time`, weight 1; see [`RestData::server_time`]); a range entirely
     /// after it returns an empty batch. Pages are fetched concurrently (at most
@@ -222,57 +222,51 @@ impl RestClient {
     /// retries fails the call.
     pub async fn klines(
         &self,
-        market: Market,
-        kind: DataKind,
-        symbol: &Symbol,
-        interval: Interval,
+        dataset: &Dataset,
         range: TimeRange,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        let query = KlineQuery::new(market, kind, symbol, interval, range);
-        self.klines_inner(query, None, cancel).await
+        self.klines_inner(dataset, range, None, cancel).await
     }
 
     /// Like [`RestClient::klines`], with the server's time `server_now` (ms) already read by the
     /// caller (e.g. once for a request over many symbols), so no `/time` request is made. It must
     /// have been read before this call: an earlier reading only makes a candle that closed since
     /// count as open (left out, never cached), never the reverse.
-    #[allow(clippy::too_many_arguments)]
     pub async fn klines_at(
         &self,
-        market: Market,
-        kind: DataKind,
-        symbol: &Symbol,
-        interval: Interval,
+        dataset: &Dataset,
         range: TimeRange,
         server_now: i64,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        let query = KlineQuery::new(market, kind, symbol, interval, range);
-        self.klines_inner(query, Some(server_now), cancel).await
+        self.klines_inner(dataset, range, Some(server_now), cancel)
+            .await
     }
 
     async fn klines_inner(
         &self,
-        query: KlineQuery<'_>,
+        dataset: &Dataset,
+        range: TimeRange,
         server_now: Option<i64>,
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
-        let KlineQuery {
+        let Dataset {
             market,
             kind,
-            symbol,
+            ref symbol,
             interval,
-            range,
-        } = query;
-        if !kind.has_interval() {
+        } = *dataset;
+        let Some(interval) = interval.filter(|_| kind.has_interval()) else {
             return Err(InputError::Invalid {
                 what: "kind",
-                reason: format!("{kind} is not a kline kind; use funding() for funding rates"),
+                reason: format!(
+                    "{dataset} is not a candle series; klines() needs a kline kind and an interval"
+                ),
             }
             .into());
-        }
-        market.check(kind, Some(interval))?;
+        };
+        dataset.check()?;
         let call = self.call(cancel);
         let (param, name) = if kind == DataKind::IndexPriceKlines {
             let pair = symbol.as_str().split('_').next().unwrap_or(symbol.as_str());
@@ -548,34 +542,6 @@ impl RestClient {
             })?;
         }
         Ok(call.finish(b.finish(), None, None))
-    }
-}
-
-/// One kline series of a [`RestClient::klines`] call.
-#[derive(Clone, Copy)]
-struct KlineQuery<'a> {
-    market: Market,
-    kind: DataKind,
-    symbol: &'a Symbol,
-    interval: Interval,
-    range: TimeRange,
-}
-
-impl<'a> KlineQuery<'a> {
-    fn new(
-        market: Market,
-        kind: DataKind,
-        symbol: &'a Symbol,
-        interval: Interval,
-        range: TimeRange,
-    ) -> KlineQuery<'a> {
-        KlineQuery {
-            market,
-            kind,
-            symbol,
-            interval,
-            range,
-        }
     }
 }
 

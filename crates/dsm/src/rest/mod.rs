@@ -22,16 +22,14 @@
 //!
 //! ```no_run
 //! use dsm::rest::{RestClient, RestConfig};
-//! use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
+//! use dsm::{Dataset, Interval, Market, Symbol, TimeRange};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = RestClient::new(RestConfig::default())?;
-//! let symbol = Symbol::new("BTCUSDT")?;
+//! let btc = Dataset::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
 //! let range = TimeRange::new(1_704_067_200_000, 1_704_153_600_000)?; // 2024-01-01, one day
-//! let data = client
-//!     .klines(Market::Spot, DataKind::Klines, &symbol, Interval::M1, range, &CancellationToken::new())
-//!     .await?;
+//! let data = client.klines(&btc, range, &CancellationToken::new()).await?;
 //! assert_eq!(data.batch.num_rows(), 1440);
 //! assert!(data.open_candle.is_none()); // the day is over
 //! # Ok(())

@@ -17,7 +17,7 @@ use super::key::{FileKey, fallback_days, plan};
 use super::parse::{Parsed, parse_checksum, parse_zip_inner};
 use super::{VisionConfig, VisionError};
 use crate::http::{BodyError, LazyClient, read_body};
-use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::market::{DataKind, Dataset};
 use crate::time::TimeRange;
 
 /// A verified, parsed archive file.
@@ -556,14 +556,12 @@ impl VisionClient {
     /// unverified data is returned.
     pub async fn fetch_range(
         &self,
-        market: Market,
-        kind: DataKind,
-        symbol: &Symbol,
-        interval: Option<Interval>,
+        dataset: &Dataset,
         range: TimeRange,
         cancel: &CancellationToken,
     ) -> Result<VisionRange, VisionError> {
-        let keys = plan(market, kind, symbol, interval, range)?;
+        let kind = dataset.kind;
+        let keys = plan(dataset, range)?;
         let deadline = self.deadline();
         let mut out = VisionRange::default();
         let mut files: Vec<FileData> = Vec::new();

@@ -1,4 +1,4 @@
-//! Archive keys and planning: which Vision files hold a (market, kind, symbol, interval, range).
+//! Archive keys and planning: which Vision files hold a [`Dataset`] over a range.
 //!
 //! Pure functions only (no I/O). Keys are always built with zero-padded dates; listing parses them
 //! leniently ([`FileKey::from_path`]), because Binance has served `…-2020-8.zip` names.
@@ -8,7 +8,7 @@ use std::fmt;
 use chrono::Datelike;
 
 use crate::error::InputError;
-use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::market::{DataKind, Dataset, Interval, Market, Symbol};
 use crate::time::DAY_MS;
 use crate::time::{TimeRange, day_floor, month_floor, month_start, next_month, to_datetime};
 
@@ -100,14 +100,11 @@ const MAX_TRADES_MONTH_BYTES: u64 = 128 << 30;
 /// One archive file: `data/{market}/{daily|monthly}/{kind}/{SYMBOL}/[{interval}/]{SYMBOL}-{interval|kind}-{date}.zip`.
 ///
 /// ```
-/// use dsm::{DataKind, Interval, Market, Symbol};
+/// use dsm::{Dataset, Interval, Market, Symbol};
 /// use dsm::vision::{FileKey, Period};
 ///
 /// let key = FileKey {
-///     market: Market::Spot,
-///     kind: DataKind::Klines,
-///     symbol: Symbol::new("BTCUSDT")?,
-///     interval: Some(Interval::M1),
+///     dataset: Dataset::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1),
 ///     period: Period::Day(1_704_067_200_000),
 /// };
 /// assert_eq!(key.path(), "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip");
@@ -119,14 +116,9 @@ const MAX_TRADES_MONTH_BYTES: u64 = 128 << 30;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
-    /// Market.
-    pub market: Market,
-    /// Data kind.
-    pub kind: DataKind,
-    /// Symbol (the pair, e.g. `BTCUSD`, for COIN-M index-price klines).
-    pub symbol: Symbol,
-    /// Interval for the kline-class kinds, `None` for funding and trades.
-    pub interval: Option<Interval>,
+    /// The dataset the file belongs to (its symbol is the pair, e.g. `BTCUSD`, for COIN-M
+    /// index-price klines).
+    pub dataset: Dataset,
     /// The day or month the file covers.
     pub period: Period,
 }
@@ -134,29 +126,26 @@ pub struct FileKey {
 impl FileKey {
     /// The file's name: `BTCUSDT-1m-2024-01-01.zip`, `BTCUSDT-fundingRate-2024-01.zip`.
     pub fn file_name(&self) -> String {
-        let middle = match self.interval {
-            Some(i) if self.kind.has_interval() => i.vision_name(),
-            _ => self.kind.vision_name(),
+        let d = &self.dataset;
+        let middle = match d.interval {
+            Some(i) if d.kind.has_interval() => i.vision_name(),
+            _ => d.kind.vision_name(),
         };
-        format!(
-            "{}-{}-{}.zip",
-            self.symbol,
-            middle,
-            self.period.date_token()
-        )
+        format!("{}-{}-{}.zip", d.symbol, middle, self.period.date_token())
     }
 
     /// The object key inside the bucket (no leading `/`).
     pub fn path(&self) -> String {
+        let d = &self.dataset;
         let mut p = format!(
             "data/{}/{}/{}/{}/",
-            self.market.vision_path(),
+            d.market.vision_path(),
             self.period.freq(),
-            self.kind.vision_name(),
-            self.symbol
+            d.kind.vision_name(),
+            d.symbol
         );
-        if let Some(i) = self.interval
-            && self.kind.has_interval()
+        if let Some(i) = d.interval
+            && d.kind.has_interval()
         {
             p.push_str(i.vision_name());
             p.push('/');
@@ -185,25 +174,24 @@ impl FileKey {
     ///
     /// ```
     /// use dsm::vision::FileKey;
-    /// use dsm::{DataKind, Interval, Market, Symbol};
+    /// use dsm::{DataKind, Dataset, Interval, Market, Symbol};
     /// let btc = Symbol::new("BTCUSDT")?;
-    /// let day = FileKey::for_file(Market::Spot, DataKind::Klines, &btc, Some(Interval::M1),
-    ///     "BTCUSDT-1m-2024-01-01.zip").unwrap();
+    /// let candles = Dataset::klines(Market::Spot, btc.clone(), Interval::M1);
+    /// let day = FileKey::for_file(&candles, "BTCUSDT-1m-2024-01-01.zip").unwrap();
     /// assert_eq!(day.path(), "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip");
-    /// let month = FileKey::for_file(Market::UsdM, DataKind::FundingRate, &btc, None,
-    ///     "BTCUSDT-fundingRate-2024-01.zip").unwrap();
+    /// let funding = Dataset::new(Market::UsdM, DataKind::FundingRate, btc, None)?;
+    /// let month = FileKey::for_file(&funding, "BTCUSDT-fundingRate-2024-01.zip").unwrap();
     /// assert!(month.period.is_month());
-    /// assert!(FileKey::for_file(Market::Spot, DataKind::Klines, &btc, Some(Interval::M1),
-    ///     "ETHUSDT-1m-2024-01-01.zip").is_none());
+    /// assert!(FileKey::for_file(&candles, "ETHUSDT-1m-2024-01-01.zip").is_none());
     /// # Ok::<(), dsm::InputError>(())
     /// ```
-    pub fn for_file(
-        market: Market,
-        kind: DataKind,
-        symbol: &Symbol,
-        interval: Option<Interval>,
-        file_name: &str,
-    ) -> Option<FileKey> {
+    pub fn for_file(dataset: &Dataset, file_name: &str) -> Option<FileKey> {
+        let Dataset {
+            market,
+            kind,
+            symbol,
+            interval,
+        } = dataset;
         let interval_dir = match interval {
             Some(i) if kind.has_interval() => format!("{}/", i.vision_name()),
             _ => String::new(),
@@ -224,7 +212,7 @@ impl FileKey {
     /// A file that declares (or inflates to) more is hostile or broken, never data.
     pub fn max_csv_bytes(&self) -> u64 {
         let range = self.range();
-        let rows = match (self.kind, self.interval) {
+        let rows = match (self.dataset.kind, self.dataset.interval) {
             (DataKind::AggTrades | DataKind::Trades, _) => {
                 return if self.period.is_month() {
                     MAX_TRADES_MONTH_BYTES
@@ -306,10 +294,12 @@ impl FileKey {
             _ => return None,
         };
         Some(FileKey {
-            market,
-            kind,
-            symbol,
-            interval,
+            dataset: Dataset {
+                market,
+                kind,
+                symbol,
+                interval,
+            },
             period,
         })
     }
@@ -331,33 +321,25 @@ pub fn has_daily_files(kind: DataKind, interval: Option<Interval>) -> bool {
 /// range covers entirely, daily files for the rest. Kinds and intervals without daily files
 /// (funding, `3d`, `1w`, `1M`) use the monthly file for a partial month too.
 ///
-/// Fails (before any network call) when `kind`/`interval` are not offered on `market`.
+/// Fails (before any network call) when the dataset's kind or interval is not offered on its
+/// market.
 ///
 /// ```
-/// use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
+/// use dsm::{Dataset, Interval, Market, Symbol, TimeRange};
 /// use dsm::time::parse_instant;
 /// let range = TimeRange::new(parse_instant("2024-01-15")?, parse_instant("2024-03-10")?)?;
-/// let sym = Symbol::new("BTCUSDT")?;
-/// let keys = dsm::vision::plan(Market::Spot, DataKind::Klines, &sym, Some(Interval::M1), range)?;
+/// let btc = Dataset::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
+/// let keys = dsm::vision::plan(&btc, range)?;
 /// // 17 days of January, February as one file, 9 days of March.
 /// assert_eq!(keys.len(), 17 + 1 + 9);
 /// assert!(keys[17].path().ends_with("BTCUSDT-1m-2024-02.zip"));
 /// # Ok::<(), dsm::InputError>(())
 /// ```
-pub fn plan(
-    market: Market,
-    kind: DataKind,
-    symbol: &Symbol,
-    interval: Option<Interval>,
-    range: TimeRange,
-) -> Result<Vec<FileKey>, InputError> {
-    market.check(kind, interval)?;
-    let dailies = has_daily_files(kind, interval);
+pub fn plan(dataset: &Dataset, range: TimeRange) -> Result<Vec<FileKey>, InputError> {
+    dataset.check()?;
+    let dailies = has_daily_files(dataset.kind, dataset.interval);
     let key = |period| FileKey {
-        market,
-        kind,
-        symbol: symbol.clone(),
-        interval,
+        dataset: dataset.clone(),
         period,
     };
     let mut out = Vec::new();
@@ -374,7 +356,7 @@ pub fn plan(
 /// The daily files that replace a monthly file that is not published yet, limited to the days that
 /// overlap `range`. Empty when `key` is not monthly or the kind has no daily files.
 pub fn fallback_days(key: &FileKey, range: &TimeRange) -> Vec<FileKey> {
-    if !key.period.is_month() || !has_daily_files(key.kind, key.interval) {
+    if !key.period.is_month() || !has_daily_files(key.dataset.kind, key.dataset.interval) {
         return Vec::new();
     }
     let Some(part) = range.intersect(&key.range()) else {
@@ -402,13 +384,19 @@ mod tests {
         Symbol::new(s).unwrap()
     }
 
+    fn candles(market: Market, interval: Interval) -> Dataset {
+        Dataset::klines(market, sym("BTCUSDT"), interval)
+    }
+
     #[test]
     fn paths_follow_the_key_grammar() {
         let k = |market, kind, s: &str, interval, period| FileKey {
-            market,
-            kind,
-            symbol: sym(s),
-            interval,
+            dataset: Dataset {
+                market,
+                kind,
+                symbol: sym(s),
+                interval,
+            },
             period,
         };
         let cases = [
@@ -496,14 +484,7 @@ mod tests {
     #[test]
     fn plan_uses_months_for_whole_months_and_days_for_the_rest() {
         let range = TimeRange::new(t("2024-01-15"), t("2024-03-10")).unwrap();
-        let keys = plan(
-            Market::Spot,
-            DataKind::Klines,
-            &sym("BTCUSDT"),
-            Some(Interval::M1),
-            range,
-        )
-        .unwrap();
+        let keys = plan(&candles(Market::Spot, Interval::M1), range).unwrap();
         let days: Vec<_> = keys.iter().filter(|k| !k.period.is_month()).collect();
         let months: Vec<_> = keys.iter().filter(|k| k.period.is_month()).collect();
         assert_eq!(days.len(), 17 + 9);
@@ -518,14 +499,7 @@ mod tests {
 
         // A range ending mid-day includes that day's file.
         let range = TimeRange::new(t("2024-01-01"), t("2024-01-02T00:00:01Z")).unwrap();
-        let keys = plan(
-            Market::Spot,
-            DataKind::Klines,
-            &sym("BTCUSDT"),
-            Some(Interval::H1),
-            range,
-        )
-        .unwrap();
+        let keys = plan(&candles(Market::Spot, Interval::H1), range).unwrap();
         assert_eq!(keys.len(), 2);
 
         // Monthly-only kinds and intervals use the monthly file for partial months.
@@ -536,7 +510,8 @@ mod tests {
             (DataKind::Klines, Some(Interval::D3)),
             (DataKind::Klines, Some(Interval::Mo1)),
         ] {
-            let keys = plan(Market::UsdM, kind, &sym("BTCUSDT"), interval, range).unwrap();
+            let dataset = Dataset::new(Market::UsdM, kind, sym("BTCUSDT"), interval).unwrap();
+            let keys = plan(&dataset, range).unwrap();
             assert_eq!(
                 keys.iter().map(|k| k.period).collect::<Vec<_>>(),
                 vec![
@@ -545,26 +520,14 @@ mod tests {
                 ]
             );
         }
-        assert!(
-            plan(
-                Market::UsdM,
-                DataKind::Klines,
-                &sym("BTCUSDT"),
-                Some(Interval::S1),
-                range
-            )
-            .is_err()
-        );
+        assert!(plan(&candles(Market::UsdM, Interval::S1), range).is_err());
     }
 
     #[test]
     fn fallback_days_stay_inside_the_range() {
         let range = TimeRange::new(t("2024-01-15"), t("2024-03-10")).unwrap();
         let month = FileKey {
-            market: Market::Spot,
-            kind: DataKind::Klines,
-            symbol: sym("BTCUSDT"),
-            interval: Some(Interval::M1),
+            dataset: candles(Market::Spot, Interval::M1),
             period: Period::Month(t("2024-02-01")),
         };
         let days = fallback_days(&month, &range);
@@ -572,8 +535,8 @@ mod tests {
         let short = TimeRange::new(t("2024-02-27T12:00:00Z"), t("2024-03-10")).unwrap();
         assert_eq!(fallback_days(&month, &short).len(), 3);
         let funding = FileKey {
-            kind: DataKind::FundingRate,
-            interval: None,
+            dataset: Dataset::new(Market::UsdM, DataKind::FundingRate, sym("BTCUSDT"), None)
+                .unwrap(),
             ..month
         };
         assert!(fallback_days(&funding, &range).is_empty());

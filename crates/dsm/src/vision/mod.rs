@@ -14,7 +14,7 @@
 //! everything promptly and closes the connections in use.
 //!
 //! ```no_run
-//! use dsm::{DataKind, Interval, Market, Symbol, TimeRange};
+//! use dsm::{Dataset, Interval, Market, Symbol, TimeRange};
 //! use dsm::vision::{VisionClient, VisionConfig};
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -24,10 +24,8 @@
 //!     dsm::time::parse_instant("2024-01-15")?,
 //!     dsm::time::parse_instant("2024-03-10")?,
 //! )?;
-//! let got = client
-//!     .fetch_range(Market::Spot, DataKind::Klines, &Symbol::new("BTCUSDT")?, Some(Interval::M1),
-//!         range, &CancellationToken::new())
-//!     .await?;
+//! let btc = Dataset::klines(Market::Spot, Symbol::new("BTCUSDT")?, Interval::M1);
+//! let got = client.fetch_range(&btc, range, &CancellationToken::new()).await?;
 //! let rows: usize = got.batches.iter().map(|b| b.num_rows()).sum();
 //! println!("{rows} candles from {} requests; not published: {:?}", got.requests, got.not_published);
 //! # Ok(())

@@ -13,7 +13,7 @@ use arrow::array::{Array, Float64Array, Int32Array, Int64Array, TimestampMillise
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, TimeZone, Utc};
 use dsm::rest::{RestClient, RestConfig, RestData, RestError};
-use dsm::{DataKind, ErrorCategory, Interval, Market, Symbol, TimeRange};
+use dsm::{DataKind, Dataset, ErrorCategory, Interval, Market, Symbol, TimeRange};
 use dsm_emulator::{Emulator, EmulatorConfig, Fault, RateLimits};
 use tokio_util::sync::CancellationToken;
 
@@ -144,30 +144,47 @@ async fn klines(
     end: i64,
 ) -> Result<RestData, RestError> {
     c.klines(
-        market,
-        kind,
-        &Symbol::new(symbol).unwrap(),
-        interval,
+        // Assembled by hand, unchecked: the client itself must refuse what the market lacks.
+        &Dataset {
+            market,
+            kind,
+            symbol: Symbol::new(symbol).unwrap(),
+            interval: Some(interval),
+        },
         TimeRange::new(start, end).unwrap(),
         &CancellationToken::new(),
     )
     .await
 }
 
-/// Fetches and compares every field with the emulator's truth; returns the data.
-#[allow(clippy::too_many_arguments)]
+/// A candle series, checked.
+fn series(market: Market, kind: DataKind, symbol: &str, interval: Interval) -> Dataset {
+    Dataset::new(market, kind, Symbol::new(symbol).unwrap(), Some(interval)).unwrap()
+}
+
+/// Fetches `dataset` and compares every field with the emulator's truth for `truth_symbol` (the
+/// pair, for index prices); returns the data.
 async fn check(
     emu: &Emulator,
     c: &RestClient,
-    market: Market,
-    kind: DataKind,
-    symbol: &str,
+    dataset: &Dataset,
     truth_symbol: &str,
-    interval: Interval,
     start: i64,
     end: i64,
 ) -> RestData {
-    let data = klines(c, market, kind, symbol, interval, start, end)
+    let Dataset {
+        market,
+        kind,
+        ref symbol,
+        interval,
+    } = *dataset;
+    let interval = interval.unwrap();
+    let data = c
+        .klines(
+            dataset,
+            TimeRange::new(start, end).unwrap(),
+            &CancellationToken::new(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{market} {kind} {symbol} {interval}: {e}"));
     let want = truth(emu, market, kind, truth_symbol, interval, start, end);
@@ -197,11 +214,8 @@ async fn spot_off_grid_range_over_three_pages_is_complete() {
     let data = check(
         &emu,
         &c,
-        Market::Spot,
-        DataKind::Klines,
+        &series(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1),
         "BTCUSDT",
-        "BTCUSDT",
-        Interval::M1,
         start,
         end,
     )
@@ -228,11 +242,8 @@ async fn usd_m_pages_hold_1500_and_hours_and_months_are_complete() {
     check(
         &emu,
         &c,
-        Market::UsdM,
-        DataKind::Klines,
+        &series(Market::UsdM, DataKind::Klines, "BTCUSDT", Interval::M1),
         "BTCUSDT",
-        "BTCUSDT",
-        Interval::M1,
         start,
         start + 3001 * MIN,
     )
@@ -241,11 +252,8 @@ async fn usd_m_pages_hold_1500_and_hours_and_months_are_complete() {
     check(
         &emu,
         &c,
-        Market::UsdM,
-        DataKind::Klines,
+        &series(Market::UsdM, DataKind::Klines, "ETHUSDT", Interval::H1),
         "ETHUSDT",
-        "ETHUSDT",
-        Interval::H1,
         ms(2023, 1, 1, 0) + 1,
         ms(2024, 2, 1, 5) + 1,
     )
@@ -254,11 +262,8 @@ async fn usd_m_pages_hold_1500_and_hours_and_months_are_complete() {
     check(
         &emu,
         &c,
-        Market::Spot,
-        DataKind::Klines,
+        &series(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::Mo1),
         "BTCUSDT",
-        "BTCUSDT",
-        Interval::Mo1,
         ms(2017, 1, 1, 0),
         ms(2024, 3, 1, 0),
     )
@@ -274,11 +279,8 @@ async fn coin_m_long_ranges_follow_the_200_day_rule() {
     let d = check(
         &emu,
         &c,
-        Market::CoinM,
-        DataKind::Klines,
+        &series(Market::CoinM, DataKind::Klines, "BTCUSD_PERP", Interval::D1),
         "BTCUSD_PERP",
-        "BTCUSD_PERP",
-        Interval::D1,
         ms(2020, 8, 1, 0),
         ms(2024, 3, 1, 0),
     )
@@ -291,11 +293,8 @@ async fn coin_m_long_ranges_follow_the_200_day_rule() {
     check(
         &emu,
         &c,
-        Market::CoinM,
-        DataKind::Klines,
+        &series(Market::CoinM, DataKind::Klines, "ETHUSD_PERP", Interval::H4),
         "ETHUSD_PERP",
-        "ETHUSD_PERP",
-        Interval::H4,
         ms(2022, 6, 1, 3),
         ms(2024, 2, 20, 0),
     )
@@ -303,11 +302,8 @@ async fn coin_m_long_ranges_follow_the_200_day_rule() {
     check(
         &emu,
         &c,
-        Market::CoinM,
-        DataKind::Klines,
+        &series(Market::CoinM, DataKind::Klines, "BTCUSD_PERP", Interval::W1),
         "BTCUSD_PERP",
-        "BTCUSD_PERP",
-        Interval::W1,
         ms(2020, 8, 1, 0),
         ms(2024, 3, 1, 0),
     )
@@ -315,11 +311,8 @@ async fn coin_m_long_ranges_follow_the_200_day_rule() {
     check(
         &emu,
         &c,
-        Market::CoinM,
-        DataKind::Klines,
+        &series(Market::CoinM, DataKind::Klines, "BTCUSD_PERP", Interval::M1),
         "BTCUSD_PERP",
-        "BTCUSD_PERP",
-        Interval::M1,
         ms(2024, 2, 1, 0) + 7,
         ms(2024, 2, 3, 0) + 7,
     )
@@ -348,11 +341,8 @@ async fn mark_index_and_premium_klines_of_both_futures_markets() {
             check(
                 &emu,
                 &c,
-                market,
-                kind,
-                symbol,
+                &series(market, kind, symbol, Interval::M5),
                 truth_symbol,
-                Interval::M5,
                 start,
                 end,
             )
@@ -464,11 +454,8 @@ async fn empty_future_and_before_listing_ranges_return_empty() {
     check(
         &emu,
         &c,
-        Market::Spot,
-        DataKind::Klines,
+        &series(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1),
         "BTCUSDT",
-        "BTCUSDT",
-        Interval::M1,
         ms(2024, 2, 1, 5),
         ms(2024, 2, 1, 7),
     )
@@ -489,11 +476,8 @@ async fn the_open_candle_is_returned_apart() {
         let data = check(
             &emu,
             &c,
-            market,
-            DataKind::Klines,
+            &series(market, DataKind::Klines, symbol, interval),
             symbol,
-            symbol,
-            interval,
             start,
             now + DAY,
         )
@@ -524,11 +508,8 @@ async fn duplicated_rows_from_the_server_are_removed() {
     check(
         &emu,
         &c,
-        Market::Spot,
-        DataKind::Klines,
+        &series(Market::Spot, DataKind::Klines, "ETHUSDT", Interval::M1),
         "ETHUSDT",
-        "ETHUSDT",
-        Interval::M1,
         ms(2024, 1, 1, 0),
         ms(2024, 1, 2, 0),
     )
@@ -565,11 +546,8 @@ async fn transient_failures_are_retried() {
         check(
             &emu,
             &c,
-            Market::Spot,
-            DataKind::Klines,
+            &series(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1),
             "BTCUSDT",
-            "BTCUSDT",
-            Interval::M1,
             ms(2024, 1, 1, 0),
             ms(2024, 1, 1, 0) + 1500 * MIN,
         )
@@ -638,11 +616,8 @@ async fn a_429_is_waited_out_then_the_call_succeeds() {
     check(
         &emu,
         &c,
-        Market::Spot,
-        DataKind::Klines,
+        &series(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1),
         "BTCUSDT",
-        "BTCUSDT",
-        Interval::M1,
         ms(2024, 1, 1, 0),
         ms(2024, 1, 1, 12),
     )
@@ -882,10 +857,7 @@ async fn cancellation_with_a_hung_server_is_prompt_and_leaves_nothing() {
         async move {
             let r = c
                 .klines(
-                    Market::Spot,
-                    DataKind::Klines,
-                    &Symbol::new("BTCUSDT").unwrap(),
-                    Interval::M1,
+                    &Dataset::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::M1),
                     TimeRange::new(ms(2024, 1, 1, 0), ms(2024, 1, 5, 0)).unwrap(),
                     &token,
                 )

@@ -16,7 +16,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, TimeZone, Utc};
 use dsm::vision::{FileKey, FileOutcome, VisionClient, VisionConfig, VisionError, parse_zip};
-use dsm::{DataKind, ErrorCategory, Interval, Market, Symbol};
+use dsm::{DataKind, Dataset, ErrorCategory, Interval, Market, Symbol};
 use dsm_emulator::{Emulator, EmulatorConfig, Fault};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -218,10 +218,7 @@ async fn real_spot_2020_minutes_parse_to_the_values_in_the_files() {
     // Three days through the range API stitch into 4320 contiguous minutes.
     let got = c
         .fetch_range(
-            Market::Spot,
-            DataKind::Klines,
-            &Symbol::new("BTCUSDT").unwrap(),
-            Some(Interval::M1),
+            &Dataset::klines(Market::Spot, Symbol::new("BTCUSDT").unwrap(), Interval::M1),
             range(ms(2020, 1, 1, 0), ms(2020, 1, 4, 0)),
             &CancellationToken::new(),
         )
@@ -296,10 +293,13 @@ async fn real_um_funding_month_keeps_jittered_calc_times() {
     // A partial-month range uses the monthly file (funding has no dailies) and is cut to the range.
     let got = c
         .fetch_range(
-            Market::UsdM,
-            DataKind::FundingRate,
-            &Symbol::new("BTCUSDT").unwrap(),
-            None,
+            &Dataset::new(
+                Market::UsdM,
+                DataKind::FundingRate,
+                Symbol::new("BTCUSDT").unwrap(),
+                None,
+            )
+            .unwrap(),
             range(ms(2026, 4, 10, 0), ms(2026, 4, 20, 0)),
             &CancellationToken::new(),
         )
@@ -396,10 +396,7 @@ fn period_key(
     start: i64,
 ) -> FileKey {
     FileKey {
-        market,
-        kind,
-        symbol: Symbol::new(symbol).unwrap(),
-        interval,
+        dataset: Dataset::new(market, kind, Symbol::new(symbol).unwrap(), interval).unwrap(),
         period: if monthly {
             dsm::vision::Period::Month(start)
         } else {
@@ -824,10 +821,7 @@ async fn a_range_uses_monthly_files_for_whole_months_and_daily_files_for_the_res
     let (start, end) = (ms(2024, 1, 15, 0), ms(2024, 3, 10, 0));
     let got = c
         .fetch_range(
-            Market::Spot,
-            DataKind::Klines,
-            &sym,
-            Some(Interval::M1),
+            &Dataset::klines(Market::Spot, sym.clone(), Interval::M1),
             range(start, end),
             &CancellationToken::new(),
         )
@@ -885,10 +879,7 @@ async fn a_range_uses_monthly_files_for_whole_months_and_daily_files_for_the_res
     // A range inside a day is cut to the range.
     let got = c
         .fetch_range(
-            Market::Spot,
-            DataKind::Klines,
-            &sym,
-            Some(Interval::M1),
+            &Dataset::klines(Market::Spot, sym.clone(), Interval::M1),
             range(ms(2024, 1, 1, 10), ms(2024, 1, 1, 11)),
             &CancellationToken::new(),
         )
@@ -914,10 +905,7 @@ async fn an_unpublished_monthly_file_falls_back_to_daily_files_inside_the_range(
     let (start, end) = (ms(2024, 2, 1, 0), ms(2024, 3, 5, 0));
     let got = c
         .fetch_range(
-            Market::Spot,
-            DataKind::Klines,
-            &sym,
-            Some(Interval::H1),
+            &Dataset::klines(Market::Spot, sym.clone(), Interval::H1),
             range(start, end),
             &CancellationToken::new(),
         )
@@ -964,10 +952,7 @@ async fn an_unpublished_monthly_file_falls_back_to_daily_files_inside_the_range(
     // Funding has no daily files: an unpublished month is reported, not replaced.
     let got = c
         .fetch_range(
-            Market::UsdM,
-            DataKind::FundingRate,
-            &sym,
-            None,
+            &Dataset::new(Market::UsdM, DataKind::FundingRate, sym.clone(), None).unwrap(),
             range(start, ms(2024, 3, 1, 0)),
             &CancellationToken::new(),
         )
@@ -983,14 +968,8 @@ async fn fetch_files_streams_each_file_as_it_completes() {
     let emu = emulator(t(2024, 6, 1, 0)).await;
     let c = client(&emu);
     let sym = Symbol::new("BTCUSDT").unwrap();
-    let keys = dsm::vision::plan(
-        Market::Spot,
-        DataKind::Klines,
-        &sym,
-        Some(Interval::H1),
-        range(ms(2024, 1, 1, 0), ms(2024, 1, 11, 0)),
-    )
-    .unwrap();
+    let hourly = Dataset::klines(Market::Spot, sym.clone(), Interval::H1);
+    let keys = dsm::vision::plan(&hourly, range(ms(2024, 1, 1, 0), ms(2024, 1, 11, 0))).unwrap();
     assert_eq!(keys.len(), 10);
     let mut seen = Vec::new();
     let mut stream = std::pin::pin!(c.fetch_files(keys.clone(), &CancellationToken::new()));

@@ -48,18 +48,18 @@ pub(super) fn expected_fields(market: Market, kind: DataKind) -> usize {
 impl<'a> RowParser<'a> {
     pub(super) fn new(key: &'a FileKey, name: &'a str, size_hint: usize) -> RowParser<'a> {
         let range = key.range();
-        let builder = match (key.kind, key.interval) {
+        let builder = match (key.dataset.kind, key.dataset.interval) {
             (DataKind::FundingRate, _) => Builder::Funding(FundingBuilder::new(128)),
             (DataKind::AggTrades | DataKind::Trades, _) => Builder::Trade(TradeBuilder::new(
-                key.market,
-                key.kind,
+                key.dataset.market,
+                key.dataset.kind,
                 // Grows as rows come; a declared size is only a hint (and may lie).
                 (size_hint / 64).min(1 << 20),
             )),
             (kind, Some(interval)) => {
                 let n = interval.count_in(range.start(), range.end());
                 Builder::Kline(KlineBuilder::new(
-                    key.market,
+                    key.dataset.market,
                     kind,
                     interval,
                     usize::try_from(n).unwrap_or(0).min(1 << 24),
@@ -67,7 +67,7 @@ impl<'a> RowParser<'a> {
             }
             // A kline kind without an interval cannot be planned; treat it as daily minutes.
             (kind, None) => Builder::Kline(KlineBuilder::new(
-                key.market,
+                key.dataset.market,
                 kind,
                 crate::market::Interval::M1,
                 0,
@@ -78,7 +78,7 @@ impl<'a> RowParser<'a> {
             name,
             start: range.start(),
             end: range.end(),
-            fields: expected_fields(key.market, key.kind),
+            fields: expected_fields(key.dataset.market, key.dataset.kind),
             builder,
             duplicates: 0,
             seen_data: false,
@@ -106,7 +106,7 @@ impl<'a> RowParser<'a> {
                     row,
                     format!(
                         "header has {n} columns, {} has {}: {}",
-                        self.key.kind,
+                        self.key.dataset.kind,
                         self.fields,
                         String::from_utf8_lossy(line)
                     ),
@@ -160,7 +160,7 @@ impl<'a> RowParser<'a> {
                 b.push(&r)
             }
             Builder::Trade(b) => {
-                let r = if self.key.kind == DataKind::AggTrades {
+                let r = if self.key.dataset.kind == DataKind::AggTrades {
                     agg_trade(cols)
                 } else {
                     trade(cols)
