@@ -123,7 +123,10 @@ pub fn for_error(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<dsm::Error>() {
             return for_category(e.category());
         }
-        if cause.is::<dsm::InputError>() || cause.is::<UsageError>() {
+        if cause.is::<dsm::InputError>()
+            || cause.is::<dsm::time::TimeError>()
+            || cause.is::<UsageError>()
+        {
             return Exit::Usage;
         }
         if let Some(Interrupted(sig)) = cause.downcast_ref::<Interrupted>() {
@@ -190,6 +193,9 @@ mod tests {
         let err = Err::<(), _>(input)
             .context("parsing")
             .expect_err("an error");
+        assert_eq!(for_error(&err), Exit::Usage);
+        let time = dsm::TimeRange::new(2, 1).expect_err("an empty range");
+        let err = anyhow::Error::from(time).context("parsing --end");
         assert_eq!(for_error(&err), Exit::Usage);
     }
 

@@ -1,114 +1,19 @@
 //! dsm's errors: one [`Error`] for callers to match on, wrapping each module's own typed error.
 //!
+//! The errors form a ladder like the modules: [`TimeError`] (in [`crate::time`]) at the bottom,
+//! [`InputError`] beside the market vocabulary it names ([`crate::market`]), each source's and the
+//! cache's own error above them, and [`Error`] on top, with the manager's [`UnavailableError`] and
+//! [`IncompleteError`].
+//!
 //! Every variant carries the context a user needs (which symbol, which file, which digest) and its
 //! message says what happened and, where it can, what to do. [`Error::category`] groups variants the
 //! way the CLI maps them to exit codes.
 
-use crate::market::{DataKind, Interval, Market, Symbol};
+pub use crate::category::ErrorCategory;
+pub use crate::market::InputError;
+use crate::market::Symbol;
+pub use crate::time::TimeError;
 use crate::time::{TimeRange, format_ms};
-
-/// Bad input: rejected before any network call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InputError {
-    /// Unknown market name.
-    #[error("unknown market {0:?}: use spot, um (USD-M futures) or cm (COIN-M futures)")]
-    UnknownMarket(String),
-    /// Unknown data kind.
-    #[error(
-        "unknown data kind {0:?}: use klines, mark-klines, index-klines, premium-klines, funding, aggtrades or trades"
-    )]
-    UnknownKind(String),
-    /// Unknown interval name.
-    #[error(
-        "unknown interval {0:?}: use 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M (1mo) — names are case-sensitive"
-    )]
-    UnknownInterval(String),
-    /// The interval exists but not on this market.
-    #[error("interval {interval} is not offered on {market}: 1s klines exist on spot only")]
-    IntervalNotOnMarket {
-        /// The interval asked for.
-        interval: Interval,
-        /// The market asked for.
-        market: Market,
-    },
-    /// The kind exists but not on this market.
-    #[error(
-        "{kind} data is not offered on {market}: funding and mark/index/premium klines are futures only (um, cm)"
-    )]
-    KindNotOnMarket {
-        /// The kind asked for.
-        kind: DataKind,
-        /// The market asked for.
-        market: Market,
-    },
-    /// A kline-class kind was asked for without an interval.
-    #[error("{kind} needs an interval, e.g. 1m or 1h")]
-    MissingInterval {
-        /// The kind asked for.
-        kind: DataKind,
-    },
-    /// An interval was given for a kind that has none.
-    #[error("{kind} has no interval (got {interval}); leave the interval out")]
-    UnexpectedInterval {
-        /// The kind asked for.
-        kind: DataKind,
-        /// The interval given.
-        interval: Interval,
-    },
-    /// The symbol is not a valid symbol at all.
-    #[error(
-        "invalid symbol {symbol:?}: {reason}; symbols are upper-case A-Z, 0-9 and _, like BTCUSDT"
-    )]
-    InvalidSymbol {
-        /// The text given.
-        symbol: String,
-        /// Why it is invalid.
-        reason: &'static str,
-    },
-    /// A lower-case symbol.
-    #[error("invalid symbol {symbol:?}: symbols are upper-case; did you mean {suggestion}?")]
-    LowercaseSymbol {
-        /// The text given.
-        symbol: String,
-        /// The upper-case form.
-        suggestion: String,
-    },
-    /// The symbol does not have the form used on that market.
-    #[error("symbol {symbol} does not look like a {market} symbol: expected {expected}")]
-    SymbolNotOnMarket {
-        /// The text given.
-        symbol: String,
-        /// The market asked for.
-        market: Market,
-        /// The expected form.
-        expected: &'static str,
-    },
-    /// `start >= end`.
-    #[error("empty time range: start {} must be before end {}", format_ms(*start), format_ms(*end))]
-    EmptyRange {
-        /// Start (ms).
-        start: i64,
-        /// End (ms).
-        end: i64,
-    },
-    /// Unparseable time.
-    #[error("invalid time {input:?}: {reason}")]
-    InvalidTime {
-        /// The text given.
-        input: String,
-        /// Why it is invalid.
-        reason: &'static str,
-    },
-    /// Some other invalid setting.
-    #[error("invalid {what}: {reason}")]
-    Invalid {
-        /// What was invalid.
-        what: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// The data does not exist upstream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,11 +87,6 @@ impl IncompleteError {
     }
 }
 
-/// `"s"` unless `n` is 1: `"{n} attempt{}"` in the network errors of the sources.
-pub(crate) fn plural(n: u32) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 fn why(reasons: &[String]) -> String {
     match reasons {
         [] => "not cached, not yet published, or no allowed source serves it".to_owned(),
@@ -202,25 +102,6 @@ fn ranges(rs: &[TimeRange]) -> String {
         s.push(format!("and {} more ranges", rs.len() - SHOWN));
     }
     s.join(", ")
-}
-
-/// How an error should be treated by a caller (the CLI maps these to exit codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCategory {
-    /// Bad input or usage (exit 2).
-    Input,
-    /// The data does not exist upstream: unknown symbol, range before listing or in the future (exit 3).
-    Unavailable,
-    /// Network or upstream failure after retries, including a rate-limit ban (exit 4).
-    Upstream,
-    /// Data failed an integrity check (exit 5).
-    Integrity,
-    /// Part of the range could not be obtained and a partial answer was not allowed (exit 6).
-    Incomplete,
-    /// Cancelled by the caller or by shutdown (exit 130).
-    Cancelled,
-    /// A local failure: the cache directory, the output file (exit 1).
-    Local,
 }
 
 /// The error type of every public dsm operation.
@@ -270,6 +151,12 @@ impl Error {
             Error::Rest(e) => e.category(),
             Error::Vision(e) => e.category(),
         }
+    }
+}
+
+impl From<TimeError> for Error {
+    fn from(e: TimeError) -> Error {
+        Error::Input(e.into())
     }
 }
 

@@ -232,6 +232,11 @@ impl Watch {
     }
 }
 
+/// `"s"` unless `n` is 1: `"{n} attempt{}"` in the network errors of the sources.
+pub(crate) fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+mod category;
 pub mod error;
 mod http;
 pub use http::Pace;
@@ -39,9 +40,10 @@ pub mod schema;
 pub mod time;
 pub mod vision;
 
-pub use error::{Error, ErrorCategory, IncompleteError, InputError, Result, UnavailableError};
+pub use category::ErrorCategory;
+pub use error::{Error, IncompleteError, Result, UnavailableError};
 pub use manager::{
     BlockingManager, DataSourceManager, ManagerConfig, Request, Response, SourcePolicy,
 };
-pub use market::{DataKind, Dataset, Interval, Market, Symbol};
+pub use market::{DataKind, Dataset, InputError, Interval, Market, Symbol};
 pub use time::TimeRange;

@@ -9,14 +9,35 @@ use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
-use crate::error::InputError;
-
 /// A second, a minute, an hour, a day and a week in milliseconds.
 pub(crate) const SECOND_MS: i64 = 1_000;
 pub(crate) const MINUTE_MS: i64 = 60 * SECOND_MS;
 pub(crate) const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
 pub(crate) const WEEK_MS: i64 = 7 * DAY_MS;
+
+/// A time or range that is not valid: the bottom of dsm's error ladder (wrapped by
+/// [`crate::InputError::Time`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimeError {
+    /// `start >= end`.
+    #[error("empty time range: start {} must be before end {}", format_ms(*start), format_ms(*end))]
+    EmptyRange {
+        /// Start (ms).
+        start: i64,
+        /// End (ms).
+        end: i64,
+    },
+    /// Unparseable time.
+    #[error("invalid time {input:?}: {reason}")]
+    InvalidTime {
+        /// The text given.
+        input: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+}
 
 /// The current time in milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -79,9 +100,9 @@ pub fn format_ms(ts: i64) -> String {
 /// assert_eq!(parse_instant("1704067200000").unwrap(), 1_704_067_200_000);
 /// assert!(parse_instant("1704067200").is_err());
 /// ```
-pub fn parse_instant(s: &str) -> Result<i64, InputError> {
+pub fn parse_instant(s: &str) -> Result<i64, TimeError> {
     let s = s.trim();
-    let bad = |reason: &'static str| InputError::InvalidTime {
+    let bad = |reason: &'static str| TimeError::InvalidTime {
         input: s.to_owned(),
         reason,
     };
@@ -126,9 +147,9 @@ pub struct TimeRange {
 
 impl TimeRange {
     /// A range `[start, end)`; fails unless `start < end`.
-    pub fn new(start: i64, end: i64) -> Result<TimeRange, InputError> {
+    pub fn new(start: i64, end: i64) -> Result<TimeRange, TimeError> {
         if start >= end {
-            return Err(InputError::EmptyRange { start, end });
+            return Err(TimeError::EmptyRange { start, end });
         }
         Ok(TimeRange { start, end })
     }
@@ -137,7 +158,7 @@ impl TimeRange {
     pub fn from_datetimes(
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<TimeRange, InputError> {
+    ) -> Result<TimeRange, TimeError> {
         TimeRange::new(start.timestamp_millis(), end.timestamp_millis())
     }
 

@@ -1,6 +1,7 @@
 //! [`CacheError`]: what went wrong in the cache, with the path involved and what to do.
 
-use crate::error::{ErrorCategory, InputError};
+use crate::category::ErrorCategory;
+use crate::market::InputError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -145,6 +146,13 @@ pub enum CacheError {
     /// No cache directory could be determined.
     #[error("no cache directory: set {CACHE_DIR_ENV} or pass a directory")]
     NoCacheDir,
+}
+
+/// A bad time is bad input, as for every dsm error.
+impl From<crate::time::TimeError> for CacheError {
+    fn from(e: crate::time::TimeError) -> CacheError {
+        CacheError::Input(e.into())
+    }
 }
 
 impl CacheError {

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::InputError;
 use crate::http::{BodyError, LazyClient, read_body};
+use crate::market::InputError;
 use crate::market::{DataKind, Dataset, Interval, Market, Symbol};
 use crate::schema::{
     FundingBuilder, FundingRecord, KlineBuilder, KlineRecord, TradeBuilder, TradeRecord,

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 
-use crate::error::InputError;
+use crate::market::InputError;
 use crate::market::Market;
 use crate::schema::KlineRecord;
 
@@ -254,7 +254,7 @@ pub enum RestError {
         interval: String,
     },
     /// Another Binance error (a JSON `{code, msg}` body).
-    #[error("Binance answered {status} to {url} ({attempts} attempt{}): code {code}: {msg}{}", crate::error::plural(*attempts), http_hint(*status))]
+    #[error("Binance answered {status} to {url} ({attempts} attempt{}): code {code}: {msg}{}", crate::http::plural(*attempts), http_hint(*status))]
     Api {
         /// The URL requested.
         url: String,
@@ -268,7 +268,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// An HTTP error status without a Binance error body (after retries when transient).
-    #[error("HTTP {status} from {url} ({attempts} attempt{}){}", crate::error::plural(*attempts), http_hint(*status))]
+    #[error("HTTP {status} from {url} ({attempts} attempt{}){}", crate::http::plural(*attempts), http_hint(*status))]
     Http {
         /// The URL requested.
         url: String,
@@ -301,7 +301,7 @@ pub enum RestError {
         until_ms: i64,
     },
     /// The server did not answer in time (after retries).
-    #[error("{url} did not answer in time ({attempts} attempt{}): the server is stalled or unreachable; check the network, or raise --timeout", crate::error::plural(*attempts))]
+    #[error("{url} did not answer in time ({attempts} attempt{}): the server is stalled or unreachable; check the network, or raise --timeout", crate::http::plural(*attempts))]
     Timeout {
         /// The URL requested.
         url: String,
@@ -309,7 +309,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// The answer came too slowly (a stalled or trickling server), after retries.
-    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", crate::error::plural(*attempts))]
+    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", crate::http::plural(*attempts))]
     Slow {
         /// The URL requested.
         url: String,
@@ -319,7 +319,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// A network failure (after retries).
-    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the REST base URL", crate::error::plural(*attempts))]
+    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the REST base URL", crate::http::plural(*attempts))]
     Network {
         /// The URL requested.
         url: String,
@@ -330,7 +330,7 @@ pub enum RestError {
         attempts: u32,
     },
     /// The body is not what Binance sends (after retries).
-    #[error("malformed response from {url} ({attempts} attempt{}): {reason}", crate::error::plural(*attempts))]
+    #[error("malformed response from {url} ({attempts} attempt{}): {reason}", crate::http::plural(*attempts))]
     Malformed {
         /// The URL requested.
         url: String,
@@ -364,6 +364,13 @@ fn http_hint(status: u16) -> &'static str {
         404 => "; unknown endpoint: check the REST base URL",
         500..=599 => "; the API is failing, try again later",
         _ => "",
+    }
+}
+
+/// A bad time is bad input, as for every dsm error.
+impl From<crate::time::TimeError> for RestError {
+    fn from(e: crate::time::TimeError) -> RestError {
+        RestError::Input(e.into())
     }
 }
 

@@ -7,7 +7,7 @@ use std::fmt;
 
 use chrono::Datelike;
 
-use crate::error::InputError;
+use crate::market::InputError;
 use crate::market::{DataKind, Dataset, Interval, Market, Symbol};
 use crate::time::DAY_MS;
 use crate::time::{TimeRange, day_floor, month_floor, month_start, next_month, to_datetime};

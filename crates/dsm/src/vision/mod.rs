@@ -170,7 +170,7 @@ pub enum VisionError {
         reason: String,
     },
     /// An HTTP status other than 200/404 (after retries when transient).
-    #[error("{url} answered HTTP {status} ({attempts} attempt{}){}", crate::error::plural(*attempts), http_hint(*status))]
+    #[error("{url} answered HTTP {status} ({attempts} attempt{}){}", crate::http::plural(*attempts), http_hint(*status))]
     Http {
         /// The URL.
         url: String,
@@ -182,7 +182,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// The body ended before its announced length (after retries).
-    #[error("{url}: body truncated at {received} of {expected} bytes ({attempts} attempt{}); the archive or the network is unstable, try again later", crate::error::plural(*attempts))]
+    #[error("{url}: body truncated at {received} of {expected} bytes ({attempts} attempt{}); the archive or the network is unstable, try again later", crate::http::plural(*attempts))]
     Truncated {
         /// The URL.
         url: String,
@@ -194,7 +194,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// A connection or protocol failure (after retries).
-    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the --vision-url", crate::error::plural(*attempts))]
+    #[error("network error on {url} ({attempts} attempt{}): {source}; check the network or the --vision-url", crate::http::plural(*attempts))]
     Network {
         /// The URL.
         url: String,
@@ -205,7 +205,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// Connect or the wait for the headers timed out (after retries).
-    #[error("{url} did not answer in time ({attempts} attempt{}); check the network, or raise --timeout", crate::error::plural(*attempts))]
+    #[error("{url} did not answer in time ({attempts} attempt{}); check the network, or raise --timeout", crate::http::plural(*attempts))]
     Timeout {
         /// The URL.
         url: String,
@@ -213,7 +213,7 @@ pub enum VisionError {
         attempts: u32,
     },
     /// The body came too slowly (a stalled or trickling server), after retries.
-    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", crate::error::plural(*attempts))]
+    #[error("{url} was too slow: {reason} ({attempts} attempt{}); check the network, or raise --timeout", crate::http::plural(*attempts))]
     Slow {
         /// The URL.
         url: String,
@@ -232,7 +232,7 @@ pub enum VisionError {
     },
     /// Bad input (e.g. a kind or interval not offered on the market), rejected before any request.
     #[error(transparent)]
-    Input(#[from] crate::error::InputError),
+    Input(#[from] crate::market::InputError),
     /// The client could not be built (bad configuration).
     #[error("invalid Vision client configuration: {0}")]
     Config(String),
@@ -254,6 +254,13 @@ fn http_hint(status: u16) -> &'static str {
         }
         500..=599 => "; the archive is failing, try again later",
         _ => "",
+    }
+}
+
+/// A bad time is bad input, as for every dsm error.
+impl From<crate::time::TimeError> for VisionError {
+    fn from(e: crate::time::TimeError) -> VisionError {
+        VisionError::Input(e.into())
     }
 }
 

@@ -22,6 +22,7 @@ use crate::support::{emu_market, sym, t};
 use arrow::array::{Array, Float64Array, Int64Array, TimestampMillisecondArray};
 use chrono::{TimeZone, Utc};
 use dsm::manager::{Progress, RestUrls, SymbolResult};
+use dsm::time::TimeError;
 use dsm::{
     DataSourceManager, Error, ErrorCategory, InputError, Interval, ManagerConfig, Market, Request,
     Symbol, TimeRange, UnavailableError,
@@ -408,7 +409,7 @@ async fn bad_requests_fail_fast_with_typed_errors() {
     assert_eq!(err.category(), ErrorCategory::Input, "{err:?}");
     assert!(matches!(
         TimeRange::new(t("2024-01-02"), t("2024-01-01")),
-        Err(InputError::EmptyRange { .. })
+        Err(TimeError::EmptyRange { .. })
     ));
     let future = range("2030-01-01", "2030-01-02");
     let err = m

@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 use chrono::{Datelike, TimeZone, Utc};
 
-use crate::error::InputError;
+mod error;
+pub use error::InputError;
+
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, WEEK_MS};
 
 /// A Binance market.
