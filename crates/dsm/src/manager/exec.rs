@@ -182,12 +182,7 @@ pub(crate) async fn fetch_symbol(
         }
         .into());
     }
-    let key = Dataset {
-        market,
-        kind,
-        symbol: symbol.clone(),
-        interval: req.interval,
-    };
+    let key = req.dataset(symbol);
 
     // 1. The cache: what it covers is read, what it knows to be empty is not fetched again.
     let mut batches: Vec<RecordBatch> = Vec::new();

@@ -401,12 +401,7 @@ fn window_requests(request: &Request) -> Vec<Request> {
     let Some(first) = request.symbols.first() else {
         return Vec::new();
     };
-    let key = crate::cache::Dataset {
-        market: request.market,
-        kind: request.kind,
-        symbol: first.clone(),
-        interval: request.interval,
-    };
+    let key = request.dataset(first);
     let now = crate::time::now_ms();
     let mut ranges: Vec<TimeRange> = key
         .partitions(request.range)

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::InputError;
-use crate::market::{DataKind, Interval, Market, Symbol};
+use crate::market::{DataKind, Dataset, Interval, Market, Symbol};
 use crate::time::TimeRange;
 
 /// Which sources a request may use.
@@ -142,6 +142,16 @@ impl Request {
             allow_partial: false,
             source: None,
             progress: None,
+        }
+    }
+
+    /// The dataset of one of the request's symbols.
+    pub fn dataset(&self, symbol: &Symbol) -> Dataset {
+        Dataset {
+            market: self.market,
+            kind: self.kind,
+            symbol: symbol.clone(),
+            interval: self.interval,
         }
     }
 

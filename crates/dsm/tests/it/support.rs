@@ -1,6 +1,5 @@
 //! Set-up shared by the integration tests: time and symbol helpers, and the mapping of dsm's
 //! market and kind names onto the emulator's.
-#![allow(dead_code)]
 
 use dsm::{DataKind, Market, Symbol, TimeRange};
 use dsm_emulator::KlineKind;
