@@ -23,7 +23,7 @@ use crate::output::{self, FileWriter, OutputPlan, Pending, WriteControl};
 use crate::printer::Printer;
 use crate::progress::ProgressUi;
 use crate::signal::Signals;
-use crate::summary::{FetchReport, SymbolTotals};
+use dsm::report::{FetchReport, SymbolTotals};
 
 /// How long the manager gets to stop its work after the first signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
@@ -220,7 +220,7 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
         let json = serde_json::to_string_pretty(&report).context("encoding the summary")?;
         printer.out(&json)?;
     } else {
-        for line in report.text_lines() {
+        for line in crate::summary::text_lines(&report) {
             printer.status(&line);
         }
     }

@@ -35,6 +35,7 @@ pub use http::Pace;
 pub mod manager;
 pub mod market;
 pub mod output;
+pub mod report;
 pub mod rest;
 pub mod schema;
 pub mod time;
