@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, integration (against the in-process emulator), doc tests, and a short
-# smoke run of the benchmarks. Needs the Rust toolchain and Python 3 (for a venv with pyarrow, which
-# reads the CLI's output files back as a user's tools would); installs cargo-nextest if missing.
+# The whole test suite: Rust (unit, integration against the in-process emulator, doc tests) and
+# Python (the package built as a wheel, installed in a private venv, tested with pytest under
+# `python -X dev -W error` against the emulator binary). Needs the Rust toolchain and Python 3;
+# installs cargo-nextest if missing. Nothing is installed outside target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
-# A private venv (under target/, never the system Python) with pyarrow for the read-back tests.
+# A private venv (under target/, never the system Python): pyarrow for the CLI's read-back tests;
+# maturin, pytest, polars and pandas for the Python package.
 venv=target/test-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pyarrow, polars, pandas, pytest, maturin' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'pyarrow>=15'
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    'pyarrow>=15' 'polars>=1' 'pandas>=2' 'pytest>=8' 'maturin>=1.16,<1.17'
 fi
 export DSM_TEST_PYTHON="$PWD/$venv/bin/python"
 
 cargo nextest run --workspace --locked --profile ci
 cargo test --workspace --doc --locked
+
+# The Python package: the wheel as users get it (abi3, Python >= 3.9), installed into the venv.
+cargo build --locked -p dsm-emulator --bin dsm-emulator
+rm -rf target/wheels
+"$venv/bin/maturin" build --locked --manifest-path crates/dsm-py/Cargo.toml --out target/wheels --quiet
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/dsm-*.whl
+DSM_EMULATOR="$PWD/target/debug/dsm-emulator" \
+  "$venv/bin/python" -X dev -W error -m pytest -q -p no:cacheprovider crates/dsm-py/tests

@@ -1,0 +1,266 @@
+//! The manager as Python holds it (wrapped by `dsm.Manager`): `get` waits on the calling thread
+//! with the GIL released, `start_get` hands the answer to an asyncio future.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dsm::rest::RestUrls;
+use dsm::{DataKind, DataSourceManager, Interval, ManagerConfig, Market, Request, SourcePolicy};
+use dsm::{Symbol, TimeRange};
+use pyo3::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::{self, Pending};
+use crate::errors;
+use crate::response::Response;
+
+/// How long closing a manager waits for its work to stop.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A data source manager: one cache, one weight budget, one connection pool.
+#[pyclass(module = "dsm._dsm", frozen, name = "RawManager")]
+#[derive(Debug)]
+pub(crate) struct Manager {
+    inner: Mutex<Option<Arc<DataSourceManager>>>,
+    /// Cancels everything this manager started (on close, or when the interpreter exits).
+    token: CancellationToken,
+}
+
+fn parsed<T: std::str::FromStr<Err = dsm::InputError>>(py: Python<'_>, s: &str) -> PyResult<T> {
+    s.parse::<T>().map_err(|e| errors::input(py, &e))
+}
+
+impl Manager {
+    fn manager(&self, py: Python<'_>) -> PyResult<Arc<DataSourceManager>> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.clone().ok_or_else(|| {
+            errors::input(
+                py,
+                &dsm::InputError::Invalid {
+                    what: "manager",
+                    reason: "it is closed; create a new dsm.Manager".into(),
+                },
+            )
+        })
+    }
+
+    fn take(&self) -> Option<Arc<DataSourceManager>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A manager Python forgot to close stops its work when it is collected.
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// What `dsm.Manager.get` was asked, as the Python wrapper passes it (a dict, times already in
+/// epoch ms).
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct Query {
+    symbols: Vec<String>,
+    start: i64,
+    end: i64,
+    market: String,
+    kind: String,
+    interval: Option<String>,
+    source: Option<String>,
+    include_open: bool,
+    allow_partial: bool,
+}
+
+impl Query {
+    /// The library's request, checked before any network call.
+    fn request(&self, py: Python<'_>) -> PyResult<Request> {
+        let market: Market = parsed(py, &self.market)?;
+        let kind: DataKind = parsed(py, &self.kind)?;
+        let interval: Option<Interval> = self
+            .interval
+            .as_deref()
+            .map(|i| parsed(py, i))
+            .transpose()?;
+        let symbols = self
+            .symbols
+            .iter()
+            .map(|s| Symbol::for_market(s, market, kind).map_err(|e| errors::input(py, &e)))
+            .collect::<PyResult<Vec<Symbol>>>()?;
+        let range = TimeRange::new(self.start, self.end).map_err(|e| errors::time(py, &e))?;
+        let mut request = Request::new(market, kind, symbols, interval, range);
+        request.source = self
+            .source
+            .as_deref()
+            .map(|s| parsed::<SourcePolicy>(py, s))
+            .transpose()?;
+        request.include_open = self.include_open;
+        request.allow_partial = self.allow_partial;
+        request.validate().map_err(|e| errors::input(py, &e))?;
+        Ok(request)
+    }
+}
+
+/// How `dsm.Manager(...)` was configured (a dict; `None` keeps dsm's default).
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct Settings {
+    cache_dir: Option<std::path::PathBuf>,
+    cache: bool,
+    vision_url: Option<String>,
+    rest_url: Option<String>,
+    source: String,
+    concurrency: Option<usize>,
+    weight_limit: Option<u32>,
+    timeout: Option<f64>,
+    wait_on_ban: bool,
+}
+
+impl Settings {
+    fn config(self, py: Python<'_>) -> PyResult<ManagerConfig> {
+        let mut config = ManagerConfig {
+            cache_dir: self.cache_dir,
+            use_cache: self.cache,
+            source: parsed(py, &self.source)?,
+            weight_limit: self.weight_limit,
+            wait_on_ban: self.wait_on_ban,
+            ..ManagerConfig::default()
+        };
+        if let Some(url) = self.vision_url {
+            config.vision_url = url.trim_end_matches('/').to_owned();
+        }
+        if let Some(url) = self.rest_url {
+            config.rest_urls = RestUrls::all(&url);
+        }
+        if let Some(n) = self.concurrency {
+            config.vision_concurrency = n.max(1);
+            config.rest_concurrency = n.max(1);
+        }
+        if let Some(t) = self.timeout {
+            let t = Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or_else(|| {
+                    errors::input(
+                        py,
+                        &dsm::InputError::Invalid {
+                            what: "timeout",
+                            reason: format!("{t} is not a positive number of seconds"),
+                        },
+                    )
+                })?;
+            config.connect_timeout = t;
+            config.pace.silence = t;
+        }
+        Ok(config)
+    }
+}
+
+fn responses(kind: DataKind, response: dsm::Response) -> Vec<Response> {
+    response
+        .results
+        .into_iter()
+        .map(|r| Response::new(kind, r))
+        .collect()
+}
+
+#[pymethods]
+impl Manager {
+    #[new]
+    fn new(py: Python<'_>, settings: Settings) -> PyResult<Manager> {
+        let config = settings.config(py)?;
+        let manager =
+            bridge::enter(|| DataSourceManager::new(config))?.map_err(|e| errors::to_py(py, &e))?;
+        Ok(Manager {
+            inner: Mutex::new(Some(Arc::new(manager))),
+            token: bridge::root_child()?,
+        })
+    }
+
+    /// Answers a request, waiting on this thread (the GIL released; Ctrl-C cancels it).
+    fn get(&self, py: Python<'_>, query: Query) -> PyResult<Vec<Response>> {
+        let req = query.request(py)?;
+        let kind = req.kind;
+        let m = self.manager(py)?;
+        let out = bridge::wait(py, &self.token, move |token| async move {
+            m.get_with_cancel(req, &token).await
+        })?;
+        match out {
+            Ok(r) => Ok(py.detach(|| responses(kind, r))),
+            // Cancelled because the interpreter is exiting: end the thread quietly.
+            Err(dsm::Error::Cancelled) if bridge::shutting_down() => Err(bridge::exiting()),
+            Err(e) => Err(errors::to_py(py, &e)),
+        }
+    }
+
+    /// Starts a request; `deliver(ok, value)` gets the list of responses or the exception.
+    fn start_get(&self, py: Python<'_>, deliver: Py<PyAny>, query: Query) -> PyResult<Pending> {
+        let req = query.request(py)?;
+        let kind = req.kind;
+        let m = self.manager(py)?;
+        bridge::spawn(
+            &self.token,
+            move |token| async move {
+                let out = m.get_with_cancel(req, &token).await;
+                out.map(|r| responses(kind, r))
+            },
+            deliver,
+            |py, out| match out {
+                Ok(rs) => Ok(rs.into_pyobject(py)?.into_any().unbind()),
+                Err(e) => Err(errors::to_py(py, &e)),
+            },
+        )
+    }
+
+    /// Cancels this manager's work and waits (at most 2 s) for it to stop. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(m) = self.take() else {
+            return Ok(());
+        };
+        let closed = bridge::wait(py, &self.token, move |_| async move {
+            m.shutdown(CLOSE_DEADLINE).await;
+        });
+        self.token.cancel();
+        match closed {
+            // The interpreter is exiting: its own shutdown stops everything.
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Like `close`, handing completion to `deliver(ok, value)`. Idempotent.
+    fn start_close(&self, deliver: Py<PyAny>) -> PyResult<Option<Pending>> {
+        let Some(m) = self.take() else {
+            return Ok(None);
+        };
+        let token = self.token.clone();
+        bridge::spawn(
+            &CancellationToken::new(),
+            move |_| async move {
+                m.shutdown(CLOSE_DEADLINE).await;
+                token.cancel();
+            },
+            deliver,
+            |py, ()| Ok(py.None()),
+        )
+        .map(Some)
+    }
+
+    /// Whether `close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+}
+
+/// Parses a time as the CLI does: RFC 3339, a date, or epoch milliseconds; returns epoch ms.
+#[pyfunction]
+pub(crate) fn parse_instant(py: Python<'_>, text: &str) -> PyResult<i64> {
+    dsm::time::parse_instant(text).map_err(|e| errors::time(py, &e))
+}
