@@ -20,8 +20,9 @@ export DSM_TEST_PYTHON="$PWD/$venv/bin/python"
 cargo nextest run --workspace --locked --profile ci
 cargo test --workspace --doc --locked
 
-# The Python package: the wheel as users get it (abi3, Python >= 3.9), installed into the venv.
-cargo build --locked -p dsm-emulator --bin dsm-emulator
+# The Python package: the wheel as users get it (abi3, Python >= 3.9), installed into the venv,
+# tested against the emulator binary that the Rust tests above just built.
+[ -x target/debug/dsm-emulator ] || cargo build --locked --workspace --bins
 rm -rf target/wheels
 "$venv/bin/maturin" build --locked --manifest-path crates/dsm-py/Cargo.toml --out target/wheels --quiet
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/dsm-*.whl

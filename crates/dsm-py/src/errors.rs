@@ -55,10 +55,20 @@ fn raise(py: Python<'_>, class: &str, message: String, fields: Bound<'_, PyDict>
 /// A library error as the Python exception of its category.
 pub(crate) fn to_py(py: Python<'_>, err: &dsm::Error) -> PyErr {
     let fields = PyDict::new(py);
-    if let dsm::Error::Incomplete(e) = err {
-        let _ = fields.set_item("symbol", e.symbol.as_str());
-        let _ = fields.set_item("missing_ms", ranges(&e.missing));
-        let _ = fields.set_item("reasons", e.reasons.clone());
+    match err {
+        dsm::Error::Incomplete(e) => {
+            let _ = fields.set_item("symbol", e.symbol.as_str());
+            let _ = fields.set_item("missing_ms", ranges(&e.missing));
+            let _ = fields.set_item("reasons", e.reasons.clone());
+        }
+        dsm::Error::Unavailable(
+            dsm::UnavailableError::Future { symbol, .. }
+            | dsm::UnavailableError::Delivered { symbol, .. }
+            | dsm::UnavailableError::NoData { symbol, .. },
+        ) => {
+            let _ = fields.set_item("symbol", symbol.as_str());
+        }
+        _ => {}
     }
     raise(py, class_name(err.category()), message(err), fields)
 }

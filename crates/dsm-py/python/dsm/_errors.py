@@ -39,7 +39,10 @@ class InputError(DsmError, ValueError):
 
 
 class UnavailableError(DsmError):
-    """The data does not exist upstream: an unknown symbol, a range before listing or in the future."""
+    """The data does not exist upstream: an unknown symbol, a range before listing or in the future.
+
+    Attribute ``symbol`` when the error is about one symbol's range.
+    """
 
     category = "unavailable"
 
