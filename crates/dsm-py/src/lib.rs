@@ -8,6 +8,12 @@
 
 use pyo3::prelude::*;
 
+/// Rust's allocations in the extension (every answer's buffers among them) use mimalloc, which
+/// reuses freed memory; glibc's defaults give a year of candles back to the kernel after each read
+/// and fault it in again for the next (BENCHMARKS.md, "dsm from Python").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bridge;
 mod errors;
 mod manager;
