@@ -72,10 +72,12 @@ pub(crate) struct Spawner {
 
 /// A spawner for new work, starting the runtime on first use.
 pub(crate) fn spawner(parent: Option<&CancellationToken>) -> PyResult<Spawner> {
+    let mut guard = state();
+    // Checked under the lock: `shutdown` sets the flag before it takes the runtime out, so no
+    // runtime is started after it.
     if SHUT.load(Ordering::SeqCst) {
         return Err(exiting());
     }
-    let mut guard = state();
     if guard.is_none() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
