@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use dsm::manager::RestUrls;
 use dsm::manager::Summary;
-use dsm::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy, Symbol, TimeRange};
+use dsm::{DataSourceManager, ManagerConfig, Request, Response, Symbol, TimeRange};
 use futures::StreamExt;
 
 use crate::args::FetchArgs;
-use crate::exit::{Interrupted, UsageError};
+use crate::exit::Interrupted;
 use crate::output::{self, FileWriter, OutputPlan, Pending, WriteControl};
 use crate::printer::Printer;
 use crate::progress::ProgressUi;
@@ -54,34 +53,27 @@ pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
 
 /// The manager configuration from the arguments.
 pub fn manager_config(args: &FetchArgs) -> anyhow::Result<ManagerConfig> {
-    if args.no_cache && args.source == SourcePolicy::Cache {
-        return Err(UsageError(
-            "--source cache reads only the cache, so it cannot be combined with --no-cache".into(),
-        )
-        .into());
-    }
     let mut config = ManagerConfig {
         cache_dir: args.cache_dir.clone(),
         use_cache: !args.no_cache,
         source: args.source,
+        weight_limit: args.weight_limit,
+        wait_on_ban: args.wait_on_ban,
         ..ManagerConfig::default()
     };
     if let Some(url) = &args.vision_url {
-        config.vision_url = url.trim_end_matches('/').to_owned();
+        config = config.with_vision_url(url);
     }
     if let Some(url) = &args.rest_url {
-        config.rest_urls = RestUrls::all(url);
+        config = config.with_rest_url(url);
     }
     if let Some(n) = args.concurrency {
-        config.vision_concurrency = usize::from(n);
-        config.rest_concurrency = usize::from(n);
+        config = config.with_concurrency(usize::from(n));
     }
     if let Some(t) = args.timeout {
-        config.connect_timeout = t;
-        config.pace.silence = t;
+        config = config.with_timeout(t);
     }
-    config.weight_limit = args.weight_limit;
-    config.wait_on_ban = args.wait_on_ban;
+    config.check()?;
     Ok(config)
 }
 
@@ -335,7 +327,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.range.start(), 1_704_067_200_000);
         assert_eq!(r.range.end(), 1_704_153_600_000);
-        assert_eq!(r.source, Some(SourcePolicy::Auto));
+        assert_eq!(r.source, Some(dsm::SourcePolicy::Auto));
         assert!(!r.include_open);
     }
 
@@ -415,7 +407,8 @@ mod tests {
             "--no-cache",
         ]);
         let e = manager_config(&a).unwrap_err();
-        assert!(e.is::<UsageError>());
+        assert_eq!(crate::exit::for_error(&e).code(), 2, "{e}");
+        assert!(e.to_string().contains("--no-cache"), "{e}");
     }
 
     #[test]
@@ -436,7 +429,10 @@ mod tests {
             "http://127.0.0.1:8/",
         ]);
         let c = manager_config(&a).unwrap();
-        assert_eq!(c.rest_urls, RestUrls::all("http://127.0.0.1:9"));
+        assert_eq!(
+            c.rest_urls,
+            dsm::manager::RestUrls::all("http://127.0.0.1:9")
+        );
         assert_eq!(c.vision_url, "http://127.0.0.1:8");
     }
 }

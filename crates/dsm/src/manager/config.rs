@@ -9,7 +9,7 @@ use crate::rest::RestUrls;
 
 /// Fails unless `url` is an absolute http(s) URL (an empty or relative one would fail every
 /// request with a message that names no URL).
-pub(super) fn check_url(what: &'static str, url: &str) -> std::result::Result<(), InputError> {
+fn check_url(what: &'static str, url: &str) -> std::result::Result<(), InputError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(InputError::Invalid {
@@ -67,6 +67,60 @@ pub struct ManagerConfig {
     /// When a market's REST API has banned this IP (HTTP 418, remembered across runs in the cache
     /// directory): wait for the ban to end instead of failing at once (default false).
     pub wait_on_ban: bool,
+}
+
+impl ManagerConfig {
+    /// Every Vision download from the archive at `url` (a trailing `/` is dropped).
+    pub fn with_vision_url(mut self, url: &str) -> ManagerConfig {
+        self.vision_url = url.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Every market's REST requests to `url` (an emulator or a proxy serving all three).
+    pub fn with_rest_url(mut self, url: &str) -> ManagerConfig {
+        self.rest_urls = RestUrls::all(url);
+        self
+    }
+
+    /// At most `n` Vision files and `n` REST pages of a symbol in flight at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> ManagerConfig {
+        self.vision_concurrency = n.max(1);
+        self.rest_concurrency = n.max(1);
+        self
+    }
+
+    /// `timeout` both to connect and as the longest silence of a connection (the `--timeout` of
+    /// the CLI).
+    pub fn with_timeout(mut self, timeout: Duration) -> ManagerConfig {
+        self.connect_timeout = timeout;
+        self.pace.silence = timeout;
+        self
+    }
+
+    /// Checks the settings that cannot work together, before any network call.
+    pub fn check(&self) -> std::result::Result<(), InputError> {
+        if !self.use_cache && self.source == SourcePolicy::Cache {
+            return Err(InputError::Invalid {
+                what: "source",
+                reason: "source cache reads only the cache, so it cannot be combined with no cache (--no-cache, cache=False)".into(),
+            });
+        }
+        if self.pace.silence.is_zero() {
+            return Err(InputError::Invalid {
+                what: "timeout",
+                reason: "it must be more than zero seconds".into(),
+            });
+        }
+        check_url("vision_url", &self.vision_url)?;
+        for m in [
+            crate::Market::Spot,
+            crate::Market::UsdM,
+            crate::Market::CoinM,
+        ] {
+            check_url("rest_urls", self.rest_urls.for_market(m))?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for ManagerConfig {

@@ -16,7 +16,7 @@ mod response;
 
 pub use crate::rest::RestUrls;
 pub use config::ManagerConfig;
-use config::{REST_STATE_DIR, check_url};
+use config::REST_STATE_DIR;
 pub use republish::{RepublishReport, Republished};
 pub use request::{Progress, ProgressFn, Request, SourcePolicy};
 pub use response::{Response, SourceStats, Summary, SymbolResult};
@@ -30,7 +30,6 @@ use tokio_util::task::TaskTracker;
 use crate::cache::CacheStore;
 use crate::error::{Error, InputError, Result};
 use crate::http::LazyClient;
-use crate::market::Market;
 use crate::rest::{RestClient, RestConfig};
 use crate::time::TimeRange;
 use crate::vision::{VisionClient, VisionConfig};
@@ -71,10 +70,7 @@ impl DataSourceManager {
     /// the platform's root certificates), and the cache (unless `use_cache` is off). No network
     /// call happens here.
     pub fn new(config: ManagerConfig) -> Result<DataSourceManager> {
-        check_url("vision_url", &config.vision_url)?;
-        for m in [Market::Spot, Market::UsdM, Market::CoinM] {
-            check_url("rest_urls", config.rest_urls.for_market(m))?;
-        }
+        config.check()?;
         let (connect_timeout, read_timeout) = (config.connect_timeout, config.pace.silence);
         let http = LazyClient::new(move || {
             reqwest::Client::builder()
