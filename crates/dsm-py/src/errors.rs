@@ -2,7 +2,7 @@
 //! (`dsm/_errors.py`, so an input error can also be a `ValueError`), raised here with the Rust
 //! error's whole message and its fields.
 
-use dsm::{ErrorCategory, TimeRange};
+use dsm::ErrorCategory;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -35,10 +35,6 @@ fn message(err: &dyn std::error::Error) -> String {
     line
 }
 
-fn ranges(rs: &[TimeRange]) -> Vec<(i64, i64)> {
-    rs.iter().map(|r| (r.start(), r.end())).collect()
-}
-
 /// Raises `class_name` from `dsm._errors` with `message` and `fields` as attributes.
 fn raise(py: Python<'_>, class: &str, message: String, fields: Bound<'_, PyDict>) -> PyErr {
     let made = py
@@ -58,7 +54,7 @@ pub(crate) fn to_py(py: Python<'_>, err: &dsm::Error) -> PyErr {
     match err {
         dsm::Error::Incomplete(e) => {
             let _ = fields.set_item("symbol", e.symbol.as_str());
-            let _ = fields.set_item("missing_ms", ranges(&e.missing));
+            let _ = fields.set_item("missing_ms", crate::response::ranges(&e.missing));
             let _ = fields.set_item("reasons", e.reasons.clone());
         }
         dsm::Error::Unavailable(
@@ -73,12 +69,8 @@ pub(crate) fn to_py(py: Python<'_>, err: &dsm::Error) -> PyErr {
     raise(py, class_name(err.category()), message(err), fields)
 }
 
-/// Bad input found by the bindings themselves (an unknown market name, say).
-pub(crate) fn input(py: Python<'_>, err: &dsm::InputError) -> PyErr {
-    raise(py, "InputError", message(err), PyDict::new(py))
-}
-
-/// A time that is not valid.
-pub(crate) fn time(py: Python<'_>, err: &dsm::time::TimeError) -> PyErr {
+/// Bad input found before the library was asked (an unknown market name, a time that is not
+/// valid).
+pub(crate) fn input(py: Python<'_>, err: &dyn std::error::Error) -> PyErr {
     raise(py, "InputError", message(err), PyDict::new(py))
 }

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use dsm::rest::RestUrls;
 use dsm::{DataKind, DataSourceManager, Interval, ManagerConfig, Market, Request, SourcePolicy};
 use dsm::{Symbol, TimeRange};
 use pyo3::prelude::*;
@@ -90,7 +89,7 @@ impl Query {
             .iter()
             .map(|s| Symbol::for_market(s, market, kind).map_err(|e| errors::input(py, &e)))
             .collect::<PyResult<Vec<Symbol>>>()?;
-        let range = TimeRange::new(self.start, self.end).map_err(|e| errors::time(py, &e))?;
+        let range = TimeRange::new(self.start, self.end).map_err(|e| errors::input(py, &e))?;
         let mut request = Request::new(market, kind, symbols, interval, range);
         request.source = self
             .source
@@ -120,6 +119,8 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The library's configuration, with the CLI's rules for each setting (`ManagerConfig`'s
+    /// builders and its check).
     fn config(self, py: Python<'_>) -> PyResult<ManagerConfig> {
         let mut config = ManagerConfig {
             cache_dir: self.cache_dir,
@@ -129,32 +130,28 @@ impl Settings {
             wait_on_ban: self.wait_on_ban,
             ..ManagerConfig::default()
         };
-        if let Some(url) = self.vision_url {
-            config.vision_url = url.trim_end_matches('/').to_owned();
+        if let Some(url) = &self.vision_url {
+            config = config.with_vision_url(url);
         }
-        if let Some(url) = self.rest_url {
-            config.rest_urls = RestUrls::all(&url);
+        if let Some(url) = &self.rest_url {
+            config = config.with_rest_url(url);
         }
         if let Some(n) = self.concurrency {
-            config.vision_concurrency = n.max(1);
-            config.rest_concurrency = n.max(1);
+            config = config.with_concurrency(n);
         }
         if let Some(t) = self.timeout {
-            let t = Duration::try_from_secs_f64(t)
-                .ok()
-                .filter(|t| !t.is_zero())
-                .ok_or_else(|| {
-                    errors::input(
-                        py,
-                        &dsm::InputError::Invalid {
-                            what: "timeout",
-                            reason: format!("{t} is not a positive number of seconds"),
-                        },
-                    )
-                })?;
-            config.connect_timeout = t;
-            config.pace.silence = t;
+            let t = Duration::try_from_secs_f64(t).map_err(|_| {
+                errors::input(
+                    py,
+                    &dsm::InputError::Invalid {
+                        what: "timeout",
+                        reason: format!("{t} is not a number of seconds"),
+                    },
+                )
+            })?;
+            config = config.with_timeout(t);
         }
+        config.check().map_err(|e| errors::input(py, &e))?;
         Ok(config)
     }
 }
@@ -262,5 +259,5 @@ impl Manager {
 /// Parses a time as the CLI does: RFC 3339, a date, or epoch milliseconds; returns epoch ms.
 #[pyfunction]
 pub(crate) fn parse_instant(py: Python<'_>, text: &str) -> PyResult<i64> {
-    dsm::time::parse_instant(text).map_err(|e| errors::time(py, &e))
+    dsm::time::parse_instant(text).map_err(|e| errors::input(py, &e))
 }

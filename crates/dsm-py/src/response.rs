@@ -27,7 +27,8 @@ pub(crate) struct Response {
     report: String,
 }
 
-fn ranges(rs: &[TimeRange]) -> Vec<(i64, i64)> {
+/// Ranges as `(start, end)` epoch-ms pairs, as Python receives them.
+pub(crate) fn ranges(rs: &[TimeRange]) -> Vec<(i64, i64)> {
     rs.iter().map(|r| (r.start(), r.end())).collect()
 }
 

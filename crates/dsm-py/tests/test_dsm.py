@@ -87,7 +87,7 @@ def test_a_list_of_symbols_is_one_request_and_a_dict_of_responses(emulator: Emul
         assert set(got) == {"BTCUSDT", "ETHUSDT"}
         assert all(len(r) == 24 for r in got.values())
         assert got["ETHUSDT"].symbol == "ETHUSDT"
-        frames = dsm._output(got, "pandas")
+        frames = dsm._output(got, dsm._converter("pandas"))
         assert set(frames) == {"BTCUSDT", "ETHUSDT"}
 
 
@@ -113,6 +113,10 @@ def test_bad_input_is_a_value_error_raised_before_any_request(fresh_emulator: Em
             m.get("btcusdt", "2024-01-01", "2024-01-02", interval="1h")
     with pytest.raises(dsm.InputError, match="source"):
         dsm.Manager(source="nowhere")
+    with pytest.raises(dsm.InputError, match="no cache"):
+        dsm.Manager(cache=False, source="cache")
+    with pytest.raises(dsm.InputError, match="timeout"):
+        dsm.Manager(timeout=0)
     assert fresh_emulator.requests() == before
 
 

@@ -375,14 +375,18 @@ def _default_manager() -> Manager:
         return _default
 
 
-def _output(response: Union[Response, Dict[str, Response]], output: str) -> Any:
-    convert = {
-        "polars": Response.to_polars,
-        "pandas": Response.to_pandas,
-        "arrow": Response.to_arrow,
-    }.get(output)
+_CONVERT = {"polars": Response.to_polars, "pandas": Response.to_pandas, "arrow": Response.to_arrow}
+
+
+def _converter(output: str) -> Any:
+    """The conversion for ``output``, checked before anything is fetched."""
+    convert = _CONVERT.get(output)
     if convert is None:
         raise InputError(f"output={output!r}: use 'polars', 'pandas' or 'arrow'")
+    return convert
+
+
+def _output(response: Union[Response, Dict[str, Response]], convert: Any) -> Any:
     if isinstance(response, dict):
         return {s: convert(r) for s, r in response.items()}
     return convert(response)
@@ -398,9 +402,8 @@ def get_data(
 ) -> Any:
     """One call, one frame: :meth:`Manager.get` on a module-wide manager (configured from the
     environment), converted to ``output`` (``polars``, ``pandas`` or ``arrow``)."""
-    if output not in ("polars", "pandas", "arrow"):
-        raise InputError(f"output={output!r}: use 'polars', 'pandas' or 'arrow'")
-    return _output(_default_manager().get(symbol, start, end, **kwargs), output)
+    convert = _converter(output)
+    return _output(_default_manager().get(symbol, start, end, **kwargs), convert)
 
 
 async def aget_data(
@@ -412,9 +415,8 @@ async def aget_data(
     **kwargs: Any,
 ) -> Any:
     """:func:`get_data` for asyncio."""
-    if output not in ("polars", "pandas", "arrow"):
-        raise InputError(f"output={output!r}: use 'polars', 'pandas' or 'arrow'")
-    return _output(await _default_manager().aget(symbol, start, end, **kwargs), output)
+    convert = _converter(output)
+    return _output(await _default_manager().aget(symbol, start, end, **kwargs), convert)
 
 
 def _at_exit() -> None:
