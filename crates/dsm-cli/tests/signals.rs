@@ -226,7 +226,7 @@ async fn sigkill_at(at: KillAt) {
             let n = n.as_deref().unwrap_or("");
             match at {
                 KillAt::FirstTemporary => n.starts_with(".tmp-"),
-                KillAt::FirstPublished => n == "manifest.json",
+                KillAt::FirstPublished => n == "_manifest.json",
             }
         })
     })

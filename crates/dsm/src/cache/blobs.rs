@@ -1,10 +1,15 @@
 //! Storage back-ends behind the cache: the local file system (explicit temp file, fsync, rename,
-//! directory fsync, `flock` per partition) and any [`ObjectStore`] (atomic puts, manifests
-//! published by generation with `PutMode::Create`).
+//! directory fsync, `flock` per partition) and any [`ObjectStore`] (S3-compatible storage; atomic
+//! puts, data files created only if absent, manifests replaced by compare-and-swap).
 //!
 //! Both implement [`Blobs`], the only storage interface the rest of the cache uses, so the same
 //! conformance tests run against both. A back-end must never expose a partially written object
 //! under its final name.
+//!
+//! Other engines read the cache as a Hive-style dataset, so everything that is not current data
+//! has a name that starts with `_` or `.`, which they skip: the manifest (`_manifest.json`),
+//! temporaries (`.tmp-*`), lock files (`.lock`), staged data files (`_staged-*`) and the
+//! quarantine (`_quarantine/`).
 
 use std::fmt;
 use std::future::Future;
@@ -17,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
 
 use super::CacheError;
 
@@ -28,10 +35,18 @@ pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, CacheError
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// The lock file in each partition directory (local back-end).
 pub(crate) const LOCK_FILE: &str = ".lock";
-/// The manifest of a partition on the local back-end (replaced atomically by rename).
-pub(crate) const LOCAL_MANIFEST: &str = "manifest.json";
+/// The manifest of a partition, replaced atomically (rename on local disk, compare-and-swap on an
+/// object store).
+pub(crate) const MANIFEST: &str = "_manifest.json";
+/// The manifest's name before other engines were taken into account; read (local disk only) until
+/// the partition's next write replaces it.
+pub(crate) const LEGACY_MANIFEST: &str = "manifest.json";
 /// Directory that receives files `verify` found bad.
-pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+pub(crate) const QUARANTINE_DIR: &str = "_quarantine";
+/// The quarantine's name before other engines were taken into account.
+pub(crate) const LEGACY_QUARANTINE_DIR: &str = "quarantine";
+/// Prefix of a data file written to an object store but not yet visible under its own name.
+pub(crate) const STAGED_PREFIX: &str = "_staged-";
 
 /// One stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +65,18 @@ pub(crate) struct LockGuard {
     _file: Option<std::fs::File>,
 }
 
+/// A partition's manifest as loaded.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedManifest {
+    /// Its path.
+    pub path: String,
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// What a conditional publish must find to replace it (object stores; `None` on local disk,
+    /// where the partition lock serialises writers).
+    pub version: Option<UpdateVersion>,
+}
+
 /// What the cache needs from storage. Paths are relative to the cache root, `/`-separated.
 pub(crate) trait Blobs: Send + Sync + fmt::Debug {
     /// Human-readable location of the root (for messages).
@@ -64,16 +91,33 @@ pub(crate) trait Blobs: Send + Sync + fmt::Debug {
     fn delete(&self, path: String) -> BoxFut<'_, ()>;
     /// Every object under `prefix` (a directory, or `""` for all).
     fn list(&self, prefix: String) -> BoxFut<'_, Vec<Entry>>;
-    /// The latest manifest of a partition: (its path, its bytes), `None` if there is none.
-    fn load_manifest(&self, dir: String) -> BoxFut<'_, Option<(String, Bytes)>>;
-    /// Publishes manifest `generation` of a partition. `Ok(false)` when another writer published
-    /// that generation first (the caller re-reads and retries).
-    fn publish_manifest(&self, dir: String, generation: u64, data: Bytes) -> BoxFut<'_, bool>;
-    /// Removes every manifest of a partition (its coverage is gone).
+    /// A partition's manifest, `None` if there is none.
+    fn load_manifest(&self, dir: String) -> BoxFut<'_, Option<LoadedManifest>>;
+    /// Publishes a partition's manifest if it is still the one loaded as `previous` (`None`: there
+    /// was none). `Ok(false)` when another writer changed it first (the caller re-reads, merges
+    /// and retries).
+    fn publish_manifest(
+        &self,
+        dir: String,
+        previous: Option<UpdateVersion>,
+        data: Bytes,
+    ) -> BoxFut<'_, bool>;
+    /// Removes a partition's manifest (its coverage is gone).
     fn remove_manifests(&self, dir: String) -> BoxFut<'_, ()>;
+    /// Stores a new data file that no manifest references yet, where other engines cannot see it
+    /// before [`Blobs::promote`]; dsm reads it under `path` meanwhile.
+    fn stage(&self, path: String, data: Bytes) -> BoxFut<'_, ()>;
+    /// After the manifest naming `path` is published: retires the data file it replaced (`old`)
+    /// and makes `path` visible to other engines.
+    fn promote(&self, path: String, old: Option<String>) -> BoxFut<'_, ()>;
+    /// Removes a staged data file whose manifest lost the race to another writer.
+    fn unstage(&self, path: String) -> BoxFut<'_, ()>;
+    /// Finishes the promotion of a referenced data file that an interrupted writer published but
+    /// did not promote. Returns whether there was one.
+    fn settle(&self, path: String) -> BoxFut<'_, bool>;
     /// Takes the partition's exclusive writer lock, waiting at most `wait`.
     fn lock(&self, dir: String, wait: Duration) -> BoxFut<'_, LockGuard>;
-    /// Moves an object to `quarantine/<path>`.
+    /// Moves an object to `_quarantine/<path>`.
     fn quarantine(&self, path: String) -> BoxFut<'_, ()>;
     /// Removes stray temporaries left by crashed writers; returns how many.
     fn clean_temporaries(&self) -> BoxFut<'_, usize>;
@@ -84,7 +128,19 @@ pub(crate) trait Blobs: Send + Sync + fmt::Debug {
 
 /// Whether a path's last component is a manifest.
 pub(crate) fn is_manifest_name(name: &str) -> bool {
-    name == LOCAL_MANIFEST || (name.starts_with("manifest-") && name.ends_with(".json"))
+    name == MANIFEST || name == LEGACY_MANIFEST
+}
+
+/// Whether a path lies in the quarantine.
+pub(crate) fn in_quarantine(path: &str) -> bool {
+    [QUARANTINE_DIR, LEGACY_QUARANTINE_DIR]
+        .iter()
+        .any(|d| path.strip_prefix(d).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// The staged name of data file `path`.
+pub(crate) fn staged(path: &str) -> String {
+    join(parent(path), &format!("{STAGED_PREFIX}{}", file_name(path)))
 }
 
 /// Last path component.
@@ -443,36 +499,78 @@ impl Blobs for LocalBlobs {
         Box::pin(blocking(move || LocalBlobs::list_sync(&root, &prefix)))
     }
 
-    fn load_manifest(&self, dir: String) -> BoxFut<'_, Option<(String, Bytes)>> {
-        let rel = join(&dir, LOCAL_MANIFEST);
-        let p = self.abs(&rel);
-        Box::pin(blocking(move || match std::fs::read(&p) {
-            Ok(b) => Ok(Some((rel, Bytes::from(b)))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&p)(e)),
+    fn load_manifest(&self, dir: String) -> BoxFut<'_, Option<LoadedManifest>> {
+        let root = self.root.clone();
+        Box::pin(blocking(move || {
+            for name in [MANIFEST, LEGACY_MANIFEST] {
+                let rel = join(&dir, name);
+                let p = root.join(&rel);
+                match std::fs::read(&p) {
+                    Ok(b) => {
+                        return Ok(Some(LoadedManifest {
+                            path: rel,
+                            bytes: Bytes::from(b),
+                            version: None,
+                        }));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
+            }
+            Ok(None)
         }))
     }
 
-    fn publish_manifest(&self, dir: String, _generation: u64, data: Bytes) -> BoxFut<'_, bool> {
+    fn publish_manifest(
+        &self,
+        dir: String,
+        _previous: Option<UpdateVersion>,
+        data: Bytes,
+    ) -> BoxFut<'_, bool> {
         // The caller holds the partition lock, so no other writer can publish in between.
         let root = self.root.clone();
         Box::pin(async move {
-            LocalBlobs::put_owned(root, join(&dir, LOCAL_MANIFEST), data)
-                .await
-                .map(|()| true)
+            LocalBlobs::put_owned(root, join(&dir, MANIFEST), data).await?;
+            self.delete(join(&dir, LEGACY_MANIFEST)).await?;
+            Ok(true)
         })
     }
 
     fn remove_manifests(&self, dir: String) -> BoxFut<'_, ()> {
         let dir_abs = self.abs(&dir);
         Box::pin(blocking(move || {
-            let p = dir_abs.join(LOCAL_MANIFEST);
-            match std::fs::remove_file(&p) {
-                Ok(()) => fsync_dir(&dir_abs),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io_err(&p)(e)),
+            for name in [MANIFEST, LEGACY_MANIFEST] {
+                let p = dir_abs.join(name);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => fsync_dir(&dir_abs)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
             }
+            Ok(())
         }))
+    }
+
+    fn stage(&self, path: String, data: Bytes) -> BoxFut<'_, ()> {
+        // Under the partition lock the file goes straight to its name: a writer that dies before
+        // publishing leaves an unreferenced file that the next writer of the partition (or
+        // `verify`) removes.
+        self.put(path, data)
+    }
+
+    fn promote(&self, _path: String, old: Option<String>) -> BoxFut<'_, ()> {
+        match old {
+            Some(old) => self.delete(old),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn unstage(&self, path: String) -> BoxFut<'_, ()> {
+        self.delete(path)
+    }
+
+    fn settle(&self, _path: String) -> BoxFut<'_, bool> {
+        Box::pin(async { Ok(false) })
     }
 
     fn lock(&self, dir: String, wait: Duration) -> BoxFut<'_, LockGuard> {
@@ -534,21 +632,25 @@ impl Blobs for LocalBlobs {
 // Object store
 // ---------------------------------------------------------------------------------------------
 
-/// A back-end on any [`ObjectStore`] (S3-compatible storage, in-memory for tests).
+/// A back-end on any [`ObjectStore`] (S3-compatible storage, in-memory for tests). Many
+/// processes on many machines may share one, with no coordinator:
 ///
-/// Objects are written with single atomic puts. Manifests are `manifest-<generation>.json`,
-/// created with `PutMode::Create`: two writers racing for the same generation cannot both win, so
-/// no lock is needed; the loser re-reads and retries.
+/// - A data file is put once, under a fresh name, and only if absent (`PutMode::Create`), first as
+///   `_staged-<name>`, which other engines skip.
+/// - The manifest `_manifest.json` is replaced by compare-and-swap: `PutMode::Create` when there
+///   is none, `PutMode::Update` (`If-Match` on the ETag read) otherwise. Of two writers of a
+///   partition one wins; the other finds the manifest changed (412, or 409 once the store's own
+///   retries are spent), removes its staged file, re-reads, merges and tries again.
+/// - Once the manifest is published the winner deletes the data file it replaced, then copies
+///   its staged file to its own name and deletes the staged one. Other engines never see two data
+///   files of a partition; a writer killed at any point leaves only hidden names, or the old file.
+/// - dsm reads a referenced data file under its name or, until it is promoted, its staged name;
+///   `verify` finishes a promotion that a killed writer left undone.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreBlobs {
     store: Arc<dyn ObjectStore>,
-}
-
-fn store_err(path: &str) -> impl FnOnce(object_store::Error) -> CacheError + '_ {
-    move |source| CacheError::ObjectStore {
-        path: path.to_owned(),
-        source: Box::new(source),
-    }
+    /// Where the store is, e.g. `s3://bucket/prefix` (for messages).
+    url: Arc<str>,
 }
 
 fn opath(path: &str) -> Result<object_store::path::Path, CacheError> {
@@ -558,69 +660,121 @@ fn opath(path: &str) -> Result<object_store::path::Path, CacheError> {
     })
 }
 
-fn manifest_name(generation: u64) -> String {
-    format!("manifest-{generation:020}.json")
+/// Whether an error of a conditional put means another writer changed the object first: 412
+/// (`Precondition`), `AlreadyExists` for `Create`, and 409 `ConditionalRequestConflict`, which
+/// `object_store` reports as `AlreadyExists` once its retries are spent.
+fn lost_race(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }
+    )
 }
 
 impl StoreBlobs {
-    pub(crate) fn new(store: Arc<dyn ObjectStore>) -> StoreBlobs {
-        StoreBlobs { store }
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, url: &str) -> StoreBlobs {
+        StoreBlobs {
+            store,
+            url: url.trim_end_matches('/').into(),
+        }
     }
 
-    async fn list_dir(&self, dir: &str) -> Result<Vec<String>, CacheError> {
-        let p = opath(dir)?;
-        let res = self
-            .store
-            .list_with_delimiter(Some(&p))
-            .await
-            .map_err(store_err(dir))?;
-        Ok(res
-            .objects
-            .into_iter()
-            .map(|o| o.location.to_string())
-            .collect())
+    /// An error at `path`, named with the store's URL so the message says which bucket and key.
+    fn err(&self, path: &str) -> impl FnOnce(object_store::Error) -> CacheError + '_ {
+        let at = format!("{}/{path}", self.url);
+        move |source| CacheError::ObjectStore {
+            path: at,
+            source: Box::new(source),
+        }
     }
 
-    async fn manifests(&self, dir: &str) -> Result<Vec<String>, CacheError> {
-        let mut v: Vec<String> = self
-            .list_dir(dir)
-            .await?
-            .into_iter()
-            .filter(|p| {
-                let n = file_name(p);
-                n.starts_with("manifest-") && n.ends_with(".json")
-            })
-            .collect();
-        // Zero-padded generations sort in numeric order.
-        v.sort();
-        Ok(v)
+    async fn exists(&self, path: &str) -> Result<bool, CacheError> {
+        match self.store.head(&opath(path)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(path)(e)),
+        }
+    }
+
+    /// The staged name to read when a data file is not (yet) under its own name.
+    fn fallback(path: &str) -> Option<String> {
+        super::manifest::is_safe_file_name(file_name(path)).then(|| staged(path))
+    }
+
+    async fn get_once(&self, path: &str) -> Result<Option<(Bytes, UpdateVersion)>, CacheError> {
+        match self.store.get(&opath(path)?).await {
+            Ok(r) => {
+                let version = UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
+                let bytes = r.bytes().await.map_err(self.err(path))?;
+                Ok(Some((bytes, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(path)(e)),
+        }
+    }
+
+    async fn ranges_once(
+        &self,
+        path: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Option<Vec<Bytes>>, CacheError> {
+        match self.store.get_ranges(&opath(path)?, ranges).await {
+            Ok(v) => Ok(Some(v)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(path)(e)),
+        }
+    }
+
+    /// Copies the staged `path` to its own name and deletes the staged one. `Ok(false)` if there
+    /// is no staged file.
+    async fn unveil(&self, path: &str) -> Result<bool, CacheError> {
+        let from = staged(path);
+        match self.store.copy(&opath(&from)?, &opath(path)?).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.err(&from)(e)),
+        }
+        self.delete(from).await?;
+        Ok(true)
     }
 }
 
 impl Blobs for StoreBlobs {
     fn describe(&self) -> String {
-        format!("{}", self.store)
+        self.url.to_string()
     }
 
     fn get(&self, path: String) -> BoxFut<'_, Option<Bytes>> {
         Box::pin(async move {
-            let p = opath(&path)?;
-            match self.store.get(&p).await {
-                Ok(r) => Ok(Some(r.bytes().await.map_err(store_err(&path))?)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(store_err(&path)(e)),
+            if let Some((b, _)) = self.get_once(&path).await? {
+                return Ok(Some(b));
             }
+            let Some(s) = StoreBlobs::fallback(&path) else {
+                return Ok(None);
+            };
+            if let Some((b, _)) = self.get_once(&s).await? {
+                return Ok(Some(b));
+            }
+            // Promoted between the two reads.
+            Ok(self.get_once(&path).await?.map(|(b, _)| b))
         })
     }
 
     fn get_ranges(&self, path: String, ranges: Vec<Range<u64>>) -> BoxFut<'_, Option<Vec<Bytes>>> {
         Box::pin(async move {
-            let p = opath(&path)?;
-            match self.store.get_ranges(&p, &ranges).await {
-                Ok(v) => Ok(Some(v)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(store_err(&path)(e)),
+            if let Some(v) = self.ranges_once(&path, &ranges).await? {
+                return Ok(Some(v));
             }
+            let Some(s) = StoreBlobs::fallback(&path) else {
+                return Ok(None);
+            };
+            if let Some(v) = self.ranges_once(&s, &ranges).await? {
+                return Ok(Some(v));
+            }
+            // Promoted between the two reads.
+            self.ranges_once(&path, &ranges).await
         })
     }
 
@@ -630,7 +784,7 @@ impl Blobs for StoreBlobs {
             self.store
                 .put(&p, PutPayload::from_bytes(data))
                 .await
-                .map_err(store_err(&path))?;
+                .map_err(self.err(&path))?;
             Ok(())
         })
     }
@@ -640,7 +794,7 @@ impl Blobs for StoreBlobs {
             let p = opath(&path)?;
             match self.store.delete(&p).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(store_err(&path)(e)),
+                Err(e) => Err(self.err(&path)(e)),
             }
         })
     }
@@ -657,7 +811,7 @@ impl Blobs for StoreBlobs {
                 .list(p.as_ref())
                 .try_collect()
                 .await
-                .map_err(store_err(&prefix))?;
+                .map_err(self.err(&prefix))?;
             let mut out: Vec<Entry> = metas
                 .into_iter()
                 .map(|m| Entry {
@@ -671,86 +825,121 @@ impl Blobs for StoreBlobs {
         })
     }
 
-    fn load_manifest(&self, dir: String) -> BoxFut<'_, Option<(String, Bytes)>> {
+    fn load_manifest(&self, dir: String) -> BoxFut<'_, Option<LoadedManifest>> {
         Box::pin(async move {
-            // The latest generation may be replaced (and the older one deleted) between listing
-            // and reading: re-list a few times.
-            for _ in 0..8 {
-                let Some(latest) = self.manifests(&dir).await?.pop() else {
-                    return Ok(None);
-                };
-                if let Some(b) = self.get(latest.clone()).await? {
-                    return Ok(Some((latest, b)));
-                }
-            }
-            Err(CacheError::Conflict {
-                path: dir,
-                attempts: 8,
-            })
+            let path = join(&dir, MANIFEST);
+            Ok(self
+                .get_once(&path)
+                .await?
+                .map(|(bytes, version)| LoadedManifest {
+                    path,
+                    bytes,
+                    version: Some(version),
+                }))
         })
     }
 
-    fn publish_manifest(&self, dir: String, generation: u64, data: Bytes) -> BoxFut<'_, bool> {
+    fn publish_manifest(
+        &self,
+        dir: String,
+        previous: Option<UpdateVersion>,
+        data: Bytes,
+    ) -> BoxFut<'_, bool> {
         Box::pin(async move {
-            let path = join(&dir, &manifest_name(generation));
-            let p = opath(&path)?;
+            let path = join(&dir, MANIFEST);
             let opts = PutOptions {
-                mode: PutMode::Create,
+                mode: match previous {
+                    Some(v) => PutMode::Update(v),
+                    None => PutMode::Create,
+                },
                 ..Default::default()
             };
             match self
                 .store
-                .put_opts(&p, PutPayload::from_bytes(data), opts)
+                .put_opts(&opath(&path)?, PutPayload::from_bytes(data), opts)
                 .await
             {
-                Ok(_) => {}
-                Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
-                Err(e) => return Err(store_err(&path)(e)),
-            }
-            // Superseded generations are deleted (below), so `Create` alone cannot tell a fresh
-            // generation from one that was published and deleted while this writer was slow. A
-            // generation is only ever deleted after a higher one exists, so a higher generation
-            // in the listing means this publish is stale: readers never pick it; withdraw it.
-            let all = self.manifests(&dir).await?;
-            if all.iter().any(|m| *m > path) {
-                self.delete(path).await?;
-                return Ok(false);
-            }
-            // Older generations are superseded; readers that raced re-list.
-            for old in all {
-                if old < path {
-                    self.delete(old).await?;
+                Ok(_) => Ok(true),
+                Err(e) if lost_race(&e) => {
+                    tracing::debug!(%path, error = %e, "another writer published first");
+                    Ok(false)
                 }
+                Err(e) => Err(self.err(&path)(e)),
             }
-            Ok(true)
         })
     }
 
     fn remove_manifests(&self, dir: String) -> BoxFut<'_, ()> {
+        self.delete(join(&dir, MANIFEST))
+    }
+
+    fn stage(&self, path: String, data: Bytes) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            for m in self.manifests(&dir).await? {
-                self.delete(m).await?;
+            let at = staged(&path);
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&opath(&at)?, PutPayload::from_bytes(data), opts)
+                .await
+                .map_err(self.err(&at))?;
+            Ok(())
+        })
+    }
+
+    fn promote(&self, path: String, old: Option<String>) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            // The old file goes first, so other engines never see both.
+            if let Some(old) = old.filter(|o| *o != path) {
+                self.delete(staged(&old)).await?;
+                self.delete(old).await?;
+            }
+            if !self.unveil(&path).await? && !self.exists(&path).await? {
+                return Err(self.err(&path)(object_store::Error::NotFound {
+                    path: path.clone(),
+                    source: "neither the data file nor its staged copy exists".into(),
+                }));
             }
             Ok(())
         })
     }
 
+    fn unstage(&self, path: String) -> BoxFut<'_, ()> {
+        self.delete(staged(&path))
+    }
+
+    fn settle(&self, path: String) -> BoxFut<'_, bool> {
+        Box::pin(async move {
+            if self.exists(&path).await? {
+                // A leftover staged copy of a promoted file.
+                self.delete(staged(&path)).await?;
+                return Ok(false);
+            }
+            self.unveil(&path).await
+        })
+    }
+
     fn lock(&self, _dir: String, _wait: Duration) -> BoxFut<'_, LockGuard> {
-        // Object stores have no locks; conditional manifest creation detects races instead.
+        // Object stores have no locks; compare-and-swap on the manifest detects races instead.
         Box::pin(async { Ok(LockGuard { _file: None }) })
     }
 
     fn quarantine(&self, path: String) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let from = opath(&path)?;
-            let to_s = join(QUARANTINE_DIR, &path);
-            let to = opath(&to_s)?;
-            match self.store.copy(&from, &to).await {
+            let to = join(QUARANTINE_DIR, &path);
+            let mut from = path.clone();
+            if !self.exists(&from).await?
+                && let Some(s) = StoreBlobs::fallback(&path)
+            {
+                from = s;
+            }
+            match self.store.copy(&opath(&from)?, &opath(&to)?).await {
                 Ok(()) => {}
                 Err(object_store::Error::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(store_err(&path)(e)),
+                Err(e) => return Err(self.err(&from)(e)),
             }
-            self.delete(path).await
+            self.delete(from).await
         })
     }
 
@@ -760,7 +949,7 @@ impl Blobs for StoreBlobs {
     }
 
     fn orphans_removable_under_lock(&self) -> bool {
-        // Another process may have put its data file and not yet published its manifest.
+        // Another process may have staged its data file and not yet published its manifest.
         false
     }
 }

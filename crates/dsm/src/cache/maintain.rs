@@ -61,7 +61,7 @@ impl CacheStore {
         })
     }
 
-    /// Moves a partition's manifest and data file to `quarantine/` (the manifest first, so no
+    /// Moves a partition's manifest and data file to `_quarantine/` (the manifest first, so no
     /// reader sees a manifest without its file). The caller holds the partition's lock.
     async fn quarantine_partition(
         &self,
@@ -81,7 +81,7 @@ impl CacheStore {
             .list(String::new())
             .await?
             .into_iter()
-            .filter(|e| !e.path.starts_with(&format!("{}/", blobs::QUARANTINE_DIR)))
+            .filter(|e| !blobs::in_quarantine(&e.path))
             .collect();
         let mut dirs: Vec<String> = entries
             .iter()
@@ -94,7 +94,9 @@ impl CacheStore {
     }
 
     async fn load_manifest_at(&self, dir: &str) -> Result<Option<(String, Manifest)>, CacheError> {
-        let Some((path, bytes)) = self.blobs.load_manifest(dir.to_owned()).await? else {
+        let Some(blobs::LoadedManifest { path, bytes, .. }) =
+            self.blobs.load_manifest(dir.to_owned()).await?
+        else {
             return Ok(None);
         };
         let m = Manifest::parse(&bytes).map_err(|reason| CacheError::CorruptManifest {
@@ -159,7 +161,7 @@ impl CacheStore {
     }
 
     /// Re-reads every data file and checks it against its manifest (size, checksum, rows, order,
-    /// ranges). Anything bad is moved to `quarantine/` and its partition's coverage dropped, so it
+    /// ranges). Anything bad is moved to `_quarantine/` and its partition's coverage dropped, so it
     /// is fetched again. Unreferenced data files and stray temporaries are removed.
     pub async fn verify(&self) -> Result<VerifyReport, CacheError> {
         let at_open = self
@@ -172,7 +174,7 @@ impl CacheStore {
         let (dirs, entries) = self.scan().await?;
         let mut data_dirs: Vec<String> = entries
             .iter()
-            .filter(|e| is_safe_file_name(file_name(&e.path)))
+            .filter(|e| data_name(file_name(&e.path)).is_some())
             .map(|e| parent(&e.path).to_owned())
             .chain(dirs.iter().cloned())
             .collect();
@@ -214,6 +216,9 @@ impl CacheStore {
                             Ok(rows) => {
                                 report.rows += rows;
                                 referenced = Some(f.name.clone());
+                                if self.blobs.settle(path.clone()).await? {
+                                    tracing::info!(%path, "finished publishing a data file an interrupted writer left staged");
+                                }
                             }
                             Err(CacheError::CorruptData { path, reason }) => {
                                 report.problems.push(Problem {
@@ -232,8 +237,10 @@ impl CacheStore {
             }
             // Unreferenced data files: leftovers of crashed or superseded writes.
             for e in entries.iter().filter(|e| parent(&e.path) == dir) {
-                let n = file_name(&e.path);
-                if !is_safe_file_name(n) || Some(n) == referenced.as_deref() {
+                let Some(n) = data_name(file_name(&e.path)) else {
+                    continue;
+                };
+                if Some(n) == referenced.as_deref() {
                     continue;
                 }
                 let old_enough = now - e.modified_ms > 3_600_000;
@@ -314,4 +321,11 @@ impl CacheStore {
             .map(|e| e.size)
             .sum())
     }
+}
+
+/// The data file a stored name is (itself, or the file it is the staged copy of); `None` for
+/// anything else.
+fn data_name(name: &str) -> Option<&str> {
+    let n = name.strip_prefix(blobs::STAGED_PREFIX).unwrap_or(name);
+    is_safe_file_name(n).then_some(n)
 }

@@ -58,6 +58,10 @@ pub use parquet_io::{CacheCompression, CacheEncoding, DEFAULT_ROW_GROUP_ROWS, Wr
 /// Environment variable that overrides the default cache directory.
 pub const CACHE_DIR_ENV: &str = "DSM_CACHE_DIR";
 
+/// Environment variable naming a cache by URL (`s3://BUCKET/PREFIX`); it takes the place of the
+/// cache directory.
+pub const CACHE_URL_ENV: &str = "DSM_CACHE_URL";
+
 /// How long a writer waits for another writer's partition lock by default.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(120);
 
@@ -156,7 +160,7 @@ pub struct VerifyReport {
     pub rows: u64,
     /// Problems found.
     pub problems: Vec<Problem>,
-    /// Files moved to `quarantine/` (relative to the cache root, before the move).
+    /// Files moved to `_quarantine/` (relative to the cache root, before the move).
     pub quarantined: Vec<String>,
     /// Unreferenced data files and stray temporaries removed.
     pub removed: usize,
@@ -267,7 +271,83 @@ impl CacheStore {
 
     /// A cache on an object store (S3-compatible storage, or `InMemory` in tests), at its root.
     pub fn with_object_store(store: Arc<dyn ObjectStore>) -> CacheStore {
-        CacheStore::from_blobs(Arc::new(StoreBlobs::new(store)))
+        let url = store.to_string();
+        CacheStore::from_blobs(Arc::new(StoreBlobs::new(store, &url)))
+    }
+
+    /// Opens the cache at `url`: `s3://BUCKET/PREFIX` for S3-compatible storage shared by many
+    /// processes and machines, or a local directory (`file:///path` or a plain path, opened as by
+    /// [`CacheStore::open`]).
+    ///
+    /// For S3, credentials, region and endpoint come from the standard variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for a plain-http endpoint), as `object_store`'s S3
+    /// builder reads them. Nothing is requested here: a wrong credential or bucket shows in the
+    /// first read or write, with the bucket and key in the message.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), dsm::cache::CacheError> {
+    /// let shared = dsm::cache::CacheStore::open_url("s3://market-data/dsm")?;
+    /// let local = dsm::cache::CacheStore::open_url("/var/cache/dsm")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open_url(url: &str) -> Result<CacheStore, CacheError> {
+        let bad = |reason: String| {
+            CacheError::Input(crate::market::InputError::Invalid {
+                what: "cache_url",
+                reason,
+            })
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = prefix.trim_matches('/');
+            if bucket.is_empty() {
+                return Err(bad(format!(
+                    "{url:?} names no bucket; give s3://BUCKET or s3://BUCKET/PREFIX"
+                )));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| CacheError::ObjectStore {
+                    path: url.to_owned(),
+                    source: Box::new(e),
+                })?;
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                let p = object_store::path::Path::parse(prefix).map_err(|e| {
+                    bad(format!("{url:?}: the prefix {prefix:?} is not a valid key: {e}"))
+                })?;
+                Arc::new(object_store::prefix::PrefixStore::new(s3, p))
+            };
+            let shown = if prefix.is_empty() {
+                format!("s3://{bucket}")
+            } else {
+                format!("s3://{bucket}/{prefix}")
+            };
+            return Ok(CacheStore::from_blobs(Arc::new(StoreBlobs::new(
+                store, &shown,
+            ))));
+        }
+        let dir = match url.split_once("://") {
+            Some(("file", path)) => path,
+            Some((scheme, _)) => {
+                return Err(bad(format!(
+                    "{url:?}: {scheme}:// is not supported; give s3://BUCKET/PREFIX or a local directory"
+                )));
+            }
+            None => url,
+        };
+        if dir.is_empty() {
+            return Err(bad("an empty cache location".into()));
+        }
+        CacheStore::open(dir)
+    }
+
+    /// Whether the cache is on an object store rather than a local directory.
+    pub fn is_remote(&self) -> bool {
+        !self.blobs.orphans_removable_under_lock()
     }
 
     fn from_blobs(blobs: Arc<dyn Blobs>) -> CacheStore {

@@ -22,21 +22,35 @@ impl CacheStore {
         key: &Dataset,
         part: &Partition,
     ) -> Result<Option<(String, Manifest)>, CacheError> {
-        let Some((path, bytes)) = self.blobs.load_manifest(part.dir.clone()).await? else {
+        Ok(self
+            .load_manifest_versioned(key, part)
+            .await?
+            .map(|(path, m, _)| (path, m)))
+    }
+
+    /// The partition's manifest, checked against `key` and `part`, with the version a
+    /// conditional publish must find to replace it.
+    pub(super) async fn load_manifest_versioned(
+        &self,
+        key: &Dataset,
+        part: &Partition,
+    ) -> Result<Option<(String, Manifest, Option<object_store::UpdateVersion>)>, CacheError> {
+        let Some(loaded) = self.blobs.load_manifest(part.dir.clone()).await? else {
             return Ok(None);
         };
+        let path = loaded.path;
         let corrupt = |reason: String| CacheError::CorruptManifest {
             path: path.clone(),
             reason,
         };
-        let m = Manifest::parse(&bytes).map_err(corrupt)?;
+        let m = Manifest::parse(&loaded.bytes).map_err(corrupt)?;
         if &m.dataset != key {
             return Err(corrupt(format!("it describes {}, not {key}", m.dataset)));
         }
         if m.partition_range() != Some(part.range) {
             return Err(corrupt(format!("its partition span is not {}", part.range)));
         }
-        Ok(Some((path, m)))
+        Ok(Some((path, m, loaded.version)))
     }
 
     /// Which parts of `range` are cached (complete), which of those are known exchange gaps, and
@@ -59,7 +73,7 @@ impl CacheStore {
     }
 
     /// [`CacheStore::read_covered`] that repairs instead of failing: a manifest or data file that
-    /// fails its checksums is moved to `quarantine/` (a data file with its manifest, as
+    /// fails its checksums is moved to `_quarantine/` (a data file with its manifest, as
     /// [`CacheStore::verify`] does), listed in [`Coverage::quarantined`], and its partition counts
     /// as missing.
     pub async fn read_covered_repairing(

@@ -144,13 +144,13 @@ impl CacheStore {
         let scale = time_scale(key.kind);
         for _attempt in 0..MAX_PUBLISH_ATTEMPTS {
             let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
-            let mut old = match self.load_manifest(key, part).await {
-                Ok(Some((_, m))) => m,
-                Ok(None) => Manifest::empty(key.clone(), part.range),
+            let (mut old, version) = match self.load_manifest_versioned(key, part).await {
+                Ok(Some((_, m, version))) => (m, version),
+                Ok(None) => (Manifest::empty(key.clone(), part.range), None),
                 Err(CacheError::CorruptManifest { path, reason }) => {
                     tracing::warn!(%path, %reason, "quarantining a corrupt cache manifest before rewriting the partition");
                     self.blobs.quarantine(path).await?;
-                    Manifest::empty(key.clone(), part.range)
+                    (Manifest::empty(key.clone(), part.range), None)
                 }
                 Err(e) => return Err(e),
             };
@@ -237,7 +237,7 @@ impl CacheStore {
                     path: path.clone(),
                     source,
                 })?;
-                self.blobs.put(path, bytes).await?;
+                self.blobs.stage(path, bytes).await?;
                 Some(info)
             } else {
                 None
@@ -250,30 +250,39 @@ impl CacheStore {
                 updated_at: now,
                 ..old.clone()
             };
+            let new_path = file.as_ref().map(|f| format!("{}/{}", part.dir, f.name));
             let published = self
                 .blobs
-                .publish_manifest(
-                    part.dir.clone(),
-                    generation,
-                    Bytes::from(manifest.to_bytes()),
-                )
-                .await?;
-            let new_name = file.as_ref().map(|f| f.name.clone());
+                .publish_manifest(part.dir.clone(), version, Bytes::from(manifest.to_bytes()))
+                .await;
+            let published = match published {
+                Ok(p) => p,
+                Err(e) => {
+                    // Not published (or not known to be): the staged file is nobody's.
+                    if let Some(p) = new_path {
+                        let _ = self.blobs.unstage(p).await;
+                    }
+                    return Err(e);
+                }
+            };
             if !published {
-                // Another writer published this generation first: drop our file and redo the
-                // merge on top of theirs.
-                if let Some(n) = new_name {
-                    self.blobs.delete(format!("{}/{n}", part.dir)).await?;
+                // Another writer published first: drop our file and redo the merge on top of
+                // theirs.
+                if let Some(p) = new_path {
+                    self.blobs.unstage(p).await?;
                 }
                 continue;
             }
-            if let Some(f) = &old.file
-                && Some(&f.name) != new_name.as_ref()
-            {
-                self.blobs
-                    .delete(format!("{}/{}", part.dir, f.name))
-                    .await?;
+            let old_path = old.file.as_ref().map(|f| format!("{}/{}", part.dir, f.name));
+            match new_path {
+                Some(p) => self.blobs.promote(p, old_path).await?,
+                None => {
+                    if let Some(o) = old_path {
+                        self.blobs.delete(o).await?;
+                    }
+                }
             }
+            let new_name = file.as_ref().map(|f| f.name.clone());
             if self.blobs.orphans_removable_under_lock() {
                 for e in self.blobs.list(part.dir.clone()).await? {
                     let n = file_name(&e.path);
@@ -312,7 +321,8 @@ impl CacheStore {
                     });
                 }
                 let _guard = self.blobs.lock(part.dir.clone(), self.lock_wait).await?;
-                let Some((_, mut m)) = self.load_manifest(key, &part).await? else {
+                let Some((_, mut m, version)) = self.load_manifest_versioned(key, &part).await?
+                else {
                     break;
                 };
                 if m.short_files.iter().any(|f| f == file) {
@@ -324,7 +334,7 @@ impl CacheStore {
                 let bytes = Bytes::from(m.to_bytes());
                 if self
                     .blobs
-                    .publish_manifest(part.dir.clone(), m.generation, bytes)
+                    .publish_manifest(part.dir.clone(), version, bytes)
                     .await?
                 {
                     break;

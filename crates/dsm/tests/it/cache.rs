@@ -1,7 +1,7 @@
 //! The cache store, from the outside: round trips of every kind, range reads at every boundary,
 //! coverage and known gaps, rejected writes, corruption detection, an outside Parquet reader, and
-//! crash / multi-process safety. The conformance tests run against the local back-end and the
-//! in-memory object_store back-end.
+//! crash / multi-process safety. The conformance tests run unchanged against the local back-end,
+//! the in-memory object_store back-end and a real S3 server (SeaweedFS, started by `scripts/test.sh`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -163,7 +163,11 @@ fn open_times(b: &RecordBatch) -> Vec<i64> {
 
 enum Backend {
     Local(tempfile::TempDir),
-    Memory(Arc<InMemory>),
+    /// An object store: in memory, or a place in the test S3 server (opened by its URL).
+    Object {
+        raw: Arc<dyn ObjectStore>,
+        url: Option<String>,
+    },
 }
 
 impl Backend {
@@ -172,23 +176,35 @@ impl Backend {
     }
 
     fn memory() -> Backend {
-        Backend::Memory(Arc::new(InMemory::new()))
+        Backend::Object {
+            raw: Arc::new(InMemory::new()),
+            url: None,
+        }
+    }
+
+    fn s3() -> Option<Backend> {
+        let url = crate::support::s3_place("conformance")?;
+        Some(Backend::Object {
+            raw: crate::support::s3_raw(&url),
+            url: Some(url),
+        })
     }
 
     fn store(&self) -> CacheStore {
         match self {
             Backend::Local(d) => CacheStore::open(d.path()).unwrap(),
-            Backend::Memory(m) => CacheStore::with_object_store(m.clone()),
+            Backend::Object { url: Some(u), .. } => CacheStore::open_url(u).unwrap(),
+            Backend::Object { raw, url: None } => CacheStore::with_object_store(raw.clone()),
         }
     }
 
     async fn raw(&self, path: &str) -> Vec<u8> {
         match self {
             Backend::Local(d) => std::fs::read(d.path().join(path)).unwrap(),
-            Backend::Memory(m) => {
+            Backend::Object { raw, .. } => {
                 use object_store::ObjectStoreExt;
                 let p = object_store::path::Path::parse(path).unwrap();
-                m.get(&p).await.unwrap().bytes().await.unwrap().to_vec()
+                raw.get(&p).await.unwrap().bytes().await.unwrap().to_vec()
             }
         }
     }
@@ -196,10 +212,10 @@ impl Backend {
     async fn set_raw(&self, path: &str, data: Vec<u8>) {
         match self {
             Backend::Local(d) => std::fs::write(d.path().join(path), data).unwrap(),
-            Backend::Memory(m) => {
+            Backend::Object { raw, .. } => {
                 use object_store::ObjectStoreExt;
                 let p = object_store::path::Path::parse(path).unwrap();
-                m.put(&p, data.into()).await.unwrap();
+                raw.put(&p, data.into()).await.unwrap();
             }
         }
     }
@@ -224,10 +240,12 @@ impl Backend {
                 out.sort();
                 out
             }
-            Backend::Memory(m) => {
+            Backend::Object { raw, .. } => {
                 use futures::TryStreamExt;
-                let v: Vec<object_store::ObjectMeta> = m.list(None).try_collect().await.unwrap();
-                v.into_iter().map(|o| o.location.to_string()).collect()
+                let v: Vec<object_store::ObjectMeta> = raw.list(None).try_collect().await.unwrap();
+                let mut out: Vec<String> = v.into_iter().map(|o| o.location.to_string()).collect();
+                out.sort();
+                out
             }
         }
     }
@@ -242,6 +260,14 @@ macro_rules! conformance {
         mod memory_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Backend::memory()).await; })*
+        }
+        mod s3_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(be) = super::Backend::s3() {
+                    super::$name(be).await;
+                }
+            })*
         }
     };
 }
@@ -766,7 +792,7 @@ async fn only_manifest(be: &Backend) -> String {
         .paths()
         .await
         .into_iter()
-        .filter(|p| p.contains("manifest") && !p.starts_with("quarantine/"))
+        .filter(|p| p.contains("manifest") && !p.starts_with("_quarantine/"))
         .collect();
     assert_eq!(manifests.len(), 1, "{manifests:?}");
     manifests[0].clone()
@@ -811,7 +837,7 @@ async fn corrupt_data_file_is_detected(be: Backend) {
         be.paths()
             .await
             .iter()
-            .any(|p| p.starts_with("quarantine/") && p.ends_with(".parquet"))
+            .any(|p| p.starts_with("_quarantine/") && p.ends_with(".parquet"))
     );
     assert!(store.verify().await.unwrap().is_clean());
 
@@ -1073,7 +1099,7 @@ async fn rewrites_replace_files_and_keep_one_per_partition(be: Backend) {
             .filter(|p| {
                 p.contains("year=2024/month=06/day=01")
                     && p.ends_with(".parquet")
-                    && !p.starts_with("quarantine")
+                    && !p.starts_with("_quarantine")
             })
             .count()
     };
@@ -1240,7 +1266,7 @@ async fn files_are_plain_hive_partitioned_parquet() {
     assert!(
         dir.path()
             .join(&list[1].path)
-            .join("manifest.json")
+            .join("_manifest.json")
             .is_file()
     );
 }

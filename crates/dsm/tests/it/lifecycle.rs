@@ -113,7 +113,7 @@ mod resources {
 
     /// Published partition manifests anywhere under `dir`.
     pub fn manifests(dir: &Path) -> Vec<String> {
-        files_where(dir, |name| name == "manifest.json")
+        files_where(dir, |name| name == "_manifest.json")
     }
 
     fn files_where(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<String> {

@@ -1827,7 +1827,7 @@ fn cache_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<std::path::Path
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("read dir").flatten() {
             let p = e.path();
-            if p.is_dir() && !p.ends_with("quarantine") {
+            if p.is_dir() && !p.ends_with("_quarantine") {
                 stack.push(p);
             } else if p.file_name().and_then(|n| n.to_str()).is_some_and(&wanted) {
                 out.push(p);
@@ -1839,7 +1839,7 @@ fn cache_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<std::path::Path
 
 /// Asks `req` (spot BTCUSDT 1m over `day`) again after the cache was damaged: the archive is asked
 /// again, the answer is right, one failure line names every one of `needles`, and the bad file
-/// is in `quarantine/`.
+/// is in `_quarantine/`.
 async fn assert_fetched_again(env: &Env, req: Request, day: TimeRange, needles: &[&str]) {
     env.emu.clear_log();
     let resp = env.m.get(req).await.expect("fetched again");
@@ -1852,7 +1852,7 @@ async fn assert_fetched_again(env: &Env, req: Request, day: TimeRange, needles: 
             .any(|f| needles.iter().all(|n| f.contains(n))),
         "{failures:?}"
     );
-    assert!(env.dir.path().join("quarantine").exists());
+    assert!(env.dir.path().join("_quarantine").exists());
 }
 
 /// A cached file that fails its checksum: `auto` quarantines it, says so, and fetches the
@@ -2079,7 +2079,7 @@ async fn a_flipped_manifest_is_quarantined_reported_and_fetched_again() {
     let day = range(t("2024-02-10"), t("2024-02-11"));
     let req = kreq(Market::Spot, "BTCUSDT", Interval::M1, day);
     env.m.get(req.clone()).await.expect("first");
-    let manifests = cache_files(env.dir.path(), |n| n == "manifest.json");
+    let manifests = cache_files(env.dir.path(), |n| n == "_manifest.json");
     assert_eq!(manifests.len(), 1, "{manifests:?}");
     let mut bytes = std::fs::read(&manifests[0]).expect("read");
     let at = String::from_utf8_lossy(&bytes)
@@ -2089,5 +2089,5 @@ async fn a_flipped_manifest_is_quarantined_reported_and_fetched_again() {
     bytes[at] ^= 0x01;
     std::fs::write(&manifests[0], bytes).expect("write");
 
-    assert_fetched_again(&env, req, day, &["manifest.json", "checksum"]).await;
+    assert_fetched_again(&env, req, day, &["_manifest.json", "checksum"]).await;
 }
