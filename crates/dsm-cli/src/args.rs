@@ -116,6 +116,12 @@ pub struct FetchArgs {
     /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
     #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub cache_dir: Option<PathBuf>,
+    /// The cache on S3-compatible storage, shared by many machines: s3://BUCKET/PREFIX.
+    /// Credentials, region and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ENDPOINT_URL and AWS_ALLOW_HTTP. It takes the place of --cache-dir for the
+    /// data (the cache directory still keeps this machine's REST weight and bans).
+    #[arg(long, env = "DSM_CACHE_URL", value_name = "URL")]
+    pub cache_url: Option<String>,
     /// Neither read nor write the cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -212,6 +218,12 @@ pub struct CacheArgs {
     /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
     #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub cache_dir: Option<PathBuf>,
+    /// The cache on S3-compatible storage, shared by many machines: s3://BUCKET/PREFIX.
+    /// Credentials, region and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ENDPOINT_URL and AWS_ALLOW_HTTP. It takes the place of --cache-dir for the
+    /// data (the cache directory still keeps this machine's REST weight and bans).
+    #[arg(long, env = "DSM_CACHE_URL", value_name = "URL")]
+    pub cache_url: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,

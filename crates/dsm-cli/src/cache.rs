@@ -60,6 +60,9 @@ pub async fn run(command: &CacheCommand, printer: Printer) -> anyhow::Result<()>
 /// Opens the cache for `dsm cache` commands, which only look at (or tidy) an existing cache: a
 /// directory that does not exist is an error, and nothing is created.
 async fn open(args: &CacheArgs) -> anyhow::Result<CacheStore> {
+    if let Some(url) = &args.cache_url {
+        return Ok(CacheStore::open_url(url).map_err(dsm::Error::from)?);
+    }
     let dir = store_dir(args)?;
     if !dir.is_dir() {
         return Err(crate::exit::UsageError(format!(
@@ -187,6 +190,7 @@ async fn check_remote(args: &VerifyArgs) -> anyhow::Result<dsm::manager::Republi
         .transpose()?;
     let mut config = ManagerConfig {
         cache_dir: Some(store_dir(&args.common)?),
+        cache_url: args.common.cache_url.clone(),
         ..ManagerConfig::default()
     };
     if let Some(url) = &args.vision_url {

@@ -55,6 +55,7 @@ pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
 pub fn manager_config(args: &FetchArgs) -> anyhow::Result<ManagerConfig> {
     let mut config = ManagerConfig {
         cache_dir: args.cache_dir.clone(),
+        cache_url: args.cache_url.clone(),
         use_cache: !args.no_cache,
         source: args.source,
         weight_limit: args.weight_limit,

@@ -108,6 +108,7 @@ impl Query {
 #[pyo3(from_item_all)]
 pub(crate) struct Settings {
     cache_dir: Option<std::path::PathBuf>,
+    cache_url: Option<String>,
     cache: bool,
     vision_url: Option<String>,
     rest_url: Option<String>,
@@ -124,6 +125,7 @@ impl Settings {
     fn config(self, py: Python<'_>) -> PyResult<ManagerConfig> {
         let mut config = ManagerConfig {
             cache_dir: self.cache_dir,
+            cache_url: self.cache_url,
             use_cache: self.cache,
             source: parsed(py, &self.source)?,
             weight_limit: self.weight_limit,

@@ -212,8 +212,13 @@ class Manager:
     """Fetches Binance market data from the cheapest source that is right: dsm's cache, the
     Binance Vision archive, the REST API.
 
-    Arguments default to the environment, as for the CLI: ``DSM_CACHE_DIR``, ``DSM_VISION_URL``,
-    ``DSM_REST_URL``, ``DSM_CONCURRENCY``, ``DSM_WEIGHT_LIMIT``, ``DSM_TIMEOUT``.
+    Arguments default to the environment, as for the CLI: ``DSM_CACHE_DIR``, ``DSM_CACHE_URL``,
+    ``DSM_VISION_URL``, ``DSM_REST_URL``, ``DSM_CONCURRENCY``, ``DSM_WEIGHT_LIMIT``,
+    ``DSM_TIMEOUT``.
+
+    ``cache_url="s3://BUCKET/PREFIX"`` keeps the cache on S3-compatible storage that many
+    machines share (credentials, region and endpoint from the standard ``AWS_*`` variables);
+    ``cache_dir`` then only keeps this machine's REST weight and bans.
 
     Use it as ``with dsm.Manager() as m:`` or ``async with``; ``close()`` / ``await aclose()``
     cancel what is still running and are idempotent. One manager shares one cache, one
@@ -232,11 +237,13 @@ class Manager:
         weight_limit: Optional[int] = None,
         timeout: Optional[float] = None,
         wait_on_ban: bool = False,
+        cache_url: Optional[str] = None,
     ) -> None:
         cache_dir = cache_dir if cache_dir is not None else _env("DSM_CACHE_DIR")
         self._raw = _dsm.RawManager(
             {
                 "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
+                "cache_url": cache_url or _env("DSM_CACHE_URL"),
                 "cache": bool(cache),
                 "vision_url": vision_url or _env("DSM_VISION_URL"),
                 "rest_url": rest_url or _env("DSM_REST_URL"),

@@ -8,7 +8,7 @@
 //!
 //! Other engines read the cache as a Hive-style dataset, so everything that is not current data
 //! has a name that starts with `_` or `.`, which they skip: the manifest (`_manifest.json`),
-//! temporaries (`.tmp-*`), lock files (`.lock`), staged data files (`_staged-*`) and the
+//! temporaries (`.tmp-*`), lock files (`.lock`), staged data files (`_staged-*.pending`) and the
 //! quarantine (`_quarantine/`).
 
 use std::fmt;
@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::CacheError;
 
@@ -45,8 +43,11 @@ pub(crate) const LEGACY_MANIFEST: &str = "manifest.json";
 pub(crate) const QUARANTINE_DIR: &str = "_quarantine";
 /// The quarantine's name before other engines were taken into account.
 pub(crate) const LEGACY_QUARANTINE_DIR: &str = "quarantine";
-/// Prefix of a data file written to an object store but not yet visible under its own name.
+/// Prefix and suffix of a data file written to an object store but not yet visible under its own
+/// name (`_staged-part-….parquet.pending`: skipped by Hive-style readers and by `*.parquet` globs).
 pub(crate) const STAGED_PREFIX: &str = "_staged-";
+/// See [`STAGED_PREFIX`].
+pub(crate) const STAGED_SUFFIX: &str = ".pending";
 
 /// One stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,14 +134,28 @@ pub(crate) fn is_manifest_name(name: &str) -> bool {
 
 /// Whether a path lies in the quarantine.
 pub(crate) fn in_quarantine(path: &str) -> bool {
-    [QUARANTINE_DIR, LEGACY_QUARANTINE_DIR]
-        .iter()
-        .any(|d| path.strip_prefix(d).is_some_and(|rest| rest.starts_with('/')))
+    [QUARANTINE_DIR, LEGACY_QUARANTINE_DIR].iter().any(|d| {
+        path.strip_prefix(d)
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// The staged name of data file `path`.
 pub(crate) fn staged(path: &str) -> String {
-    join(parent(path), &format!("{STAGED_PREFIX}{}", file_name(path)))
+    join(
+        parent(path),
+        &format!("{STAGED_PREFIX}{}{STAGED_SUFFIX}", file_name(path)),
+    )
+}
+
+/// The data file a stored name is (itself, or the file it is the staged copy of); `None` for
+/// anything else.
+pub(crate) fn data_name(name: &str) -> Option<&str> {
+    let n = name
+        .strip_prefix(STAGED_PREFIX)
+        .and_then(|n| n.strip_suffix(STAGED_SUFFIX))
+        .unwrap_or(name);
+    super::manifest::is_safe_file_name(n).then_some(n)
 }
 
 /// Last path component.
@@ -636,7 +651,7 @@ impl Blobs for LocalBlobs {
 /// processes on many machines may share one, with no coordinator:
 ///
 /// - A data file is put once, under a fresh name, and only if absent (`PutMode::Create`), first as
-///   `_staged-<name>`, which other engines skip.
+///   `_staged-<name>.pending`, which other engines skip.
 /// - The manifest `_manifest.json` is replaced by compare-and-swap: `PutMode::Create` when there
 ///   is none, `PutMode::Update` (`If-Match` on the ETag read) otherwise. Of two writers of a
 ///   partition one wins; the other finds the manifest changed (412, or 409 once the store's own
@@ -680,7 +695,11 @@ impl StoreBlobs {
 
     /// An error at `path`, named with the store's URL so the message says which bucket and key.
     fn err(&self, path: &str) -> impl FnOnce(object_store::Error) -> CacheError + '_ {
-        let at = format!("{}/{path}", self.url);
+        let at = if path.is_empty() {
+            self.url.to_string()
+        } else {
+            format!("{}/{path}", self.url)
+        };
         move |source| CacheError::ObjectStore {
             path: at,
             source: Box::new(source),
@@ -896,10 +915,9 @@ impl Blobs for StoreBlobs {
                 self.delete(old).await?;
             }
             if !self.unveil(&path).await? && !self.exists(&path).await? {
-                return Err(self.err(&path)(object_store::Error::NotFound {
-                    path: path.clone(),
-                    source: "neither the data file nor its staged copy exists".into(),
-                }));
+                // Neither copy exists: a writer that published after this one has already
+                // merged these rows into its own file and retired this one.
+                tracing::debug!(%path, "superseded before it was promoted");
             }
             Ok(())
         })

@@ -25,9 +25,9 @@ pub enum CacheError {
         source: std::io::Error,
     },
     /// An object-store operation failed.
-    #[error("cache object store error at {path}: {source}")]
+    #[error("cache storage error at {path}: {source}; {}", store_hint(source))]
     ObjectStore {
-        /// The object path.
+        /// The object's URL (`s3://bucket/key`), or its path in the store.
         path: String,
         /// The error.
         source: Box<object_store::Error>,
@@ -146,6 +146,40 @@ pub enum CacheError {
     /// No cache directory could be determined.
     #[error("no cache directory: set {CACHE_DIR_ENV} or pass a directory")]
     NoCacheDir,
+}
+
+/// What to check when an object-store operation failed.
+fn store_hint(e: &object_store::Error) -> &'static str {
+    use object_store::Error as E;
+    // A listing's failure comes as `Generic` with the status and S3's error code only in its
+    // text.
+    let text = e.to_string();
+    let says = |codes: &[&str]| codes.iter().any(|c| text.contains(c));
+    if says(&[
+        "403 Forbidden",
+        "401 Unauthorized",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "AccessDenied",
+    ]) {
+        return "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), and that they may read and write this bucket";
+    }
+    if says(&["NoSuchBucket"]) {
+        return "check that the bucket exists and the cache URL names it";
+    }
+    match e {
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), and that they may read and write this bucket"
+        }
+        E::NotFound { .. } => "check that the bucket exists and the cache URL names it",
+        E::NotImplemented { .. } => {
+            "this store lacks conditional writes (If-None-Match, If-Match), which a shared cache needs"
+        }
+        E::InvalidPath { .. } => "check the cache URL",
+        _ => {
+            "check AWS_ENDPOINT_URL and AWS_REGION, that the server is reachable and, for an http:// endpoint, AWS_ALLOW_HTTP=true"
+        }
+    }
 }
 
 /// A bad time is bad input, as for every dsm error.

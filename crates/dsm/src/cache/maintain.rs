@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use crate::schema::output_schema;
 use crate::time::{TimeRange, now_ms};
 
-use super::blobs::{file_name, is_manifest_name, parent};
+use super::blobs::{data_name, file_name, is_manifest_name, parent};
 use super::layout::Partition;
-use super::manifest::{Manifest, Provenance, is_safe_file_name};
+use super::manifest::{Manifest, Provenance};
 use super::read::check_against_manifest;
 use super::*;
 
@@ -216,9 +216,6 @@ impl CacheStore {
                             Ok(rows) => {
                                 report.rows += rows;
                                 referenced = Some(f.name.clone());
-                                if self.blobs.settle(path.clone()).await? {
-                                    tracing::info!(%path, "finished publishing a data file an interrupted writer left staged");
-                                }
                             }
                             Err(CacheError::CorruptData { path, reason }) => {
                                 report.problems.push(Problem {
@@ -243,10 +240,22 @@ impl CacheStore {
                 if Some(n) == referenced.as_deref() {
                     continue;
                 }
+                // A visible file no manifest references was superseded (an object store makes a
+                // data file visible only after its manifest won); a staged one may belong to a
+                // writer still at work, unless it is old.
+                let superseded = n == file_name(&e.path);
                 let old_enough = now - e.modified_ms > 3_600_000;
-                if self.blobs.orphans_removable_under_lock() || old_enough {
+                if self.blobs.orphans_removable_under_lock() || superseded || old_enough {
                     self.blobs.delete(e.path.clone()).await?;
                     report.removed += 1;
+                }
+            }
+            // Then (so other engines never see two files of the partition) the referenced file
+            // is made visible if an interrupted writer left it staged.
+            if let Some(n) = &referenced {
+                let path = format!("{dir}/{n}");
+                if self.blobs.settle(path.clone()).await? {
+                    tracing::info!(%path, "finished publishing a data file an interrupted writer left staged");
                 }
             }
         }
@@ -321,11 +330,4 @@ impl CacheStore {
             .map(|e| e.size)
             .sum())
     }
-}
-
-/// The data file a stored name is (itself, or the file it is the staged copy of); `None` for
-/// anything else.
-fn data_name(name: &str) -> Option<&str> {
-    let n = name.strip_prefix(blobs::STAGED_PREFIX).unwrap_or(name);
-    is_safe_file_name(n).then_some(n)
 }

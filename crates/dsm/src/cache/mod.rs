@@ -317,7 +317,9 @@ impl CacheStore {
                 Arc::new(s3)
             } else {
                 let p = object_store::path::Path::parse(prefix).map_err(|e| {
-                    bad(format!("{url:?}: the prefix {prefix:?} is not a valid key: {e}"))
+                    bad(format!(
+                        "{url:?}: the prefix {prefix:?} is not a valid key: {e}"
+                    ))
                 })?;
                 Arc::new(object_store::prefix::PrefixStore::new(s3, p))
             };

@@ -273,7 +273,10 @@ impl CacheStore {
                 }
                 continue;
             }
-            let old_path = old.file.as_ref().map(|f| format!("{}/{}", part.dir, f.name));
+            let old_path = old
+                .file
+                .as_ref()
+                .map(|f| format!("{}/{}", part.dir, f.name));
             match new_path {
                 Some(p) => self.blobs.promote(p, old_path).await?,
                 None => {

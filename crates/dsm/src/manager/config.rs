@@ -28,7 +28,14 @@ pub(super) const REST_STATE_DIR: &str = "rest";
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// Cache directory; `None` = `$DSM_CACHE_DIR`, else the platform cache dir (`~/.cache/dsm`).
+    /// It also keeps this machine's REST state (weight used, learnt limits, bans) when the data
+    /// cache is elsewhere.
     pub cache_dir: Option<PathBuf>,
+    /// The data cache by URL (`s3://BUCKET/PREFIX`, see [`CacheStore::open_url`]) instead of the
+    /// cache directory; `None` = `$DSM_CACHE_URL` if set.
+    ///
+    /// [`CacheStore::open_url`]: crate::cache::CacheStore::open_url
+    pub cache_url: Option<String>,
     /// Whether to read and write the cache at all.
     pub use_cache: bool,
     /// Vision archive base URL (`https://data.binance.vision`).
@@ -127,6 +134,7 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         ManagerConfig {
             cache_dir: None,
+            cache_url: None,
             use_cache: true,
             vision_url: "https://data.binance.vision".into(),
             rest_urls: RestUrls::default(),

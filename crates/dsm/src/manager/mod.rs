@@ -108,9 +108,15 @@ impl DataSourceManager {
             ..RestConfig::default()
         };
         let cache = if config.use_cache {
-            let opened = match &cache_dir {
-                Some(dir) => CacheStore::open(dir),
-                None => CacheStore::open_default(),
+            let url = config.cache_url.clone().or_else(|| {
+                std::env::var(crate::cache::CACHE_URL_ENV)
+                    .ok()
+                    .filter(|u| !u.is_empty())
+            });
+            let opened = match (&url, &cache_dir) {
+                (Some(url), _) => CacheStore::open_url(url),
+                (None, Some(dir)) => CacheStore::open(dir),
+                (None, None) => CacheStore::open_default(),
             };
             match opened {
                 Ok(cache) => Some(cache),
