@@ -8,8 +8,11 @@
 //! - **Atomic and durable.** Every file is written under a temporary name, fsynced and renamed
 //!   (local) or put atomically (object store); a partition changes by publishing a new data file
 //!   and then a new manifest generation. A crash leaves the old state or the new one.
-//! - **Safe across processes.** Writers hold a per-partition lock file around read-merge-publish
-//!   (object stores use conditional manifest creation instead); readers never lock.
+//! - **Safe across processes and machines.** Local writers hold a per-partition lock file around
+//!   read-merge-publish; on an object store (S3, [`CacheStore::open_url`]) the manifest is
+//!   replaced by compare-and-swap and the loser of a race merges and retries. Readers never lock.
+//! - **Readable by other engines.** Hive-style directories; everything that is not current data
+//!   (`_manifest.json`, temporaries, staged files, `_quarantine/`) starts with `_` or `.`.
 //! - **Never returns bad bytes as data.** Every fetched byte range is checked against the CRC-32
 //!   recorded in the manifest; [`CacheStore::verify`] re-checks whole files (CRC-32 of the file).
 //!

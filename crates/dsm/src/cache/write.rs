@@ -267,10 +267,12 @@ impl CacheStore {
             };
             if !published {
                 // Another writer published first: drop our file and redo the merge on top of
-                // theirs.
+                // theirs, after a short random pause so writers that keep colliding spread out.
                 if let Some(p) = new_path {
                     self.blobs.unstage(p).await?;
                 }
+                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(5..50)))
+                    .await;
                 continue;
             }
             let old_path = old

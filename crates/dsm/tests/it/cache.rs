@@ -290,6 +290,7 @@ conformance!(
     concurrent_tasks_fill_one_partition,
     list_prune_and_size,
     write_many_publishes_each_partition_once,
+    other_engines_see_only_current_data,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1499,4 +1500,104 @@ async fn two_processes_fill_one_partition_while_readers_read() {
         31 * 1440
     );
     assert!(store.verify().await.unwrap().is_clean());
+}
+
+/// What a Hive-style reader (pyarrow, polars, DuckDB, Spark) takes for data: `*.parquet` files
+/// none of whose path components starts with `_` or `.`.
+fn seen_by_other_engines(paths: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = paths
+        .iter()
+        .filter(|p| {
+            p.ends_with(".parquet")
+                && !p
+                    .split('/')
+                    .any(|c| c.starts_with('_') || c.starts_with('.'))
+        })
+        .cloned()
+        .collect();
+    v.sort();
+    v
+}
+
+/// After rewrites, a damaged file found by `verify` and a partition written anew, what another
+/// engine reads is exactly the current data files: no manifest, superseded file or quarantined
+/// file among them.
+async fn other_engines_see_only_current_data(be: Backend) {
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
+    let current = |list: Vec<dsm::cache::PartitionInfo>| {
+        let mut v: Vec<String> = list.into_iter().filter_map(|p| p.data_file).collect();
+        v.sort();
+        v
+    };
+    for days in [
+        r("2024-01-01", "2024-01-03"),
+        r("2024-01-03", "2024-01-05"),
+        r("2024-01-30", "2024-02-02"),
+    ] {
+        write_days(&store, &k, days).await;
+        assert_eq!(
+            seen_by_other_engines(&be.paths().await),
+            current(store.list().await.unwrap())
+        );
+    }
+    // January's file is damaged; verify quarantines it (with its manifest) and February stays.
+    let january = store.list().await.unwrap()[0].data_file.clone().unwrap();
+    let mut bad = be.raw(&january).await;
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x01;
+    be.set_raw(&january, bad).await;
+    assert!(!store.verify().await.unwrap().is_clean());
+    let paths = be.paths().await;
+    assert!(
+        paths.iter().any(|p| p.starts_with("_quarantine/")),
+        "{paths:?}"
+    );
+    assert_eq!(
+        seen_by_other_engines(&paths),
+        current(store.list().await.unwrap())
+    );
+    assert_eq!(store.list().await.unwrap().len(), 1);
+    // Every manifest is hidden from them too.
+    assert!(
+        paths
+            .iter()
+            .filter(|p| p.contains("manifest"))
+            .all(|p| p.ends_with("/_manifest.json") || p.starts_with("_quarantine/")),
+        "{paths:?}"
+    );
+}
+
+/// A cache written before manifests were hidden from other engines (`manifest.json`) is read as
+/// it is, and its next write moves the partition to `_manifest.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_with_the_old_manifest_name_is_read_and_migrated() {
+    let be = Backend::local();
+    let Backend::Local(dir) = &be else {
+        unreachable!()
+    };
+    let store = be.store();
+    let k = kkey(Market::Spot, DataKind::Klines, "BTCUSDT", Interval::M1);
+    let days = r("2024-01-01", "2024-01-03");
+    write_days(&store, &k, days).await;
+    let manifest = only_manifest(&be).await;
+    let old = manifest.replace("_manifest.json", "manifest.json");
+    std::fs::rename(dir.path().join(&manifest), dir.path().join(&old)).unwrap();
+    assert_eq!(store.coverage(&k, days).await.unwrap().covered, vec![days]);
+    assert_eq!(
+        base(&concat(&k, &store.read(&k, days).await.unwrap())),
+        rows_for(&k, days)
+    );
+    assert!(store.verify().await.unwrap().is_clean());
+    let more = r("2024-01-03", "2024-01-04");
+    write_days(&store, &k, more).await;
+    assert_eq!(only_manifest(&be).await, manifest);
+    assert_eq!(
+        store
+            .coverage(&k, r("2024-01-01", "2024-01-04"))
+            .await
+            .unwrap()
+            .covered,
+        vec![r("2024-01-01", "2024-01-04")]
+    );
 }
