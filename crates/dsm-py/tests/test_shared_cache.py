@@ -261,3 +261,12 @@ def test_a_wrong_secret_names_the_bucket_and_what_to_check(s3_place, tmp_path):
                        timeout=120, env=env)
     assert r.returncode != 0
     assert s3_place in r.stderr and "AWS_SECRET_ACCESS_KEY" in r.stderr, r.stderr
+
+
+def test_a_cache_url_that_is_not_s3_fails_before_any_request(fresh_emulator: Emulator, tmp_path):
+    for url in ("ftp://host/cache", "s3://", "s3:///prefix"):
+        with pytest.raises(dsm.InputError, match="s3://BUCKET") as e:
+            dsm.Manager(cache_url=url, cache_dir=tmp_path, vision_url=fresh_emulator.url,
+                        rest_url=fresh_emulator.url)
+        assert isinstance(e.value, ValueError) and url in str(e.value)
+    assert fresh_emulator.requests() == 0

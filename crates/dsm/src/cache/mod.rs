@@ -350,11 +350,6 @@ impl CacheStore {
         CacheStore::open(dir)
     }
 
-    /// Whether the cache is on an object store rather than a local directory.
-    pub fn is_remote(&self) -> bool {
-        !self.blobs.orphans_removable_under_lock()
-    }
-
     fn from_blobs(blobs: Arc<dyn Blobs>) -> CacheStore {
         CacheStore {
             blobs,
