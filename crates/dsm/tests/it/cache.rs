@@ -1601,3 +1601,46 @@ async fn a_cache_with_the_old_manifest_name_is_read_and_migrated() {
         vec![r("2024-01-01", "2024-01-04")]
     );
 }
+
+/// The S3 server the shared-cache tests run against enforces what dsm's publishing relies on:
+/// `If-None-Match: *` refuses to replace an object, and `If-Match` refuses a stale ETag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_s3_server_enforces_conditional_writes() {
+    use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+    let Some(url) = crate::support::s3_place("conditional") else {
+        return;
+    };
+    let raw = crate::support::s3_raw(&url);
+    let p = object_store::path::Path::parse("x/_manifest.json").unwrap();
+    let create = || PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    let first = raw.put_opts(&p, "one".into(), create()).await.unwrap();
+    let again = raw.put_opts(&p, "two".into(), create()).await.unwrap_err();
+    assert!(
+        matches!(again, object_store::Error::AlreadyExists { .. }),
+        "{again}"
+    );
+    let v1 = UpdateVersion {
+        e_tag: first.e_tag,
+        version: first.version,
+    };
+    let update = |v: UpdateVersion| PutOptions {
+        mode: PutMode::Update(v),
+        ..Default::default()
+    };
+    raw.put_opts(&p, "three".into(), update(v1.clone()))
+        .await
+        .unwrap();
+    let stale = raw
+        .put_opts(&p, "four".into(), update(v1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, object_store::Error::Precondition { .. }),
+        "{stale}"
+    );
+    let body = raw.get(&p).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&body[..], b"three");
+}
