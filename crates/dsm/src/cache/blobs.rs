@@ -108,9 +108,9 @@ pub(crate) trait Blobs: Send + Sync + fmt::Debug {
     /// Stores a new data file that no manifest references yet, where other engines cannot see it
     /// before [`Blobs::promote`]; dsm reads it under `path` meanwhile.
     fn stage(&self, path: String, data: Bytes) -> BoxFut<'_, ()>;
-    /// After the manifest naming `path` is published: retires the data file it replaced (`old`)
-    /// and makes `path` visible to other engines.
-    fn promote(&self, path: String, old: Option<String>) -> BoxFut<'_, ()>;
+    /// After a manifest is published: retires the data file it replaced (`old`) and makes its
+    /// own (`path`, if it has one) visible to other engines.
+    fn promote(&self, path: Option<String>, old: Option<String>) -> BoxFut<'_, ()>;
     /// Removes a staged data file whose manifest lost the race to another writer.
     fn unstage(&self, path: String) -> BoxFut<'_, ()>;
     /// Finishes the promotion of a referenced data file that an interrupted writer published but
@@ -573,8 +573,9 @@ impl Blobs for LocalBlobs {
         self.put(path, data)
     }
 
-    fn promote(&self, _path: String, old: Option<String>) -> BoxFut<'_, ()> {
-        match old {
+    fn promote(&self, path: Option<String>, old: Option<String>) -> BoxFut<'_, ()> {
+        // The new file is visible already (under the lock): only the old one goes.
+        match old.filter(|o| path.as_ref() != Some(o)) {
             Some(old) => self.delete(old),
             None => Box::pin(async { Ok(()) }),
         }
@@ -746,6 +747,25 @@ impl StoreBlobs {
         }
     }
 
+    /// `read` of `path`; for a data file not (yet) promoted, of its staged name, and of `path`
+    /// again if it was promoted between the two.
+    async fn read_data<T, F, Fut>(&self, path: String, read: F) -> Result<Option<T>, CacheError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<Option<T>, CacheError>>,
+    {
+        if let Some(v) = read(path.clone()).await? {
+            return Ok(Some(v));
+        }
+        let Some(s) = StoreBlobs::fallback(&path) else {
+            return Ok(None);
+        };
+        if let Some(v) = read(s).await? {
+            return Ok(Some(v));
+        }
+        read(path).await
+    }
+
     /// Copies the staged `path` to its own name and deletes the staged one. `Ok(false)` if there
     /// is no staged file.
     async fn unveil(&self, path: &str) -> Result<bool, CacheError> {
@@ -766,34 +786,19 @@ impl Blobs for StoreBlobs {
     }
 
     fn get(&self, path: String) -> BoxFut<'_, Option<Bytes>> {
-        Box::pin(async move {
-            if let Some((b, _)) = self.get_once(&path).await? {
-                return Ok(Some(b));
-            }
-            let Some(s) = StoreBlobs::fallback(&path) else {
-                return Ok(None);
-            };
-            if let Some((b, _)) = self.get_once(&s).await? {
-                return Ok(Some(b));
-            }
-            // Promoted between the two reads.
-            Ok(self.get_once(&path).await?.map(|(b, _)| b))
-        })
+        Box::pin(self.read_data(path, move |p| async move {
+            Ok(self.get_once(&p).await?.map(|(b, _)| b))
+        }))
     }
 
     fn get_ranges(&self, path: String, ranges: Vec<Range<u64>>) -> BoxFut<'_, Option<Vec<Bytes>>> {
         Box::pin(async move {
-            if let Some(v) = self.ranges_once(&path, &ranges).await? {
-                return Ok(Some(v));
-            }
-            let Some(s) = StoreBlobs::fallback(&path) else {
-                return Ok(None);
-            };
-            if let Some(v) = self.ranges_once(&s, &ranges).await? {
-                return Ok(Some(v));
-            }
-            // Promoted between the two reads.
-            self.ranges_once(&path, &ranges).await
+            let ranges = &ranges;
+            self.read_data(
+                path,
+                move |p| async move { self.ranges_once(&p, ranges).await },
+            )
+            .await
         })
     }
 
@@ -907,13 +912,16 @@ impl Blobs for StoreBlobs {
         })
     }
 
-    fn promote(&self, path: String, old: Option<String>) -> BoxFut<'_, ()> {
+    fn promote(&self, path: Option<String>, old: Option<String>) -> BoxFut<'_, ()> {
         Box::pin(async move {
             // The old file goes first, so other engines never see both.
-            if let Some(old) = old.filter(|o| *o != path) {
+            if let Some(old) = old.filter(|o| path.as_ref() != Some(o)) {
                 self.delete(staged(&old)).await?;
                 self.delete(old).await?;
             }
+            let Some(path) = path else {
+                return Ok(());
+            };
             if !self.unveil(&path).await? && !self.exists(&path).await? {
                 // Neither copy exists: a writer that published after this one has already
                 // merged these rows into its own file and retired this one.

@@ -279,14 +279,7 @@ impl CacheStore {
                 .file
                 .as_ref()
                 .map(|f| format!("{}/{}", part.dir, f.name));
-            match new_path {
-                Some(p) => self.blobs.promote(p, old_path).await?,
-                None => {
-                    if let Some(o) = old_path {
-                        self.blobs.delete(o).await?;
-                    }
-                }
-            }
+            self.blobs.promote(new_path, old_path).await?;
             let new_name = file.as_ref().map(|f| f.name.clone());
             if self.blobs.orphans_removable_under_lock() {
                 for e in self.blobs.list(part.dir.clone()).await? {
