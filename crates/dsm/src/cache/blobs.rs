@@ -86,8 +86,6 @@ pub(crate) trait Blobs: Send + Sync + fmt::Debug {
     fn get(&self, path: String) -> BoxFut<'_, Option<Bytes>>;
     /// Byte ranges of an object, `None` if absent.
     fn get_ranges(&self, path: String, ranges: Vec<Range<u64>>) -> BoxFut<'_, Option<Vec<Bytes>>>;
-    /// Stores `data` atomically and durably under `path` (never visible half-written).
-    fn put(&self, path: String, data: Bytes) -> BoxFut<'_, ()>;
     /// Deletes an object; absent is fine.
     fn delete(&self, path: String) -> BoxFut<'_, ()>;
     /// Every object under `prefix` (a directory, or `""` for all).
@@ -105,8 +103,9 @@ pub(crate) trait Blobs: Send + Sync + fmt::Debug {
     ) -> BoxFut<'_, bool>;
     /// Removes a partition's manifest (its coverage is gone).
     fn remove_manifests(&self, dir: String) -> BoxFut<'_, ()>;
-    /// Stores a new data file that no manifest references yet, where other engines cannot see it
-    /// before [`Blobs::promote`]; dsm reads it under `path` meanwhile.
+    /// Stores a new data file that no manifest references yet, atomically and durably (never
+    /// visible half-written), where other engines cannot see it before [`Blobs::promote`]; dsm
+    /// reads it under `path` meanwhile.
     fn stage(&self, path: String, data: Bytes) -> BoxFut<'_, ()>;
     /// After a manifest is published: retires the data file it replaced (`old`) and makes its
     /// own (`path`, if it has one) visible to other engines.
@@ -495,11 +494,6 @@ impl Blobs for LocalBlobs {
         }))
     }
 
-    fn put(&self, path: String, data: Bytes) -> BoxFut<'_, ()> {
-        let root = self.root.clone();
-        Box::pin(LocalBlobs::put_owned(root, path, data))
-    }
-
     fn delete(&self, path: String) -> BoxFut<'_, ()> {
         let p = self.abs(&path);
         Box::pin(blocking(move || match std::fs::remove_file(&p) {
@@ -569,8 +563,8 @@ impl Blobs for LocalBlobs {
     fn stage(&self, path: String, data: Bytes) -> BoxFut<'_, ()> {
         // Under the partition lock the file goes straight to its name: a writer that dies before
         // publishing leaves an unreferenced file that the next writer of the partition (or
-        // `verify`) removes.
-        self.put(path, data)
+        // `verify`) removes. Written atomically and durably (temporary, fsync, rename).
+        Box::pin(LocalBlobs::put_owned(self.root.clone(), path, data))
     }
 
     fn promote(&self, path: Option<String>, old: Option<String>) -> BoxFut<'_, ()> {
@@ -799,17 +793,6 @@ impl Blobs for StoreBlobs {
                 move |p| async move { self.ranges_once(&p, ranges).await },
             )
             .await
-        })
-    }
-
-    fn put(&self, path: String, data: Bytes) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            let p = opath(&path)?;
-            self.store
-                .put(&p, PutPayload::from_bytes(data))
-                .await
-                .map_err(self.err(&path))?;
-            Ok(())
         })
     }
 
