@@ -76,6 +76,7 @@ mod rest;
 mod server;
 mod store;
 mod synth;
+mod tables;
 mod vision;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,7 @@ use tokio_util::task::TaskTracker;
 pub use fault::{Fault, FaultKind, FaultLimit, FaultParseError};
 pub use limits::RateLimits;
 pub use market::{Interval, KlineKind, Market, SymbolSpec, default_symbols};
+pub use tables::{TableKind, TableRow};
 
 use crate::fault::FaultSet;
 use crate::limits::Limiter;
@@ -671,6 +673,29 @@ impl Emulator {
             }
         }
         out
+    }
+
+    /// The truth for an archive table: the rows of `symbol`'s `kind` on `market` with time in
+    /// `[start_ms, end_ms)` inside the series' life, each once, by time (the files list them out
+    /// of order and repeated where the archive does). Unknown ⇒ empty.
+    pub fn table(
+        &self,
+        market: Market,
+        kind: TableKind,
+        symbol: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<TableRow> {
+        let store = &self.shared.store;
+        let Some((first, end)) = kind.life(store, market, symbol) else {
+            return Vec::new();
+        };
+        let (a, z) = (start_ms.max(first), end_ms.min(end));
+        Self::days(a, z)
+            .into_iter()
+            .flat_map(|d| kind.rows(store.seed, symbol, d))
+            .filter(|r| r.time >= a && r.time < z)
+            .collect()
     }
 
     /// Stops accepting, closes every connection (hung ones included) and waits for the server tasks.

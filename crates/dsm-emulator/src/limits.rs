@@ -63,6 +63,8 @@ impl RateLimits {
             Market::Spot => self.spot_weight_limit,
             Market::Um => self.um_weight_limit,
             Market::Cm => self.cm_weight_limit,
+            // No REST here: nothing is ever admitted.
+            Market::Option => 0,
         }
     }
 }
@@ -89,7 +91,7 @@ pub(crate) struct Limiter {
     /// Real-time origin: wall-clock ms at `origin`.
     origin: Instant,
     origin_wall_ms: i128,
-    state: [MarketState; 3],
+    state: [MarketState; 4],
 }
 
 impl Limiter {
@@ -102,7 +104,7 @@ impl Limiter {
             cfg,
             origin: Instant::now(),
             origin_wall_ms: wall,
-            state: [MarketState::default(); 3],
+            state: [MarketState::default(); 4],
         }
     }
 

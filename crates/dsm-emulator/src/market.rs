@@ -14,10 +14,12 @@ pub enum Market {
     Um,
     /// COIN-M futures (`/dapi/v1`, `data/futures/cm`).
     Cm,
+    /// Options (`data/option`): archive tables only; no REST.
+    Option,
 }
 
 impl Market {
-    /// All markets.
+    /// The markets with a REST API here (options have archive tables only).
     pub const ALL: [Market; 3] = [Market::Spot, Market::Um, Market::Cm];
 
     /// The Vision path segment (`spot`, `futures/um`, `futures/cm`).
@@ -26,6 +28,7 @@ impl Market {
             Market::Spot => "spot",
             Market::Um => "futures/um",
             Market::Cm => "futures/cm",
+            Market::Option => "option",
         }
     }
 
@@ -35,12 +38,13 @@ impl Market {
             Market::Spot => "/api/v3",
             Market::Um => "/fapi/v1",
             Market::Cm => "/dapi/v1",
+            Market::Option => "/eapi/v1",
         }
     }
 
     /// Whether this is a futures market.
     pub fn is_futures(self) -> bool {
-        self != Market::Spot
+        matches!(self, Market::Um | Market::Cm)
     }
 
     pub(crate) fn index(self) -> usize {
@@ -48,6 +52,7 @@ impl Market {
             Market::Spot => 0,
             Market::Um => 1,
             Market::Cm => 2,
+            Market::Option => 3,
         }
     }
 }
@@ -58,6 +63,7 @@ impl std::fmt::Display for Market {
             Market::Spot => "spot",
             Market::Um => "um",
             Market::Cm => "cm",
+            Market::Option => "option",
         })
     }
 }
@@ -69,8 +75,9 @@ impl std::str::FromStr for Market {
             "spot" => Ok(Market::Spot),
             "um" | "futures/um" => Ok(Market::Um),
             "cm" | "futures/cm" => Ok(Market::Cm),
+            "option" => Ok(Market::Option),
             other => Err(format!(
-                "unknown market {other:?} (expected spot, um or cm)"
+                "unknown market {other:?} (expected spot, um, cm or option)"
             )),
         }
     }
@@ -443,7 +450,7 @@ impl SeriesFmt {
             };
         }
         match spec.market {
-            Market::Spot => {
+            Market::Spot | Market::Option => {
                 let tick = if p >= 1000.0 {
                     2
                 } else if p >= 10.0 {

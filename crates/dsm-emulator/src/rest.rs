@@ -727,7 +727,7 @@ fn exchange_info(shared: &Arc<Shared>, m: Market, q: &Params) -> Reply {
                     "baseAsset": base, "quoteAsset": quote, "marginAsset": quote,
                     "pricePrecision": dp, "quantityPrecision": 3, "underlyingType": "COIN", "filters": [],
                 }),
-                Market::Cm => serde_json::json!({
+                Market::Cm | Market::Option => serde_json::json!({
                     "symbol": s.symbol, "pair": s.pair(),
                     "contractType": if s.is_perpetual() { "PERPETUAL" } else { "CURRENT_QUARTER" },
                     "deliveryDate": s.delivery().map_or(4_133_404_800_000, |d| d.timestamp_millis()),

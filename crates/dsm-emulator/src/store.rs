@@ -115,6 +115,8 @@ enum RealRows {
 #[derive(Debug)]
 pub(crate) struct Store {
     pub trades_per_day: u32,
+    /// The universe's seed (the archive tables derive their rows from it).
+    pub seed: u64,
     pub symbols: Vec<SymbolSpec>,
     series: HashMap<(Market, KlineKind, String), Arc<Series>>,
     /// Real files under `root`, by key.
@@ -166,6 +168,8 @@ impl Store {
                     KlineKind::PremiumIndex,
                 ],
                 Market::Cm => &[KlineKind::Klines, KlineKind::MarkPrice],
+                // Option data is the archive's tables alone.
+                Market::Option => &[],
             };
             for &k in kinds {
                 series.insert(
@@ -197,6 +201,7 @@ impl Store {
         }
         Store {
             trades_per_day,
+            seed,
             symbols,
             series,
             real,

@@ -413,7 +413,7 @@ pub(crate) struct TradeFmt {
 impl TradeFmt {
     pub(crate) fn for_series(s: &Series) -> TradeFmt {
         match s.market {
-            Market::Spot => TradeFmt {
+            Market::Spot | Market::Option => TradeFmt {
                 qty_dp: 8,
                 qty_tick_dp: s.fmt.vol_tick_dp,
                 quote_dp: 8,

@@ -16,6 +16,7 @@ use crate::lru::Lru;
 use crate::market::{DAY_MS, Interval, KlineKind, Market};
 use crate::store::{Chunk, Store};
 use crate::synth::{Candle, FUNDING_DP, write_fixed, write_int};
+use crate::tables::TableKind;
 
 /// What a Vision file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,12 +25,14 @@ pub(crate) enum DataKind {
     Funding,
     Trades,
     AggTrades,
+    Table(TableKind),
 }
 
 impl DataKind {
     fn data_type(self) -> &'static str {
         match self {
             DataKind::Kline(k, _) => k.data_type(),
+            DataKind::Table(t) => t.data_type(),
             DataKind::Funding => "fundingRate",
             DataKind::Trades => "trades",
             DataKind::AggTrades => "aggTrades",
@@ -89,6 +92,7 @@ impl FileId {
                 "cm" => (Market::Cm, &segs[3..]),
                 _ => return None,
             },
+            "option" => (Market::Option, &segs[2..]),
             _ => return None,
         };
         let (freq, dt, symbol) = (*rest.first()?, *rest.get(1)?, *rest.get(2)?);
@@ -96,6 +100,9 @@ impl FileId {
             "fundingRate" => DataKind::Funding,
             "trades" => DataKind::Trades,
             "aggTrades" => DataKind::AggTrades,
+            other if TableKind::from_data_type(other).is_some() => {
+                DataKind::Table(TableKind::from_data_type(other)?)
+            }
             other => DataKind::Kline(
                 KlineKind::from_data_type(other)?,
                 Interval::from_vision(rest.get(3)?)?,
@@ -148,6 +155,7 @@ impl FileId {
             DataKind::Trades | DataKind::AggTrades => {
                 span / DAY_MS as u64 * u64::from(trades_per_day)
             }
+            DataKind::Table(_) => span / DAY_MS as u64 * 3_456,
         }
     }
 }
@@ -337,6 +345,15 @@ pub(crate) fn synthetic_exists(store: &Store, id: &FileId) -> bool {
                 None => return false,
             }
         }
+        DataKind::Table(t) => {
+            if matches!(id.chunk, Chunk::Month(..)) && !t.monthly() {
+                return false;
+            }
+            match t.life(store, id.market, &id.symbol) {
+                Some((first, end)) => (first, Some(end)),
+                None => return false,
+            }
+        }
     };
     b > listed && end.is_none_or(|e| a < e)
 }
@@ -432,6 +449,27 @@ fn write_csv<W: Write>(
         }
     };
     match id.kind {
+        DataKind::Table(t) => {
+            let life = t.life(store, id.market, &id.symbol);
+            let mut header = true;
+            for d in days {
+                if cancel.is_cancelled() {
+                    return Ok(None);
+                }
+                let alive = life.is_some_and(|(a, e)| {
+                    let t0 = crate::market::date_ms(d);
+                    t0 + DAY_MS > a && t0 < e
+                });
+                let rows = if alive {
+                    t.rows(store.seed, &id.symbol, d)
+                } else {
+                    Vec::new()
+                };
+                t.write_day(&mut s.buf, &rows, header);
+                header = false;
+                s.maybe_flush()?;
+            }
+        }
         DataKind::Kline(kind, iv) => {
             if !spot && day0 >= rules.futures_klines_header_from {
                 s.buf.extend_from_slice(b"open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore\n");
@@ -706,13 +744,23 @@ impl Node {
 }
 
 fn data_types(market: Market, monthly: bool) -> Vec<&'static str> {
-    let mut v = vec!["aggTrades", "klines", "trades"];
-    if market != Market::Spot {
+    let mut v = Vec::new();
+    if market != Market::Option {
+        v.extend(["aggTrades", "klines", "trades"]);
+    }
+    if market.is_futures() {
         v.extend(["indexPriceKlines", "markPriceKlines", "premiumIndexKlines"]);
         if monthly {
             v.push("fundingRate");
         }
     }
+    v.extend(
+        TableKind::ALL
+            .into_iter()
+            .filter(|t| t.on(market) && (!monthly || t.monthly()))
+            .map(TableKind::data_type),
+    );
+    v.sort_unstable();
     v
 }
 
@@ -739,6 +787,13 @@ fn chunk_range(
         DataKind::Trades | DataKind::AggTrades => {
             let s = store.series(proto.market, KlineKind::Klines, &proto.symbol)?;
             (s.listed_ms, s.end_ms)
+        }
+        DataKind::Table(t) => {
+            if !daily && !t.monthly() {
+                return None;
+            }
+            let (first, end) = t.life(store, proto.market, &proto.symbol)?;
+            (first, (end < i64::MAX).then_some(end))
         }
     };
     let first = Chunk::containing(listed, daily);
@@ -779,12 +834,13 @@ pub(crate) fn children(
             (Some(&"spot"), _) => Some((Market::Spot, 2)),
             (Some(&"futures"), Some(&"um")) => Some((Market::Um, 3)),
             (Some(&"futures"), Some(&"cm")) => Some((Market::Cm, 3)),
+            (Some(&"option"), _) => Some((Market::Option, 2)),
             _ => None,
         }
     };
     match segs.as_slice() {
         [] => out.extend(dirs(&["data"])),
-        ["data"] => out.extend(dirs(&["futures", "spot"])),
+        ["data"] => out.extend(dirs(&["futures", "option", "spot"])),
         ["data", "futures"] => out.extend(dirs(&["cm", "um"])),
         _ => {
             if let Some((market, at)) = market_of(&segs) {
@@ -848,13 +904,15 @@ fn synthetic_children(
     if !data_types(market, !daily).contains(&dt) {
         return;
     }
-    let names: Vec<String> = match kline {
-        Some(k) => store
+    let table = TableKind::from_data_type(dt);
+    let names: Vec<String> = match (kline, table) {
+        (_, Some(t)) => t.symbols(store, market),
+        (Some(k), _) => store
             .series_names(market, k)
             .iter()
             .map(|s| s.name.clone())
             .collect(),
-        None => store
+        (None, None) => store
             .symbols
             .iter()
             .filter(|s| s.market == market)
@@ -867,10 +925,11 @@ fn synthetic_children(
         .collect();
     let proto = |symbol: &str, iv: Option<Interval>| FileId {
         market,
-        kind: match (kline, iv, dt) {
-            (Some(k), Some(iv), _) => DataKind::Kline(k, iv),
-            (_, _, "fundingRate") => DataKind::Funding,
-            (_, _, "trades") => DataKind::Trades,
+        kind: match (table, kline, iv, dt) {
+            (Some(t), ..) => DataKind::Table(t),
+            (_, Some(k), Some(iv), _) => DataKind::Kline(k, iv),
+            (.., "fundingRate") => DataKind::Funding,
+            (.., "trades") => DataKind::Trades,
             _ => DataKind::AggTrades,
         },
         symbol: symbol.to_string(),

@@ -52,12 +52,38 @@ async fn directory_levels_with_delimiter() {
     let emu = start(EmulatorConfig::default().with_now(t(2024, 3, 10, 0))).await;
     let b = emu.base_url();
     let p = list(&b, "prefix=data/&delimiter=/").await;
-    assert_eq!(p.prefixes, vec!["data/futures/", "data/spot/"]);
+    assert_eq!(
+        p.prefixes,
+        vec!["data/futures/", "data/option/", "data/spot/"]
+    );
     assert!(p.keys.is_empty());
     assert!(
         p.xml.contains("<Prefix>data/</Prefix>"),
         "root-level Prefix echo"
     );
+    let p = list(&b, "prefix=data/option/daily/&delimiter=/").await;
+    assert_eq!(
+        p.prefixes,
+        vec![
+            "data/option/daily/BVOLIndex/",
+            "data/option/daily/EOHSummary/"
+        ]
+    );
+    let p = list(&b, "prefix=data/option/daily/BVOLIndex/&delimiter=/").await;
+    assert_eq!(
+        p.prefixes,
+        vec![
+            "data/option/daily/BVOLIndex/BTCBVOLUSDT/",
+            "data/option/daily/BVOLIndex/ETHBVOLUSDT/"
+        ]
+    );
+    // Liquidation snapshots are COIN-M's; metrics are on both futures markets.
+    let p = list(&b, "prefix=data/futures/um/daily/&delimiter=/").await;
+    assert!(
+        p.prefixes
+            .contains(&"data/futures/um/daily/metrics/".to_owned())
+    );
+    assert!(!p.prefixes.iter().any(|x| x.contains("liquidationSnapshot")));
     let p = list(&b, "prefix=data/futures/&delimiter=/").await;
     assert_eq!(p.prefixes, vec!["data/futures/cm/", "data/futures/um/"]);
     let p = list(&b, "prefix=data/spot/monthly/&delimiter=/").await;
