@@ -81,10 +81,12 @@ pub struct FetchArgs {
     /// Symbols, upper-case as Binance spells them (BTCUSDT; BTCUSD_PERP on cm).
     #[arg(required = true, value_name = "SYMBOL")]
     pub symbols: Vec<String>,
-    /// Market: spot, um (USD-M futures) or cm (COIN-M futures).
+    /// Market: spot, um (USD-M futures), cm (COIN-M futures) or option.
     #[arg(long, value_parser = parse_market)]
     pub market: Market,
-    /// Data kind: klines, mark-klines, index-klines, premium-klines, funding, aggtrades, trades.
+    /// Data kind: klines, mark-klines, index-klines, premium-klines, funding, aggtrades, trades;
+    /// from the archive only: metrics, book-depth, book-ticker (um, cm), liquidations (cm),
+    /// bvol-index, eoh-summary (option).
     #[arg(long, default_value = "klines", value_parser = parse_kind)]
     pub kind: DataKind,
     /// Candle interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M); kline kinds only.

@@ -374,7 +374,8 @@ mod tests {
         assert!(with(&["BTCUSDT", "--market", "um", "--interval", "1s"]).contains("spot only"));
         assert!(with(&["BTCUSDT", "--market", "spot"]).contains("needs an interval"));
         assert!(
-            with(&["BTCUSDT", "--market", "spot", "--kind", "funding"]).contains("futures only")
+            with(&["BTCUSDT", "--market", "spot", "--kind", "funding"])
+                .contains("it exists on um, cm")
         );
         assert!(
             with(&[

@@ -38,7 +38,7 @@ pub fn text_lines(report: &FetchReport) -> Vec<String> {
         }
         for o in &s.outside_life {
             lines.push(format!(
-                "  after delivery (outside the symbol's life): {} .. {}",
+                "  outside the series' life (after delivery, or where the archive has no such series): {} .. {}",
                 o.start, o.end
             ));
         }

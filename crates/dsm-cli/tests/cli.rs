@@ -118,7 +118,7 @@ async fn bad_input_exits_2_says_what_is_valid_and_makes_no_request() {
                 "-o",
                 &csv,
             ],
-            "futures only (um, cm)",
+            "it exists on um, cm",
         ),
         (
             vec![
@@ -1369,5 +1369,73 @@ async fn a_failing_cache_does_not_stop_a_fetch() {
     );
     assert!(stderr.contains("klines-v1"), "the path is named: {stderr}");
     assert!(stderr.contains("--cache-dir"), "{stderr}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archive_tables_are_fetched_to_csv_with_their_own_columns() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("eoh.csv");
+    let mut cmd = dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "BTCUSDT",
+            "--market",
+            "option",
+            "--kind",
+            "eoh-summary",
+            "--start",
+            "2024-01-31T22:00:00Z",
+            "--end",
+            "2024-02-01T02:00:00Z",
+            "--json",
+            "-o",
+        ],
+    );
+    cmd.arg(&path);
+    let result = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "stderr: {stderr}");
+    let truth = emu.table(
+        dsm_emulator::Market::Option,
+        dsm_emulator::TableKind::EohSummary,
+        "BTCUSDT",
+        1_706_738_400_000,
+        1_706_752_800_000,
+    );
+    assert_eq!(truth.len(), 4 * 4);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("time,symbol,underlying,type,strike,open,")
+    );
+    let mut rows: Vec<(String, String)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[1].to_owned())
+        })
+        .collect();
+    rows.sort();
+    let mut want: Vec<(String, String)> = truth
+        .iter()
+        .map(|r| (rfc3339_ms(r.time), r.fields[0].clone()))
+        .collect();
+    want.sort();
+    assert_eq!(rows, want);
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON on stdout");
+    assert_eq!(json["symbols"][0]["rows"], 16);
+    assert!(
+        emu.request_log()
+            .iter()
+            .all(|l| l.path.starts_with("/data/option/")),
+        "only the archive is asked"
+    );
     emu.shutdown().await;
 }

@@ -64,6 +64,9 @@ pub(crate) fn to_py(py: Python<'_>, err: &dsm::Error) -> PyErr {
         ) => {
             let _ = fields.set_item("symbol", symbol.as_str());
         }
+        dsm::Error::Unavailable(dsm::UnavailableError::OutsideArchive { dataset, .. }) => {
+            let _ = fields.set_item("symbol", dataset.symbol.as_str());
+        }
         _ => {}
     }
     raise(py, class_name(err.category()), message(err), fields)

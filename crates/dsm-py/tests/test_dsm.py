@@ -244,3 +244,31 @@ def test_a_closed_manager_says_so(emulator: Emulator, tmp_path):
         assert a.closed
 
     asyncio.run(twice())
+
+
+def test_archive_tables_reach_every_frame_type(emulator: Emulator, tmp_path):
+    # Metrics every 5 minutes (read from text times, the file unordered and repeating rows), the
+    # book depth's bands (several rows per time), and an option market table.
+    with dsm.Manager(**settings(emulator, tmp_path / "cache")) as m:
+        metrics = m.get("BTCUSDT", "2024-01-31T12:00:00Z", "2024-02-01T12:00:00Z", market="um", kind="metrics")
+        depth = m.get("BTCUSD_PERP", "2024-02-01", "2024-02-02", market="cm", kind="book-depth")
+        bvol = m.get("ETHBVOLUSDT", "2024-02-01", "2024-02-02", market="option", kind="bvol-index")
+        with pytest.raises(dsm.InputError) as e:
+            m.get("BTCUSDT", "2024-02-01", "2024-02-02", market="spot", kind="book-ticker")
+        assert "um, cm" in str(e.value)
+    assert metrics.complete and len(metrics) == 288 and metrics.time_column == "create_time"
+    pdf = metrics.to_pandas()
+    assert pdf.index.name == "create_time" and str(pdf.index.tz) == "UTC"
+    assert pdf.index[0] == pd.Timestamp("2024-01-31T12:00:00", tz="UTC")
+    assert pdf.index.is_monotonic_increasing and pdf.index.is_unique
+    assert set(pdf["symbol"]) == {"BTCUSDT"}
+
+    df = depth.to_polars()
+    assert df.height == 288 * 12 and df["timestamp"].dtype == pl.Datetime("ms", "UTC")
+    assert df.group_by("timestamp").len()["len"].to_list() == [12] * 288
+    assert sorted(set(df["percentage"].to_list())) == [-5, -4, -3, -2, -1, -0.2, 0.2, 1, 2, 3, 4, 5]
+
+    table = bvol.to_arrow()
+    assert table.column("calc_time").type == pa.timestamp("ms", tz="UTC")
+    assert set(table.column("symbol").to_pylist()) == {"ETHBVOLUSDT"}
+    assert table.num_rows == 1440 and set(table.column("source").to_pylist()) == {"vision"}

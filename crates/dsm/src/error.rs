@@ -38,6 +38,20 @@ pub enum UnavailableError {
         /// Its delivery instant (ms).
         delivered: i64,
     },
+    /// The range lies wholly outside the time the archive publishes a discontinued or late-started
+    /// series in (the book ticker ended in 2024; liquidation snapshots ran 2023-06-25..2024-10-14).
+    #[error(
+        "{dataset}: the archive publishes this series only {}; the range lies outside it: ask for a range inside it",
+        life(*first, *end)
+    )]
+    OutsideArchive {
+        /// What was asked for.
+        dataset: crate::Dataset,
+        /// The series' first instant, when it starts late (ms).
+        first: Option<i64>,
+        /// The series' end, when it was discontinued (ms, exclusive).
+        end: Option<i64>,
+    },
     /// Neither source has a single row in the range.
     #[error(
         "{symbol}: the exchange has no data in {range}; check the symbol's listing date (and delisting) and the market"
@@ -48,6 +62,15 @@ pub enum UnavailableError {
         /// The range asked for.
         range: TimeRange,
     },
+}
+
+fn life(first: Option<i64>, end: Option<i64>) -> String {
+    match (first, end) {
+        (Some(f), Some(e)) => format!("from {} until {}", format_ms(f), format_ms(e)),
+        (Some(f), None) => format!("from {}", format_ms(f)),
+        (None, Some(e)) => format!("until {}", format_ms(e)),
+        (None, None) => "always".into(),
+    }
 }
 
 /// Part of the range could not be obtained, and it is neither a gap the exchange confirmed nor

@@ -22,6 +22,11 @@
 //! - trades: `id` Int64, `price`, `qty` Float64, `quote_qty` Float64 (spot, USD-M) or `base_qty`
 //!   (COIN-M, where `qty` is in contracts), `time` Timestamp(µs), `is_buyer_maker` Boolean,
 //!   `is_best_match` Boolean (spot only; null on futures).
+//! - the archive tables (`metrics`, `book-depth`, `book-ticker`, `liquidations`, `bvol-index`,
+//!   `eoh-summary`): the archive's own columns under its own names ([`table_columns`]), times as
+//!   Timestamp(ms) (text times such as `2024-01-01 00:05:00` read as UTC; the EOH summary's `date`
+//!   and `hour` become one `time`), numbers as Float64 (null where the archive leaves a cell
+//!   empty), ids as Int64, words as Utf8.
 
 use std::sync::Arc;
 
@@ -44,8 +49,331 @@ pub fn time_column(kind: DataKind) -> &'static str {
         DataKind::FundingRate => "funding_time",
         DataKind::AggTrades => "transact_time",
         DataKind::Trades => "time",
+        DataKind::Metrics => "create_time",
+        DataKind::BookDepth => "timestamp",
+        DataKind::BookTicker => "transaction_time",
+        DataKind::Liquidations => "time",
+        DataKind::BvolIndex => "calc_time",
+        DataKind::EohSummary => "time",
         _ => "open_time",
     }
+}
+
+/// What one CSV column of an archive table holds, and so its Arrow type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// An instant: integer ms (or µs, scaled down) or UTC text `YYYY-MM-DD HH:MM:SS`;
+    /// Timestamp(ms).
+    Time,
+    /// A UTC date `YYYY-MM-DD`: with the [`ColumnType::Hour`] column after it, the row's `time`.
+    Date,
+    /// The hour of the day (0–23) added to the [`ColumnType::Date`] before it.
+    Hour,
+    /// A decimal number; Float64, never empty.
+    Float,
+    /// A decimal number or an empty cell; nullable Float64.
+    OptFloat,
+    /// An integer; Int64.
+    Int,
+    /// Text; Utf8.
+    Text,
+}
+
+/// One column of an archive table: its name in the file's header (and in dsm's schema) and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableColumn {
+    /// The header's name for it.
+    pub name: &'static str,
+    /// What it holds.
+    pub ty: ColumnType,
+}
+
+/// The CSV columns of an archive table kind, in the archive's order (spec §2.4); empty for the
+/// other kinds. The one list the parser, the schema and the emulator's tests agree on.
+///
+/// ```
+/// use dsm::DataKind;
+/// let cols = dsm::schema::table_columns(DataKind::Metrics);
+/// assert_eq!(cols[0].name, "create_time");
+/// assert_eq!(cols.len(), 8);
+/// ```
+pub fn table_columns(kind: DataKind) -> &'static [TableColumn] {
+    use ColumnType::*;
+    match kind {
+        DataKind::Metrics => &[
+            TableColumn {
+                name: "create_time",
+                ty: Time,
+            },
+            TableColumn {
+                name: "symbol",
+                ty: Text,
+            },
+            TableColumn {
+                name: "sum_open_interest",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "sum_open_interest_value",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "count_toptrader_long_short_ratio",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "sum_toptrader_long_short_ratio",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "count_long_short_ratio",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "sum_taker_long_short_vol_ratio",
+                ty: OptFloat,
+            },
+        ],
+        DataKind::BookDepth => &[
+            TableColumn {
+                name: "timestamp",
+                ty: Time,
+            },
+            TableColumn {
+                name: "percentage",
+                ty: Float,
+            },
+            TableColumn {
+                name: "depth",
+                ty: Float,
+            },
+            TableColumn {
+                name: "notional",
+                ty: Float,
+            },
+        ],
+        DataKind::BookTicker => &[
+            TableColumn {
+                name: "update_id",
+                ty: Int,
+            },
+            TableColumn {
+                name: "best_bid_price",
+                ty: Float,
+            },
+            TableColumn {
+                name: "best_bid_qty",
+                ty: Float,
+            },
+            TableColumn {
+                name: "best_ask_price",
+                ty: Float,
+            },
+            TableColumn {
+                name: "best_ask_qty",
+                ty: Float,
+            },
+            TableColumn {
+                name: "transaction_time",
+                ty: Time,
+            },
+            TableColumn {
+                name: "event_time",
+                ty: Time,
+            },
+        ],
+        DataKind::Liquidations => &[
+            TableColumn {
+                name: "time",
+                ty: Time,
+            },
+            TableColumn {
+                name: "side",
+                ty: Text,
+            },
+            TableColumn {
+                name: "order_type",
+                ty: Text,
+            },
+            TableColumn {
+                name: "time_in_force",
+                ty: Text,
+            },
+            TableColumn {
+                name: "original_quantity",
+                ty: Float,
+            },
+            TableColumn {
+                name: "price",
+                ty: Float,
+            },
+            TableColumn {
+                name: "average_price",
+                ty: Float,
+            },
+            TableColumn {
+                name: "order_status",
+                ty: Text,
+            },
+            TableColumn {
+                name: "last_fill_quantity",
+                ty: Float,
+            },
+            TableColumn {
+                name: "accumulated_fill_quantity",
+                ty: Float,
+            },
+        ],
+        DataKind::BvolIndex => &[
+            TableColumn {
+                name: "calc_time",
+                ty: Time,
+            },
+            TableColumn {
+                name: "symbol",
+                ty: Text,
+            },
+            TableColumn {
+                name: "base_asset",
+                ty: Text,
+            },
+            TableColumn {
+                name: "quote_asset",
+                ty: Text,
+            },
+            TableColumn {
+                name: "index_value",
+                ty: Float,
+            },
+        ],
+        DataKind::EohSummary => &[
+            TableColumn {
+                name: "date",
+                ty: Date,
+            },
+            TableColumn {
+                name: "hour",
+                ty: Hour,
+            },
+            TableColumn {
+                name: "symbol",
+                ty: Text,
+            },
+            TableColumn {
+                name: "underlying",
+                ty: Text,
+            },
+            TableColumn {
+                name: "type",
+                ty: Text,
+            },
+            TableColumn {
+                name: "strike",
+                ty: Float,
+            },
+            TableColumn {
+                name: "open",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "high",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "low",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "close",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "volume_contracts",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "volume_usdt",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "best_bid_price",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "best_ask_price",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "best_bid_qty",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "best_ask_qty",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "best_buy_iv",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "best_sell_iv",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "mark_price",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "mark_iv",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "delta",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "gamma",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "vega",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "theta",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "openinterest_contracts",
+                ty: OptFloat,
+            },
+            TableColumn {
+                name: "openinterest_usdt",
+                ty: OptFloat,
+            },
+        ],
+        _ => &[],
+    }
+}
+
+/// The Arrow fields of an archive table: one per column, but `date` + `hour`, which become one
+/// `time`.
+fn table_fields(kind: DataKind) -> Vec<Field> {
+    table_columns(kind)
+        .iter()
+        .filter_map(|c| {
+            let name = c.name;
+            Some(match c.ty {
+                ColumnType::Time => ts(name, TimeUnit::Millisecond),
+                ColumnType::Date => ts(time_column(kind), TimeUnit::Millisecond),
+                ColumnType::Hour => return None,
+                ColumnType::Float => f64_field(name),
+                ColumnType::OptFloat => Field::new(name, DataType::Float64, true),
+                ColumnType::Int => i64_field(name),
+                ColumnType::Text => Field::new(name, DataType::Utf8, false),
+            })
+        })
+        .collect()
 }
 
 /// The unit of [`time_column`]: milliseconds for candles and funding, microseconds for trades.
@@ -196,6 +524,12 @@ pub fn schema(market: Market, kind: DataKind) -> SchemaRef {
             Field::new("is_buyer_maker", DataType::Boolean, false),
             Field::new("is_best_match", DataType::Boolean, true),
         ],
+        DataKind::Metrics
+        | DataKind::BookDepth
+        | DataKind::BookTicker
+        | DataKind::Liquidations
+        | DataKind::BvolIndex
+        | DataKind::EohSummary => table_fields(kind),
     };
     Arc::new(Schema::new(fields))
 }

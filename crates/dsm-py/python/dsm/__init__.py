@@ -112,7 +112,8 @@ class Response:
 
     @property
     def time_column(self) -> str:
-        """The time column: ``open_time`` (candles), ``funding_time`` or ``time`` (trades)."""
+        """The time column: ``open_time`` (candles), ``funding_time``, ``time`` (trades), or an
+        archive table's own (``create_time``, ``timestamp``, ``calc_time`` ...)."""
         return self._raw.time_column
 
     @property
@@ -311,9 +312,11 @@ class Manager:
         """Rows of ``symbol`` (or of each symbol of a list: one request, one budget, a dict of
         responses) with open time in ``[start, end)``; ``end`` defaults to now.
 
-        ``market`` is ``spot``, ``um`` (USD-M futures) or ``cm`` (COIN-M); ``kind`` is
-        ``klines``, ``mark-klines``, ``index-klines``, ``premium-klines``, ``funding``,
-        ``aggtrades`` or ``trades``; ``interval`` (``1s``, ``1m`` … ``1M``) is required for
+        ``market`` is ``spot``, ``um`` (USD-M futures), ``cm`` (COIN-M) or ``option``; ``kind``
+        is ``klines``, ``mark-klines``, ``index-klines``, ``premium-klines``, ``funding``,
+        ``aggtrades`` or ``trades``, or one of the archive's tables: ``metrics``, ``book-depth``,
+        ``book-ticker`` (um, cm), ``liquidations`` (cm), ``bvol-index`` and ``eoh-summary``
+        (option); ``interval`` (``1s``, ``1m`` … ``1M``) is required for
         candles. Times are datetimes (naive means UTC), dates, ISO strings or epoch milliseconds.
         The GIL is released while dsm works, so threads calling ``get`` run in parallel.
         """

@@ -31,11 +31,13 @@ impl Dataset {
     }
 
     /// How this dataset is split into partitions, so files hold tens of thousands of rows, not
-    /// millions: trades and 1s candles (86,400 a day) by day, other intervals under 1h by month
-    /// (44,640 rows of 1m), 1h and longer and funding rates by year.
+    /// millions: trades, the archive tables (one file a day) and 1s candles (86,400 a day) by
+    /// day, other intervals under 1h by month (44,640 rows of 1m), 1h and longer and funding
+    /// rates by year.
     pub fn granularity(&self) -> Granularity {
         match (self.kind, self.interval) {
             (DataKind::AggTrades | DataKind::Trades, _) => Granularity::Day,
+            (kind, _) if kind.is_table() => Granularity::Day,
             (_, Some(crate::market::Interval::S1)) => Granularity::Day,
             (DataKind::FundingRate, _) => Granularity::Year,
             (_, Some(i)) if i.max_millis() < crate::time::HOUR_MS => Granularity::Month,

@@ -414,6 +414,14 @@ pub(super) fn check_order(
                 reason: format!("trade id {} does not increase", ids[from + i + 1]),
             });
         }
+    } else if kind.is_table() {
+        // Several rows may share a time (a book's bands, an hour's options).
+        if let Some(i) = times.windows(2).skip(from).position(|w| w[1] < w[0]) {
+            return Err(CacheError::NotSorted {
+                row: from + i + 1,
+                reason: "time goes backwards".into(),
+            });
+        }
     } else if let Some(i) = times.windows(2).skip(from).position(|w| w[1] <= w[0]) {
         return Err(CacheError::NotSorted {
             row: from + i + 1,

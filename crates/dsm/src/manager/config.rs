@@ -119,11 +119,7 @@ impl ManagerConfig {
             });
         }
         check_url("vision_url", &self.vision_url)?;
-        for m in [
-            crate::Market::Spot,
-            crate::Market::UsdM,
-            crate::Market::CoinM,
-        ] {
+        for m in crate::Market::ALL {
             check_url("rest_urls", self.rest_urls.for_market(m))?;
         }
         Ok(())

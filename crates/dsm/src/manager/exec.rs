@@ -130,6 +130,7 @@ fn rest_outage(e: &RestError) -> bool {
 /// for the exchange's clock, and as the stand-in for Vision files that fail.
 fn rest_allowed(policy: SourcePolicy, market: Market, kind: DataKind) -> bool {
     policy.uses_rest()
+        && kind.has_rest()
         && match kind {
             DataKind::Trades => market == Market::Spot,
             _ => true,
@@ -153,27 +154,42 @@ pub(crate) async fn fetch_symbol(
     let kind = req.kind;
     let schema = output_schema(market, kind);
     let mut summary = Summary::default();
-    // A delivery contract's life ends at its delivery: the range is answered up to it, and what
-    // lies after it is reported as outside the symbol's life (not a gap, not missing).
-    let (range, outside_life) = match symbol.delivery_time().filter(|_| market.is_futures()) {
-        Some(delivered) if req.range.end() > delivered => {
-            let Ok(alive) = TimeRange::new(req.range.start(), delivered) else {
-                if ctx.windowed {
-                    return Ok(SymbolResult {
-                        outside_life: vec![req.range],
-                        ..SymbolResult::empty(symbol.clone(), schema)
-                    });
-                }
-                return Err(UnavailableError::Delivered {
-                    symbol: symbol.clone(),
-                    delivered,
-                }
-                .into());
-            };
-            (alive, TimeRange::new(delivered, req.range.end()).ok())
+    // A delivery contract's life ends at its delivery, and a discontinued archive series at its
+    // last file: the range is answered inside them, and what lies outside is reported as outside
+    // the life (not a gap, not missing).
+    let delivered = symbol.delivery_time().filter(|_| market.is_futures());
+    let (series_first, series_end) = kind.archive_life(market);
+    let life_start = series_first.unwrap_or(i64::MIN);
+    let life_end = [delivered, series_end]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(i64::MAX);
+    let alive = TimeRange::new(
+        req.range.start().max(life_start),
+        req.range.end().min(life_end),
+    );
+    let Ok(range) = alive else {
+        if ctx.windowed {
+            return Ok(SymbolResult {
+                outside_life: vec![req.range],
+                ..SymbolResult::empty(symbol.clone(), schema)
+            });
         }
-        _ => (req.range, None),
+        return Err(match delivered {
+            Some(delivered) if delivered <= req.range.start() => UnavailableError::Delivered {
+                symbol: symbol.clone(),
+                delivered,
+            },
+            _ => UnavailableError::OutsideArchive {
+                dataset: req.dataset(symbol),
+                first: series_first,
+                end: series_end,
+            },
+        }
+        .into());
     };
+    let outside_life = req.range.subtract(&[range]);
     let local_now = now_ms();
     if range.start() > local_now + 60_000 {
         return Err(UnavailableError::Future {
@@ -490,7 +506,7 @@ pub(crate) async fn fetch_symbol(
         batches: parts,
         gaps: TimeRange::merge_all(gaps),
         missing: TimeRange::merge_all(unavailable),
-        outside_life: outside_life.into_iter().collect(),
+        outside_life,
         first_time: first,
         last_time: last,
         summary,

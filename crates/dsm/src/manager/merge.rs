@@ -14,7 +14,9 @@ use crate::market::{DataKind, Interval};
 use crate::schema::{i64_values, time_column, time_scale};
 use crate::time::TimeRange;
 
-/// The column rows are unique on: the trade id for trades, the time for everything else.
+/// The column rows are unique on: the trade id for trades, the time for everything else but the
+/// archive tables, whose rows may share a time and are ordered by it (never de-duplicated here:
+/// their files were, and each period comes from one file).
 fn key_column(kind: DataKind) -> &'static str {
     match kind {
         DataKind::AggTrades => "agg_trade_id",
@@ -86,14 +88,20 @@ pub(crate) fn merge_parts(
 ) -> Result<Vec<RecordBatch>, ArrowError> {
     let (lo, hi) = range_in_unit(kind, range);
     let key_name = key_column(kind);
-    // Fast path: every batch strictly increasing on the key and the batches disjoint, so that,
-    // ordered by their first key, the whole sequence is strictly increasing. Then no row repeats
-    // a key, and sorting is reordering whole batches.
+    // Fast path: every batch strictly increasing on the key (non-decreasing for the archive
+    // tables) and the batches disjoint, so that, ordered by their first key, the whole sequence
+    // is in order. Then no row repeats a key, and sorting is reordering whole batches.
+    let table = kind.is_table();
     let mut parts: Vec<(i64, &RecordBatch)> = Vec::with_capacity(batches.len());
     let mut sorted_unique = true;
     for b in batches.iter().filter(|b| b.num_rows() > 0) {
         let k = column_i64(b, key_name)?;
-        if !strictly_increasing(k) {
+        let in_order = if table {
+            k.windows(2).all(|w| w[0] <= w[1])
+        } else {
+            strictly_increasing(k)
+        };
+        if !in_order {
             sorted_unique = false;
             break;
         }
@@ -110,7 +118,7 @@ pub(crate) fn merge_parts(
         }
     }
     if !sorted_unique {
-        return merge_general(schema, kind, batches, (lo, hi), key_name);
+        return merge_general(schema, kind, batches, (lo, hi), key_name, !table);
     }
     let mut out = Vec::with_capacity(parts.len());
     for (_, b) in parts {
@@ -134,13 +142,14 @@ pub(crate) fn merge_parts(
 }
 
 /// The general merge: concatenate, filter to `[lo, hi)`, sort on (key, input position), keep the
-/// first row of each key.
+/// first row of each key when `unique_keys`.
 fn merge_general(
     schema: &SchemaRef,
     kind: DataKind,
     batches: &[RecordBatch],
     (lo, hi): (i64, i64),
     key_name: &str,
+    unique_keys: bool,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
     let all = concat_batches(schema, batches)?;
     if all.num_rows() == 0 {
@@ -166,7 +175,7 @@ fn merge_general(
     let mut unique = Vec::with_capacity(order.len());
     let mut last: Option<i64> = None;
     for (k, i) in order {
-        if last != Some(k) {
+        if !unique_keys || last != Some(k) {
             unique.push(i);
             last = Some(k);
         }

@@ -3,16 +3,26 @@
 use super::{DataKind, Interval, Market};
 use crate::time::TimeError;
 
+/// The markets that offer `kind`, for messages.
+fn offered_on(kind: DataKind) -> String {
+    let markets: Vec<&str> = Market::ALL
+        .into_iter()
+        .filter(|m| m.supports_kind(kind))
+        .map(Market::as_str)
+        .collect();
+    markets.join(", ")
+}
+
 /// Bad input: rejected before any network call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
     /// Unknown market name.
-    #[error("unknown market {0:?}: use spot, um (USD-M futures) or cm (COIN-M futures)")]
+    #[error("unknown market {0:?}: use spot, um (USD-M futures), cm (COIN-M futures) or option")]
     UnknownMarket(String),
     /// Unknown data kind.
     #[error(
-        "unknown data kind {0:?}: use klines, mark-klines, index-klines, premium-klines, funding, aggtrades or trades"
+        "unknown data kind {0:?}: use klines, mark-klines, index-klines, premium-klines, funding, aggtrades, trades, metrics, book-depth, book-ticker, liquidations, bvol-index or eoh-summary"
     )]
     UnknownKind(String),
     /// Unknown interval name.
@@ -29,9 +39,7 @@ pub enum InputError {
         market: Market,
     },
     /// The kind exists but not on this market.
-    #[error(
-        "{kind} data is not offered on {market}: funding and mark/index/premium klines are futures only (um, cm)"
-    )]
+    #[error("{kind} data is not offered on {market}: it exists on {}", offered_on(*kind))]
     KindNotOnMarket {
         /// The kind asked for.
         kind: DataKind,

@@ -31,51 +31,63 @@ pub enum Market {
     UsdM,
     /// COIN-M futures (`dapi.binance.com`, `data/futures/cm/...`).
     CoinM,
+    /// Options (`eapi.binance.com`, `data/option/...`): only the archive's BVOL index and EOH
+    /// summaries, which dsm serves from Vision.
+    Option,
 }
 
 impl Market {
     /// All markets, in a stable order.
-    pub const ALL: [Market; 3] = [Market::Spot, Market::UsdM, Market::CoinM];
+    pub const ALL: [Market; 4] = [Market::Spot, Market::UsdM, Market::CoinM, Market::Option];
 
-    /// Short name used on the command line and in cache paths: `spot`, `um`, `cm`.
+    /// Short name used on the command line and in cache paths: `spot`, `um`, `cm`, `option`.
     pub fn as_str(self) -> &'static str {
         match self {
             Market::Spot => "spot",
             Market::UsdM => "um",
             Market::CoinM => "cm",
+            Market::Option => "option",
         }
     }
 
-    /// The market's directory in the Vision archive (`spot`, `futures/um`, `futures/cm`).
+    /// The market's directory in the Vision archive (`spot`, `futures/um`, `futures/cm`,
+    /// `option`).
     pub fn vision_path(self) -> &'static str {
         match self {
             Market::Spot => "spot",
             Market::UsdM => "futures/um",
             Market::CoinM => "futures/cm",
+            Market::Option => "option",
         }
     }
 
     /// Whether this is a futures market (USD-M or COIN-M).
     pub fn is_futures(self) -> bool {
-        !matches!(self, Market::Spot)
+        matches!(self, Market::UsdM | Market::CoinM)
     }
 
     /// Maximum `limit` of one klines request on this market (1000 spot, 1500 futures).
     pub fn max_klines_limit(self) -> u32 {
         match self {
             Market::Spot => 1000,
-            Market::UsdM | Market::CoinM => 1500,
+            Market::UsdM | Market::CoinM | Market::Option => 1500,
         }
     }
 
-    /// Whether Binance offers `kind` on this market.
+    /// Whether Binance offers `kind` on this market (spec §1.3: the archive's table).
     pub fn supports_kind(self, kind: DataKind) -> bool {
         match kind {
-            DataKind::Klines | DataKind::AggTrades | DataKind::Trades => true,
+            DataKind::Klines | DataKind::AggTrades | DataKind::Trades => self != Market::Option,
             DataKind::MarkPriceKlines
             | DataKind::IndexPriceKlines
             | DataKind::PremiumIndexKlines
-            | DataKind::FundingRate => self.is_futures(),
+            | DataKind::FundingRate
+            | DataKind::Metrics
+            | DataKind::BookDepth
+            | DataKind::BookTicker => self.is_futures(),
+            // USD-M snapshots existed only briefly in 2023 and are gone from the archive.
+            DataKind::Liquidations => self == Market::CoinM,
+            DataKind::BvolIndex | DataKind::EohSummary => self == Market::Option,
         }
     }
 
@@ -114,6 +126,7 @@ impl FromStr for Market {
             "spot" => Ok(Market::Spot),
             "um" | "usdm" | "usd-m" | "futures/um" => Ok(Market::UsdM),
             "cm" | "coinm" | "coin-m" | "futures/cm" => Ok(Market::CoinM),
+            "option" | "options" | "eoptions" => Ok(Market::Option),
             _ => Err(InputError::UnknownMarket(s.to_owned())),
         }
     }
@@ -143,11 +156,23 @@ pub enum DataKind {
     AggTrades,
     /// Raw trades.
     Trades,
+    /// Open interest and long/short ratios every 5 minutes (futures; daily archive files).
+    Metrics,
+    /// Cumulative order-book depth per ±% band from the mark price (futures; daily files).
+    BookDepth,
+    /// Best bid and ask on every change (futures; ended on 2024-03-30).
+    BookTicker,
+    /// Liquidation orders (COIN-M; daily files from 2023-06-25 to 2024-10-14).
+    Liquidations,
+    /// Binance's BVOL volatility index (options; `BTCBVOLUSDT`, `ETHBVOLUSDT`; from 2023-06-20).
+    BvolIndex,
+    /// Hourly summaries of every option of an underlying (options; `BTCUSDT`, `ETHUSDT`, ...).
+    EohSummary,
 }
 
 impl DataKind {
     /// All kinds, in a stable order.
-    pub const ALL: [DataKind; 7] = [
+    pub const ALL: [DataKind; 13] = [
         DataKind::Klines,
         DataKind::MarkPriceKlines,
         DataKind::IndexPriceKlines,
@@ -155,6 +180,12 @@ impl DataKind {
         DataKind::FundingRate,
         DataKind::AggTrades,
         DataKind::Trades,
+        DataKind::Metrics,
+        DataKind::BookDepth,
+        DataKind::BookTicker,
+        DataKind::Liquidations,
+        DataKind::BvolIndex,
+        DataKind::EohSummary,
     ];
 
     /// The data-type directory name on Vision (`klines`, `markPriceKlines`, `fundingRate`, ...).
@@ -167,11 +198,18 @@ impl DataKind {
             DataKind::FundingRate => "fundingRate",
             DataKind::AggTrades => "aggTrades",
             DataKind::Trades => "trades",
+            DataKind::Metrics => "metrics",
+            DataKind::BookDepth => "bookDepth",
+            DataKind::BookTicker => "bookTicker",
+            DataKind::Liquidations => "liquidationSnapshot",
+            DataKind::BvolIndex => "BVOLIndex",
+            DataKind::EohSummary => "EOHSummary",
         }
     }
 
     /// The command-line name (`klines`, `mark-klines`, `index-klines`, `premium-klines`, `funding`,
-    /// `aggtrades`, `trades`).
+    /// `aggtrades`, `trades`, `metrics`, `book-depth`, `book-ticker`, `liquidations`,
+    /// `bvol-index`, `eoh-summary`).
     pub fn cli_name(self) -> &'static str {
         match self {
             DataKind::Klines => "klines",
@@ -181,6 +219,55 @@ impl DataKind {
             DataKind::FundingRate => "funding",
             DataKind::AggTrades => "aggtrades",
             DataKind::Trades => "trades",
+            DataKind::Metrics => "metrics",
+            DataKind::BookDepth => "book-depth",
+            DataKind::BookTicker => "book-ticker",
+            DataKind::Liquidations => "liquidations",
+            DataKind::BvolIndex => "bvol-index",
+            DataKind::EohSummary => "eoh-summary",
+        }
+    }
+
+    /// Whether rows are archive tables (metrics, book depth and ticker, liquidations, BVOL, EOH
+    /// summaries): only Vision has them, several rows may share one time, and they are kept as
+    /// the archive has them, sorted by time and with exact repeats dropped.
+    pub fn is_table(self) -> bool {
+        matches!(
+            self,
+            DataKind::Metrics
+                | DataKind::BookDepth
+                | DataKind::BookTicker
+                | DataKind::Liquidations
+                | DataKind::BvolIndex
+                | DataKind::EohSummary
+        )
+    }
+
+    /// Whether Vision publishes monthly files for this kind (the archive tables are daily only,
+    /// but for the book ticker).
+    pub fn has_monthly_files(self) -> bool {
+        !self.is_table() || self == DataKind::BookTicker
+    }
+
+    /// The part of time in which the archive publishes this kind on `market`, where it is
+    /// documented as bounded (spec §1.3, §3 #26): `(first, end)` in ms, `end` exclusive. A day
+    /// outside it is not missing: the series does not exist there, and its 404 is the end of the
+    /// series, not an error.
+    ///
+    /// ```
+    /// use dsm::{DataKind, Market};
+    /// let (_, end) = DataKind::BookTicker.archive_life(Market::UsdM);
+    /// assert_eq!(end, Some(1_711_843_200_000)); // 2024-03-31T00:00:00Z
+    /// ```
+    pub fn archive_life(self, market: Market) -> (Option<i64>, Option<i64>) {
+        match (self, market) {
+            // Daily files end 2024-03-30 (monthly 2024-05, which holds no later days).
+            (DataKind::BookTicker, _) => (None, Some(1_711_843_200_000)),
+            // 2023-06-25 .. 2024-10-14.
+            (DataKind::Liquidations, _) => (Some(1_687_651_200_000), Some(1_728_950_400_000)),
+            // From 2023-06-20.
+            (DataKind::BvolIndex, _) => (Some(1_687_219_200_000), None),
+            _ => (None, None),
         }
     }
 
@@ -198,6 +285,11 @@ impl DataKind {
     /// Whether Vision publishes daily files for this kind (funding rates are monthly only).
     pub fn has_daily_files(self) -> bool {
         self != DataKind::FundingRate
+    }
+
+    /// Whether the REST client serves this kind (the archive tables are Vision's alone).
+    pub fn has_rest(self) -> bool {
+        !self.is_table()
     }
 }
 
@@ -511,7 +603,9 @@ impl Symbol {
             expected,
         };
         match market {
-            Market::Spot if s.contains('_') => Err(wrong("BASEQUOTE without '_', like BTCUSDT")),
+            Market::Spot | Market::Option if s.contains('_') => {
+                Err(wrong("BASEQUOTE without '_', like BTCUSDT or BTCBVOLUSDT"))
+            }
             Market::CoinM => {
                 let ok = match s.split_once('_') {
                     Some((pair, suffix)) => {

@@ -574,6 +574,7 @@ fn endpoint(market: Market, name: &str) -> String {
         Market::Spot => "/api/v3",
         Market::UsdM => "/fapi/v1",
         Market::CoinM => "/dapi/v1",
+        Market::Option => "/eapi/v1",
     };
     format!("{prefix}/{name}")
 }

@@ -61,6 +61,9 @@ pub struct RestUrls {
     pub um: String,
     /// COIN-M futures, default `https://dapi.binance.com`.
     pub cm: String,
+    /// Options, default `https://eapi.binance.com` (dsm asks it nothing yet: the option kinds
+    /// come from the archive).
+    pub option: String,
 }
 
 impl RestUrls {
@@ -70,7 +73,8 @@ impl RestUrls {
         RestUrls {
             spot: base.clone(),
             um: base.clone(),
-            cm: base,
+            cm: base.clone(),
+            option: base,
         }
     }
 
@@ -80,6 +84,7 @@ impl RestUrls {
             Market::Spot => &self.spot,
             Market::UsdM => &self.um,
             Market::CoinM => &self.cm,
+            Market::Option => &self.option,
         }
     }
 }
@@ -90,6 +95,7 @@ impl Default for RestUrls {
             spot: "https://api.binance.com".into(),
             um: "https://fapi.binance.com".into(),
             cm: "https://dapi.binance.com".into(),
+            option: "https://eapi.binance.com".into(),
         }
     }
 }

@@ -242,12 +242,12 @@ fn merge_into(st: &mut MarketState, mem: &MarketState) {
 #[derive(Debug)]
 pub(crate) struct WeightBudget {
     /// The limits assumed until the server's is known (Binance's own), per market.
-    defaults: [u32; 3],
+    defaults: [u32; 4],
     /// The window assumed until the server's is known.
     default_window_ms: i64,
     /// The user's limit: used as given (no margin), instead of the server's.
     fixed: Option<u32>,
-    state: [Mutex<MarketState>; 3],
+    state: [Mutex<MarketState>; 4],
     files: Option<StateFiles>,
 }
 
@@ -257,6 +257,7 @@ pub(crate) fn market_index(m: Market) -> usize {
         Market::Spot => 0,
         Market::UsdM => 1,
         Market::CoinM => 2,
+        Market::Option => 3,
     }
 }
 
@@ -283,7 +284,7 @@ impl WeightBudget {
         dir: Option<PathBuf>,
     ) -> WeightBudget {
         WeightBudget {
-            defaults: [spot, futures, futures],
+            defaults: [spot, futures, futures, futures],
             default_window_ms: (window.as_millis() as i64).max(1),
             fixed,
             state: Default::default(),

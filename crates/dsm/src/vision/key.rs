@@ -213,7 +213,7 @@ impl FileKey {
     pub fn max_csv_bytes(&self) -> u64 {
         let range = self.range();
         let rows = match (self.dataset.kind, self.dataset.interval) {
-            (DataKind::AggTrades | DataKind::Trades, _) => {
+            (DataKind::AggTrades | DataKind::Trades | DataKind::BookTicker, _) => {
                 return if self.period.is_month() {
                     MAX_TRADES_MONTH_BYTES
                 } else {
@@ -225,7 +225,9 @@ impl FileKey {
                 u64::try_from((range.end() - range.start()) / crate::time::HOUR_MS).unwrap_or(0)
             }
             (_, Some(i)) => i.count_in(range.start(), range.end()),
-            (_, None) => u64::try_from((range.end() - range.start()) / 1000).unwrap_or(0),
+            // The other archive tables: at most ~1 row a second (BVOL), or a few hundred
+            // thousand a day (book depth's bands, every option's hourly summary).
+            (_, None) => u64::try_from((range.end() - range.start()) / 250).unwrap_or(0),
         };
         // A header line and one row of slack.
         (rows + 2) * MAX_LINE_BYTES as u64
@@ -253,6 +255,8 @@ impl FileKey {
             (Market::UsdM, r)
         } else if let Some(r) = rest.strip_prefix("futures/cm/") {
             (Market::CoinM, r)
+        } else if let Some(r) = rest.strip_prefix("option/") {
+            (Market::Option, r)
         } else {
             return None;
         };
@@ -319,7 +323,8 @@ pub fn has_daily_files(kind: DataKind, interval: Option<Interval>) -> bool {
 
 /// Plans `range` into the fewest archive files, in time order: the monthly file for every month the
 /// range covers entirely, daily files for the rest. Kinds and intervals without daily files
-/// (funding, `3d`, `1w`, `1M`) use the monthly file for a partial month too.
+/// (funding, `3d`, `1w`, `1M`) use the monthly file for a partial month too; kinds without
+/// monthly files (the archive tables but the book ticker) use daily files only.
 ///
 /// Fails (before any network call) when the dataset's kind or interval is not offered on its
 /// market.
@@ -338,13 +343,14 @@ pub fn has_daily_files(kind: DataKind, interval: Option<Interval>) -> bool {
 pub fn plan(dataset: &Dataset, range: TimeRange) -> Result<Vec<FileKey>, InputError> {
     dataset.check()?;
     let dailies = has_daily_files(dataset.kind, dataset.interval);
+    let monthlies = dataset.kind.has_monthly_files();
     let key = |period| FileKey {
         dataset: dataset.clone(),
         period,
     };
     let mut out = Vec::new();
     for month in range.months() {
-        if !dailies || range.covers(&month) {
+        if !dailies || (monthlies && range.covers(&month)) {
             out.push(key(Period::Month(month.start())));
         } else if let Some(part) = range.intersect(&month) {
             out.extend(part.days().map(|d| key(Period::Day(d.start()))));
@@ -461,12 +467,12 @@ mod tests {
             )
             .is_none()
         );
-        assert!(
-            FileKey::from_path(
-                "data/option/daily/BVOLIndex/BTCBVOLUSDT/BTCBVOLUSDT-BVOLIndex-2023-07-01.zip"
-            )
-            .is_none()
-        );
+        let bvol = FileKey::from_path(
+            "data/option/daily/BVOLIndex/BTCBVOLUSDT/BTCBVOLUSDT-BVOLIndex-2023-07-01.zip",
+        )
+        .expect("an option key");
+        assert_eq!(bvol.dataset.market, Market::Option);
+        assert_eq!(bvol.dataset.kind, DataKind::BvolIndex);
         assert!(
             FileKey::from_path("data/spot/daily/klines/BTCUSDT/1m/ETHUSDT-1m-2024-01-01.zip")
                 .is_none()

@@ -9,4 +9,5 @@ mod cache;
 mod lifecycle;
 mod manager;
 mod rest;
+mod tables;
 mod vision;

@@ -31,10 +31,10 @@ fn fault(s: &str) -> Fault {
     s.parse().expect("valid fault")
 }
 
-struct Env {
-    emu: Emulator,
-    m: DataSourceManager,
-    dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) emu: Emulator,
+    pub(crate) m: DataSourceManager,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 async fn setup_with(
@@ -65,7 +65,7 @@ async fn setup_with(
     Env { emu, m, dir }
 }
 
-async fn setup(now: &str) -> Env {
+pub(crate) async fn setup(now: &str) -> Env {
     setup_with(now, |c| c, |c| c).await
 }
 
@@ -74,7 +74,7 @@ impl Env {
         self.emu.request_log().into_iter().map(|l| l.path).collect()
     }
     /// Zip downloads (not `.CHECKSUM`) in the log.
-    fn zips(&self) -> Vec<String> {
+    pub(crate) fn zips(&self) -> Vec<String> {
         self.paths()
             .into_iter()
             .filter(|p| p.ends_with(".zip"))
@@ -123,12 +123,12 @@ fn param(query: &str, name: &str) -> i64 {
         .expect("integer parameter")
 }
 
-fn one(resp: &dsm::Response) -> &SymbolResult {
+pub(crate) fn one(resp: &dsm::Response) -> &SymbolResult {
     assert_eq!(resp.results.len(), 1);
     &resp.results[0]
 }
 
-fn concat(r: &SymbolResult) -> RecordBatch {
+pub(crate) fn concat(r: &SymbolResult) -> RecordBatch {
     arrow::compute::concat_batches(&r.schema, &r.batches).expect("concat")
 }
 
@@ -155,7 +155,7 @@ fn bool_col(b: &RecordBatch, name: &str) -> Vec<bool> {
     (0..c.len()).map(|i| c.value(i)).collect()
 }
 
-fn sources(b: &RecordBatch) -> Vec<String> {
+pub(crate) fn sources(b: &RecordBatch) -> Vec<String> {
     let c = b.column_by_name("source").expect("source column");
     let c = arrow::compute::cast(c, &DataType::Utf8).expect("cast source");
     let c = c.as_string::<i32>();

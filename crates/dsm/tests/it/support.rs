@@ -30,6 +30,7 @@ pub fn emu_market(m: Market) -> dsm_emulator::Market {
         Market::Spot => dsm_emulator::Market::Spot,
         Market::UsdM => dsm_emulator::Market::Um,
         Market::CoinM => dsm_emulator::Market::Cm,
+        Market::Option => dsm_emulator::Market::Option,
     }
 }
 

@@ -26,6 +26,7 @@ mod archive;
 mod lines;
 mod numbers;
 mod rows;
+mod table;
 
 use archive::*;
 use lines::*;
@@ -112,7 +113,7 @@ fn parse_zip_with(
         )),
         LineError::Row(e) => e,
     })?;
-    Ok(parser.finish())
+    parser.finish()
 }
 
 /// Parses the text of a `.CHECKSUM` sidecar: the first whitespace-delimited token, 64 hex digits

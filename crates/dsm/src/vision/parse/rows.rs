@@ -10,6 +10,7 @@ pub(super) enum Builder {
     Kline(KlineBuilder),
     Funding(FundingBuilder),
     Trade(TradeBuilder),
+    Table(table::TableBuilder),
 }
 
 pub(super) struct RowParser<'a> {
@@ -41,6 +42,7 @@ pub(super) fn expected_fields(market: Market, kind: DataKind) -> usize {
                 6
             }
         }
+        kind if kind.is_table() => crate::schema::table_columns(kind).len(),
         _ => 12,
     }
 }
@@ -49,6 +51,11 @@ impl<'a> RowParser<'a> {
     pub(super) fn new(key: &'a FileKey, name: &'a str, size_hint: usize) -> RowParser<'a> {
         let range = key.range();
         let builder = match (key.dataset.kind, key.dataset.interval) {
+            (kind, _) if kind.is_table() => Builder::Table(table::TableBuilder::new(
+                key.dataset.market,
+                kind,
+                (size_hint / 64).min(1 << 20),
+            )),
             (DataKind::FundingRate, _) => Builder::Funding(FundingBuilder::new(128)),
             (DataKind::AggTrades | DataKind::Trades, _) => Builder::Trade(TradeBuilder::new(
                 key.dataset.market,
@@ -95,6 +102,17 @@ impl<'a> RowParser<'a> {
 
     pub(super) fn line(&mut self, row: usize, line: &[u8]) -> Result<(), VisionError> {
         let first = line[0];
+        if let Builder::Table(b) = &mut self.builder {
+            let done = if self.seen_data || first.is_ascii_digit() {
+                self.seen_data = true;
+                b.push(line, self.start, self.end)
+            } else if row == 1 {
+                b.header(line)
+            } else {
+                Err("a header row after the first line".into())
+            };
+            return done.map_err(|e| invalid(self.name, row, e));
+        }
         if !(self.seen_data || first.is_ascii_digit() || first == b'-') {
             // A header row (futures files carry one from 2022 on; spot never).
             if row != 1 {
@@ -159,6 +177,8 @@ impl<'a> RowParser<'a> {
                     .map_err(|e| invalid(self.name, row, e))?;
                 b.push(&r)
             }
+            // Handled above.
+            Builder::Table(_) => return Ok(()),
             Builder::Trade(b) => {
                 let r = if self.key.dataset.kind == DataKind::AggTrades {
                     agg_trade(cols)
@@ -189,7 +209,17 @@ impl<'a> RowParser<'a> {
         }
     }
 
-    pub(super) fn finish(self) -> Parsed {
+    pub(super) fn finish(mut self) -> Result<Parsed, VisionError> {
+        let batch = match self.builder {
+            Builder::Kline(b) => b.finish(),
+            Builder::Funding(b) => b.finish(),
+            Builder::Trade(b) => b.finish(),
+            Builder::Table(b) => {
+                let (batch, repeats) = b.finish().map_err(|e| invalid(self.name, 0, e))?;
+                self.duplicates += repeats;
+                batch
+            }
+        };
         if self.duplicates > 0 {
             tracing::warn!(
                 file = self.name,
@@ -197,15 +227,10 @@ impl<'a> RowParser<'a> {
                 "dropped exact duplicate rows"
             );
         }
-        let batch = match self.builder {
-            Builder::Kline(b) => b.finish(),
-            Builder::Funding(b) => b.finish(),
-            Builder::Trade(b) => b.finish(),
-        };
-        Parsed {
+        Ok(Parsed {
             batch,
             duplicates: self.duplicates,
-        }
+        })
     }
 }
 
