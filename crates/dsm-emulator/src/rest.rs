@@ -87,7 +87,22 @@ enum Endpoint {
     ExchangeInfo,
     Ping,
     Time,
+    /// USD-M 5-minute statistics (`/futures/data/...`): the archive's metrics, 30 days back.
+    Stats(Stat),
 }
+
+/// One of the USD-M statistics endpoints, and the metrics column it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stat {
+    OpenInterest,
+    TopAccounts,
+    TopPositions,
+    AllAccounts,
+    TakerVolume,
+}
+
+/// How far back the statistics endpoints answer (Binance: "only the data of the latest 30 days").
+const STATS_DAYS: i64 = 30;
 
 fn endpoint(m: Market, name: &str) -> Option<Endpoint> {
     Some(match (m, name) {
@@ -102,6 +117,11 @@ fn endpoint(m: Market, name: &str) -> Option<Endpoint> {
         (_, "aggTrades") => Endpoint::AggTrades,
         (_, "historicalTrades") => Endpoint::HistoricalTrades,
         (_, "exchangeInfo") => Endpoint::ExchangeInfo,
+        (Market::Um, "data/openInterestHist") => Endpoint::Stats(Stat::OpenInterest),
+        (Market::Um, "data/topLongShortAccountRatio") => Endpoint::Stats(Stat::TopAccounts),
+        (Market::Um, "data/topLongShortPositionRatio") => Endpoint::Stats(Stat::TopPositions),
+        (Market::Um, "data/globalLongShortAccountRatio") => Endpoint::Stats(Stat::AllAccounts),
+        (Market::Um, "data/takerlongshortRatio") => Endpoint::Stats(Stat::TakerVolume),
         (_, "ping") => Endpoint::Ping,
         (_, "time") => Endpoint::Time,
         _ => return None,
@@ -149,6 +169,7 @@ pub(crate) async fn handle(
 ) -> Reply {
     let name = path
         .strip_prefix(m.rest_prefix())
+        .or_else(|| path.strip_prefix("/futures"))
         .unwrap_or("")
         .trim_start_matches('/');
     let Some(ep) = endpoint(m, name) else {
@@ -211,6 +232,7 @@ fn dispatch(
             funding(shared, m, q, dup)
         }
         Endpoint::AggTrades => agg_trades(shared, m, q),
+        Endpoint::Stats(stat) => stats(shared, stat, q),
         Endpoint::HistoricalTrades if m == Market::Spot => historical_trades(shared, m, q),
         // Binance asks for an API key here: dsm has none, like most of its users.
         Endpoint::HistoricalTrades => Reply::new(
@@ -596,6 +618,79 @@ fn write_candle(out: &mut String, c: &Candle, len: i64, unit: i64, f: crate::mar
         s(c.taker_buy_volume, f.vol_dp),
         s(c.taker_buy_quote_volume, f.quote_dp),
     );
+}
+
+/// A statistics endpoint: the metrics rows of the last 30 days (and not after now) with time in
+/// `[startTime, endTime]`, ascending, at most `limit` (default 30, at most 500); 5-minute periods
+/// only.
+fn stats(shared: &Arc<Shared>, stat: Stat, q: &Params) -> Reply {
+    let Some(sym) = param(q, "symbol").filter(|s| !s.is_empty()) else {
+        return mandatory("symbol");
+    };
+    match param(q, "period") {
+        None => return mandatory("period"),
+        Some("5m") => {}
+        Some(_) => return invalid_value("period"),
+    }
+    let limit = match parse_num(q, "limit") {
+        Err(e) => return e,
+        Ok(None) => 30,
+        Ok(Some(l)) if l <= 0 => return invalid_value("limit"),
+        Ok(Some(l)) => l.min(500) as usize,
+    };
+    let (start, end) = match (parse_num(q, "startTime"), parse_num(q, "endTime")) {
+        (Err(e), _) | (_, Err(e)) => return e,
+        (Ok(s), Ok(e)) => (s, e),
+    };
+    let store = &shared.store;
+    let kind = crate::tables::TableKind::Metrics;
+    let Some((first, _)) = kind.life(store, Market::Um, sym) else {
+        return error(-1121, "Invalid symbol.");
+    };
+    let now = shared.now_ms();
+    let lo = start
+        .unwrap_or(i64::MIN)
+        .max(now - STATS_DAYS * DAY_MS)
+        .max(first);
+    let hi = end.unwrap_or(now).min(now);
+    let mut out = Vec::new();
+    let mut day = lo.div_euclid(DAY_MS) * DAY_MS;
+    while day <= hi && out.len() < limit {
+        let date = crate::market::ms_to_date(day);
+        for r in kind.rows(store.seed, sym, date) {
+            if r.time < lo || r.time > hi || out.len() == limit {
+                continue;
+            }
+            let f = &r.fields;
+            let ratio = |v: &str| {
+                let x: f64 = v.parse().unwrap_or(1.0);
+                let long = x / (1.0 + x);
+                serde_json::json!({
+                    "symbol": sym, "longShortRatio": v, "longAccount": format!("{long:.4}"),
+                    "shortAccount": format!("{:.4}", 1.0 - long), "timestamp": r.time,
+                })
+            };
+            out.push(match stat {
+                Stat::OpenInterest => serde_json::json!({
+                    "symbol": sym, "sumOpenInterest": f[1], "sumOpenInterestValue": f[2],
+                    "timestamp": r.time,
+                }),
+                Stat::TopAccounts => ratio(&f[3]),
+                Stat::TopPositions => ratio(&f[4]),
+                Stat::AllAccounts => ratio(&f[5]),
+                Stat::TakerVolume => serde_json::json!({
+                    "buySellRatio": f[6], "buyVol": "1000.000", "sellVol": "1000.000",
+                    "timestamp": r.time,
+                }),
+            });
+        }
+        day += DAY_MS;
+    }
+    Reply::new(
+        StatusCode::OK,
+        JSON,
+        serde_json::Value::Array(out).to_string(),
+    )
 }
 
 fn funding(shared: &Arc<Shared>, m: Market, q: &Params, dup: bool) -> Reply {

@@ -266,6 +266,10 @@ fn not_found(key: &str) -> Reply {
 }
 
 pub(crate) fn market_of_rest(path: &str) -> Option<Market> {
+    // USD-M's statistics live beside its API (`fapi.binance.com/futures/data/...`).
+    if path.starts_with("/futures/data/") {
+        return Some(Market::Um);
+    }
     Market::ALL
         .into_iter()
         .find(|m| path.starts_with(&format!("{}/", m.rest_prefix())))

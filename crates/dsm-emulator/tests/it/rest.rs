@@ -666,3 +666,65 @@ async fn exchange_info() {
     assert_eq!(p["deliveryDate"], 4_133_404_800_000_i64);
     assert_eq!(p["contractType"], "PERPETUAL");
 }
+
+#[tokio::test]
+async fn usd_m_statistics_serve_the_archives_metrics_for_30_days() {
+    let emu = start(EmulatorConfig::default().with_now(t(2024, 3, 10, 12))).await;
+    let b = emu.base_url();
+    let day = ms(2024, 3, 9, 0);
+    let truth = emu.table(
+        Market::Um,
+        dsm_emulator::TableKind::Metrics,
+        "BTCUSDT",
+        day,
+        day + 86_400_000,
+    );
+    assert_eq!(truth.len(), 288);
+    let q = |extra: &str| format!("symbol=BTCUSDT&period=5m&startTime={day}&limit=500{extra}");
+    let (s, v) = kl(&b, "/futures/data/openInterestHist", &q("")).await;
+    assert_eq!(s, 200);
+    let rows = v.as_array().unwrap();
+    // Up to 500 points from the start: the day, then the next morning up to the clock (12:00
+    // included).
+    assert_eq!(rows.len(), 288 + 145);
+    for (r, want) in rows.iter().zip(&truth) {
+        assert_eq!(r["timestamp"].as_i64(), Some(want.time));
+        assert_eq!(r["sumOpenInterest"].as_str(), Some(want.fields[1].as_str()));
+        assert_eq!(
+            r["sumOpenInterestValue"].as_str(),
+            Some(want.fields[2].as_str())
+        );
+    }
+    let (_, v) = kl(&b, "/futures/data/takerlongshortRatio", &q("")).await;
+    assert_eq!(
+        v[0]["buySellRatio"].as_str(),
+        Some(truth[0].fields[6].as_str())
+    );
+    let (_, v) = kl(&b, "/futures/data/globalLongShortAccountRatio", &q("")).await;
+    assert_eq!(
+        v[0]["longShortRatio"].as_str(),
+        Some(truth[0].fields[5].as_str())
+    );
+    // 30 days back only; 5-minute periods only; the symbol is required.
+    let old = ms(2024, 2, 1, 0);
+    let (s, v) = kl(
+        &b,
+        "/futures/data/openInterestHist",
+        &format!(
+            "symbol=BTCUSDT&period=5m&startTime={old}&endTime={}",
+            old + 3_600_000
+        ),
+    )
+    .await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(0)));
+    let (s, _) = kl(
+        &b,
+        "/futures/data/openInterestHist",
+        "symbol=BTCUSDT&period=1m",
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = kl(&b, "/futures/data/openInterestHist", "period=5m").await;
+    assert_eq!(s, 400);
+    emu.shutdown().await;
+}
