@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::manager::{SourceStats, Summary, SymbolResult};
 use crate::market::{DataKind, Symbol};
+use crate::schema::Source;
 use crate::time::TimeRange;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
@@ -50,6 +51,9 @@ pub struct SymbolReport {
     pub outside_life: Vec<Gap>,
     /// Source costs.
     pub sources: Sources,
+    /// Which source served which rows: consecutive rows from one source, in time order (rows
+    /// read from the cache count for the source they were fetched from).
+    pub served: Vec<Served>,
     /// Parts that could not be had.
     pub failures: Vec<String>,
     /// Vision files that verified but lacked rows REST had (those rows came from REST).
@@ -81,6 +85,19 @@ pub struct Totals {
     pub short_files: Vec<String>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
+}
+
+/// A stretch of the answer that one source served.
+#[derive(Debug, Serialize)]
+pub struct Served {
+    /// `vision` or `rest`.
+    pub source: &'static str,
+    /// Time of its first row.
+    pub first: String,
+    /// Time of its last row.
+    pub last: String,
+    /// Its rows.
+    pub rows: u64,
 }
 
 /// A `[start, end)` range (a gap with no data upstream, or a part that could not be obtained).
@@ -128,27 +145,55 @@ impl From<&Summary> for Sources {
     }
 }
 
+/// The time column of `b` in microseconds.
+fn times_us(b: &RecordBatch, column: &str) -> Option<Vec<i64>> {
+    let col = b.column_by_name(column)?;
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            let a = col.as_primitive::<TimestampMillisecondType>();
+            Some(a.values().iter().map(|v| v.saturating_mul(1000)).collect())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Some(
+            col.as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .to_vec(),
+        ),
+        _ => None,
+    }
+}
+
 /// First and last value of the time column, in microseconds, over sorted `batches`.
 fn time_bounds(batches: &[RecordBatch], column: &str) -> Option<(i64, i64)> {
-    let values = |b: &RecordBatch| -> Option<Vec<i64>> {
-        let col = b.column_by_name(column)?;
-        match col.data_type() {
-            DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                let a = col.as_primitive::<TimestampMillisecondType>();
-                Some(a.values().iter().map(|v| v.saturating_mul(1000)).collect())
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => Some(
-                col.as_primitive::<TimestampMicrosecondType>()
-                    .values()
-                    .to_vec(),
-            ),
-            _ => None,
-        }
-    };
     let nonempty: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    let first = values(nonempty.first()?)?.first().copied()?;
-    let last = values(nonempty.last()?)?.last().copied()?;
+    let first = times_us(nonempty.first()?, column)?.first().copied()?;
+    let last = times_us(nonempty.last()?, column)?.last().copied()?;
     Some((first, last))
+}
+
+/// A run of rows from one source: (source key, first µs, last µs, rows).
+type Run = (i8, i64, i64, u64);
+
+/// Extends `runs` with the rows of `batches` (in time order), one run per stretch of one source.
+fn extend_runs(runs: &mut Vec<Run>, batches: &[RecordBatch], column: &str) {
+    use arrow::datatypes::Int8Type;
+    for b in batches {
+        let (Some(times), Some(src)) = (
+            times_us(b, column),
+            b.column_by_name(crate::schema::SOURCE_COLUMN)
+                .and_then(|c| c.as_dictionary_opt::<Int8Type>()),
+        ) else {
+            continue;
+        };
+        for (t, key) in times.iter().zip(src.keys().values()) {
+            match runs.last_mut() {
+                Some(run) if run.0 == *key => {
+                    run.2 = *t;
+                    run.3 += 1;
+                }
+                _ => runs.push((*key, *t, *t, 1)),
+            }
+        }
+    }
 }
 
 /// RFC 3339 UTC: milliseconds for candles and funding, microseconds for trades.
@@ -189,6 +234,8 @@ pub struct SymbolTotals {
     pub outside_life: Vec<TimeRange>,
     /// What the symbol cost.
     pub summary: Summary,
+    /// Which source served which rows (runs), across windows.
+    served: Vec<Run>,
 }
 
 impl SymbolTotals {
@@ -202,6 +249,7 @@ impl SymbolTotals {
             missing: Vec::new(),
             outside_life: Vec::new(),
             summary: Summary::default(),
+            served: Vec::new(),
         }
     }
 
@@ -219,6 +267,11 @@ impl SymbolTotals {
     /// Adds the next window's result (windows come in time order).
     pub fn add(&mut self, kind: DataKind, r: &SymbolResult) {
         self.rows += r.num_rows() as u64;
+        extend_runs(
+            &mut self.served,
+            &r.batches,
+            crate::schema::time_column(kind),
+        );
         if let Some((f, l)) = time_bounds(&r.batches, crate::schema::time_column(kind)) {
             self.bounds = Some(self.bounds.map_or((f, l), |(f0, _)| (f0, l)));
         }
@@ -276,6 +329,20 @@ impl FetchReport {
                     missing: r.missing.iter().map(gap).collect(),
                     outside_life: r.outside_life.iter().map(gap).collect(),
                     sources: Sources::from(&r.summary),
+                    served: r
+                        .served
+                        .iter()
+                        .map(|&(key, first, last, rows)| Served {
+                            source: if key == Source::Rest.key() {
+                                Source::Rest.as_str()
+                            } else {
+                                Source::Vision.as_str()
+                            },
+                            first: format_time(first, kind),
+                            last: format_time(last, kind),
+                            rows,
+                        })
+                        .collect(),
                     failures: r.summary.failures.clone(),
                     short_files: r.summary.short_files.clone(),
                     elapsed_ms: millis(r.summary.elapsed),

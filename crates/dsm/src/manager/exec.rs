@@ -126,15 +126,38 @@ fn rest_outage(e: &RestError) -> bool {
 
 /// Whether REST may be asked for `kind` on `market` under `policy`: the policy allows it, and the
 /// REST client serves the kind without an API key (candles, funding and aggTrades everywhere,
-/// trades on spot; futures trade history needs a key). The one rule for REST's use: in the plan,
-/// for the exchange's clock, and as the stand-in for Vision files that fail.
+/// trades on spot, futures trade history needing a key; of the archive's tables, the USD-M
+/// metrics, from its statistics endpoints). The one rule for REST's use: in the plan, for the
+/// exchange's clock, and as the stand-in for Vision files that fail.
 fn rest_allowed(policy: SourcePolicy, market: Market, kind: DataKind) -> bool {
     policy.uses_rest()
-        && kind.has_rest()
         && match kind {
             DataKind::Trades => market == Market::Spot,
-            _ => true,
+            DataKind::Metrics => market == Market::UsdM,
+            k => !k.is_table(),
         }
+}
+
+/// Splits `ranges` for REST into what it can answer and what it no longer keeps: the statistics
+/// behind the metrics go back 30 days only ([`crate::rest::STATS_HISTORY_MS`]).
+fn rest_keeps(
+    kind: DataKind,
+    now: i64,
+    ranges: Vec<TimeRange>,
+) -> (Vec<TimeRange>, Vec<TimeRange>) {
+    if kind != DataKind::Metrics {
+        return (ranges, Vec::new());
+    }
+    let from = now - crate::rest::STATS_HISTORY_MS;
+    let kept = ranges
+        .iter()
+        .filter_map(|r| TimeRange::new(r.start().max(from), r.end()).ok())
+        .collect();
+    let gone = ranges
+        .iter()
+        .filter_map(|r| TimeRange::new(r.start(), r.end().min(from)).ok())
+        .collect();
+    (kept, gone)
 }
 
 fn progress(req: &Request, p: Progress) {
@@ -282,9 +305,11 @@ pub(crate) async fn fetch_symbol(
             }
             .into());
         }
-        closed_until = match req.interval {
-            Some(i) => i.floor(now),
-            None => now,
+        closed_until = match (req.interval, kind) {
+            (Some(i), _) => i.floor(now),
+            // A statistic of the last 5 minutes may not be out yet: it is answered, not cached.
+            (None, DataKind::Metrics) => now - 5 * crate::time::MINUTE_MS,
+            (None, _) => now,
         };
         let frontier = ctx.frontier.get(&key);
         let until = vision_until(kind, req.interval, now, ctx.publish_delay_ms, frontier);
@@ -352,6 +377,8 @@ pub(crate) async fn fetch_symbol(
             .interval
             .and_then(|i| i.fixed_millis())
             .map_or(i64::MAX, |ms| ms.saturating_mul(REST_CHUNK_CANDLES));
+        let (rest_ranges, gone) = rest_keeps(kind, now, TimeRange::merge_all(rest_ranges));
+        unavailable.extend(gone);
         let chunks: Vec<TimeRange> = TimeRange::merge_all(rest_ranges)
             .into_iter()
             .flat_map(|r| {
@@ -373,6 +400,7 @@ pub(crate) async fn fetch_symbol(
                 DataKind::FundingRate => ctx.rest.funding(market, symbol, r, ctx.cancel).await,
                 DataKind::AggTrades => ctx.rest.agg_trades(market, symbol, r, ctx.cancel).await,
                 DataKind::Trades => ctx.rest.trades(market, symbol, r, ctx.cancel).await,
+                DataKind::Metrics => ctx.rest.metrics(market, symbol, r, ctx.cancel).await,
                 _ => ctx.rest.klines_at(dataset, r, now, ctx.cancel).await,
             };
             (r, data)

@@ -286,11 +286,6 @@ impl DataKind {
     pub fn has_daily_files(self) -> bool {
         self != DataKind::FundingRate
     }
-
-    /// Whether the REST client serves this kind (the archive tables are Vision's alone).
-    pub fn has_rest(self) -> bool {
-        !self.is_table()
-    }
 }
 
 impl fmt::Display for DataKind {

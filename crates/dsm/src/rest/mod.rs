@@ -204,6 +204,10 @@ pub struct RestData {
     pub weight: u64,
 }
 
+/// How far back the REST API keeps the 5-minute statistics behind the archive's `metrics`
+/// (Binance: "only the data of the latest 30 days is available").
+pub const STATS_HISTORY_MS: i64 = 30 * crate::time::DAY_MS;
+
 /// What one REST call cost, for calls that return no rows (e.g. the server's time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallCost {

@@ -89,6 +89,44 @@ struct RawFunding<'a> {
     mark_price: Option<Dec<'a>>,
 }
 
+#[derive(Debug, Deserialize)]
+struct RawStat<'a> {
+    timestamp: i64,
+    #[serde(borrow, rename = "sumOpenInterest")]
+    sum_open_interest: Option<Dec<'a>>,
+    #[serde(borrow, rename = "sumOpenInterestValue")]
+    sum_open_interest_value: Option<Dec<'a>>,
+    #[serde(borrow, rename = "longShortRatio")]
+    long_short_ratio: Option<Dec<'a>>,
+    #[serde(borrow, rename = "buySellRatio")]
+    buy_sell_ratio: Option<Dec<'a>>,
+}
+
+/// One statistics point: its time and up to two values.
+pub(crate) type StatPoint = (i64, [Option<f64>; 2]);
+
+/// Parses a USD-M statistics body (`/futures/data/...`: `[{"timestamp":..,"sumOpenInterest":..}]`,
+/// or `longShortRatio`, or `buySellRatio`) into (time, values) with up to two values: open
+/// interest and its value, or the one ratio.
+pub(crate) fn stat_points(body: &[u8]) -> Result<Vec<StatPoint>, String> {
+    let raw: Vec<RawStat<'_>> = serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
+    let v = |d: &Option<Dec<'_>>, what: &str| d.as_ref().map(|d| d.value(what)).transpose();
+    raw.iter()
+        .map(|s| {
+            let values = match (&s.sum_open_interest, &s.long_short_ratio, &s.buy_sell_ratio) {
+                (Some(_), _, _) => [
+                    v(&s.sum_open_interest, "sumOpenInterest")?,
+                    v(&s.sum_open_interest_value, "sumOpenInterestValue")?,
+                ],
+                (_, Some(_), _) => [v(&s.long_short_ratio, "longShortRatio")?, None],
+                (_, _, Some(_)) => [v(&s.buy_sell_ratio, "buySellRatio")?, None],
+                _ => return Err("a statistic without a value".to_owned()),
+            };
+            Ok((s.timestamp, values))
+        })
+        .collect()
+}
+
 /// Parses a fundingRate body (`[{"symbol":..,"fundingTime":..,"fundingRate":"..",..}]`).
 pub(crate) fn funding(body: &[u8]) -> Result<Vec<FundingRecord>, String> {
     let raw: Vec<RawFunding<'_>> =

@@ -378,7 +378,7 @@ async fn tables_are_checked_against_their_markets_before_any_request() {
     let recent = range(t("2024-03-09"), t("2024-03-10T06:00:00Z"));
     let err = env
         .m
-        .get(request(&CASES[0], recent))
+        .get(request(&CASES[1], recent))
         .await
         .expect_err("not published yet");
     assert_eq!(err.category(), ErrorCategory::Incomplete, "{err}");
@@ -390,4 +390,82 @@ async fn tables_are_checked_against_their_markets_before_any_request() {
         "{:?}",
         env.emu.request_log()
     );
+}
+
+#[tokio::test]
+async fn recent_metrics_come_from_the_statistics_endpoints() {
+    let env = setup("2024-03-10T12:00:00Z").await;
+    let c = &CASES[0];
+    // The days the archive has published come from it; today's hours from REST's 5-minute
+    // statistics (five endpoints joined on their time).
+    let r = range(t("2024-03-08T18:00:00Z"), t("2024-03-10T06:00:00Z"));
+    let resp = env.m.get(request(c, r)).await.expect("metrics");
+    let res = one(&resp);
+    let b = concat(res);
+    assert_eq!(answer_rows(&b, "create_time"), truth(&env, c, r));
+    let times = b
+        .column_by_name("create_time")
+        .unwrap()
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+        .to_vec();
+    let srcs = sources(&b);
+    assert!(srcs.iter().any(|s| s == "rest") && srcs.iter().any(|s| s == "vision"));
+    for (time, src) in times.iter().zip(&srcs) {
+        if *time >= t("2024-03-10") {
+            assert_eq!(src, "rest", "{time}");
+        }
+    }
+    let log = env.emu.request_log();
+    let stats: Vec<&str> = log
+        .iter()
+        .map(|l| l.path.as_str())
+        .filter(|p| p.starts_with("/futures/data/"))
+        .collect();
+    assert_eq!(stats.len() % 5, 0, "{stats:?}");
+    assert!(stats.contains(&"/futures/data/openInterestHist"));
+    assert!(stats.contains(&"/futures/data/takerlongshortRatio"));
+    assert_eq!(
+        res.summary.rest.rows as usize,
+        srcs.iter().filter(|s| *s == "rest").count()
+    );
+    // `--json` says which source served what: the archive's days, then REST's hours.
+    let report = dsm::report::FetchReport::of(c.kind, &resp.results, &resp.summary);
+    let json = serde_json::to_value(&report).unwrap();
+    let served = json["symbols"][0]["served"].as_array().unwrap().clone();
+    let sources_of: Vec<&str> = served
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources_of.first(), Some(&"vision"), "{served:?}");
+    assert_eq!(sources_of.last(), Some(&"rest"), "{served:?}");
+    let rows: u64 = served.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows as usize, b.num_rows());
+    assert_eq!(served[0]["first"], "2024-03-08T18:00:00.000Z");
+
+    // REST keeps 30 days: older days the archive lacks are missing, never asked of REST.
+    env.emu.clear_log();
+    let old = range(t("2024-01-10"), t("2024-01-11"));
+    let mut rest_only = request(c, old);
+    rest_only.source = Some(SourcePolicy::Rest);
+    let err = env.m.get(rest_only).await.expect_err("too old for REST");
+    assert_eq!(err.category(), ErrorCategory::Incomplete, "{err}");
+    assert!(
+        env.emu
+            .request_log()
+            .iter()
+            .all(|l| !l.path.starts_with("/futures/data/")),
+        "{:?}",
+        env.emu.request_log()
+    );
+    // COIN-M metrics are the archive's only.
+    let cm = Request::new(
+        Market::CoinM,
+        DataKind::Metrics,
+        vec![sym("BTCUSD_PERP")],
+        None,
+        range(t("2024-03-10"), t("2024-03-10T06:00:00Z")),
+    );
+    let err = env.m.get(cm).await.expect_err("not on REST");
+    assert_eq!(err.category(), ErrorCategory::Incomplete, "{err}");
 }
