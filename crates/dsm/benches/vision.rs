@@ -1,5 +1,6 @@
 //! Vision parse pipeline: verify (SHA-256) + inflate + parse to Arrow, on realistic files generated
-//! by the emulator (a month of 1m klines, a day of 1s klines, a day of aggTrades), and end-to-end
+//! by the emulator (a month of 1m klines, days of 1s klines, a month of book ticker, a day of book
+//! depth and of metrics), and end-to-end
 //! download + verify + parse from the emulator.
 //!
 //! Breakdown rows: `sha256_only`, `inflate_only` (zip crate reader), `inflate_raw` (flate2/zlib-rs
@@ -22,6 +23,10 @@ const FILES: &[&str] = &[
     "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01.zip",
     "data/spot/daily/klines/BTCUSDT/1s/BTCUSDT-1s-2024-01-01.zip",
     "data/spot/daily/klines/BTCUSDT/1s/BTCUSDT-1s-2025-06-01.zip",
+    // Archive tables: read by header name, text times, sorted and de-duplicated at the end.
+    "data/futures/um/monthly/bookTicker/BTCUSDT/BTCUSDT-bookTicker-2024-01.zip",
+    "data/futures/cm/daily/bookDepth/BTCUSD_PERP/BTCUSD_PERP-bookDepth-2024-01-01.zip",
+    "data/futures/um/daily/metrics/BTCUSDT/BTCUSDT-metrics-2024-01-01.zip",
 ];
 
 struct Sample {
