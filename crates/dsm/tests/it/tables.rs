@@ -74,6 +74,15 @@ fn answer_rows(b: &RecordBatch, time_column: &str) -> Vec<(i64, Vec<Cell>)> {
     v
 }
 
+/// The values of time column `name` (ms).
+fn times_of(b: &RecordBatch, name: &str) -> Vec<i64> {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no {name} column"))
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+        .to_vec()
+}
+
 struct Case {
     market: Market,
     kind: DataKind,
@@ -170,12 +179,7 @@ async fn every_archive_table_round_trips_across_a_month_boundary() {
             c.kind
         );
         // Sorted by time; from the archive's two daily files, and nothing else.
-        let times = b
-            .column_by_name(time_column)
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>()
-            .values()
-            .to_vec();
+        let times = times_of(&b, time_column);
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "{}", c.kind);
         assert!(sources(&b).iter().all(|s| s == "vision"));
         let zips = env.zips();
@@ -258,12 +262,7 @@ async fn unordered_and_repeated_rows_come_out_sorted_and_once() {
     // Metrics: 288 five-minute rows, each instant once, read from text as UTC.
     let resp = env.m.get(request(&CASES[0], day)).await.expect("metrics");
     let b = concat(one(&resp));
-    let times = b
-        .column_by_name("create_time")
-        .unwrap()
-        .as_primitive::<TimestampMillisecondType>()
-        .values()
-        .to_vec();
+    let times = times_of(&b, "create_time");
     assert_eq!(times.len(), 288);
     assert_eq!(times[0], t("2024-02-05T00:00:00Z"));
     assert!(times.windows(2).all(|w| w[1] - w[0] == 300_000));
@@ -403,12 +402,7 @@ async fn recent_metrics_come_from_the_statistics_endpoints() {
     let res = one(&resp);
     let b = concat(res);
     assert_eq!(answer_rows(&b, "create_time"), truth(&env, c, r));
-    let times = b
-        .column_by_name("create_time")
-        .unwrap()
-        .as_primitive::<TimestampMillisecondType>()
-        .values()
-        .to_vec();
+    let times = times_of(&b, "create_time");
     let srcs = sources(&b);
     assert!(srcs.iter().any(|s| s == "rest") && srcs.iter().any(|s| s == "vision"));
     for (time, src) in times.iter().zip(&srcs) {
