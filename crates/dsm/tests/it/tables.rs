@@ -463,3 +463,31 @@ async fn recent_metrics_come_from_the_statistics_endpoints() {
     let err = env.m.get(cm).await.expect_err("not on REST");
     assert_eq!(err.category(), ErrorCategory::Incomplete, "{err}");
 }
+
+#[tokio::test]
+async fn a_table_file_that_fails_its_checksum_never_reaches_the_answer_or_the_cache() {
+    let env = setup("2024-03-10T12:00:00Z").await;
+    let c = &CASES[4];
+    let bad = "/data/option/daily/BVOLIndex/BTCBVOLUSDT/BTCBVOLUSDT-BVOLIndex-2024-02-05.zip";
+    env.emu
+        .add_fault(format!("checksum-mismatch@{bad}").parse().expect("a fault"));
+    let r = range(t("2024-02-04"), t("2024-02-06"));
+    let err = env.m.get(request(c, r)).await.expect_err("integrity");
+    assert_eq!(err.category(), ErrorCategory::Integrity, "{err}");
+    assert!(
+        err.to_string()
+            .contains("BTCBVOLUSDT-BVOLIndex-2024-02-05.zip"),
+        "{err}"
+    );
+    // The good day was cached, the bad one was not: offline, only the good day is there.
+    let mut offline = request(c, r);
+    offline.source = Some(SourcePolicy::Cache);
+    offline.allow_partial = true;
+    let resp = env.m.get(offline).await.expect("partial");
+    let res = one(&resp);
+    assert_eq!(res.missing, vec![range(t("2024-02-05"), t("2024-02-06"))]);
+    assert_eq!(
+        answer_rows(&concat(res), "calc_time"),
+        truth(&env, c, range(t("2024-02-04"), t("2024-02-05")))
+    );
+}
