@@ -27,7 +27,9 @@
 //! # Default universe
 //!
 //! Spot `BTCUSDT`, `ETHUSDT` (listed 2017-08-17), `BNBUSDT` (2017-11-06), `SYM01USDT`..`SYM20USDT`
-//! (2019-01-01); USDⓈ-M `BTCUSDT` (2019-09-08), `ETHUSDT` (2019-11-27); COIN-M `BTCUSD_PERP`,
+//! (2019-01-01), `NEWCOINUSDT` (2024-03-15 06:00), `GONEUSDT` (2019-01-01, delisted 2024-05-20
+//! 12:00 and gone from exchangeInfo: only the archive's listing shows it) and `HALTUSDT`
+//! (2020-02-10, delisted 2024-09-03, still in exchangeInfo with status `BREAK`); USDⓈ-M `BTCUSDT` (2019-09-08), `ETHUSDT` (2019-11-27); COIN-M `BTCUSD_PERP`,
 //! `ETHUSD_PERP` (2020-08-11) and the quarterly `BTCUSD_250627` (2024-12-27, delivered 2025-06-27
 //! 08:00 UTC: no candle opens after that). Unknown symbols: Vision 404, REST `-1121`.
 //!

@@ -321,6 +321,11 @@ pub struct SymbolSpec {
     pub listed: DateTime<Utc>,
     /// Price level of the synthetic price path.
     pub base_price: f64,
+    /// Delisting instant (spot): no data from it on.
+    pub delisted: Option<DateTime<Utc>>,
+    /// After delisting, `exchangeInfo` still lists the symbol with status `BREAK` (else it drops
+    /// it, and only the archive remembers the symbol).
+    pub break_after_delisting: bool,
 }
 
 impl SymbolSpec {
@@ -331,7 +336,21 @@ impl SymbolSpec {
             symbol: symbol.to_string(),
             listed,
             base_price,
+            delisted: None,
+            break_after_delisting: false,
         }
+    }
+
+    /// This symbol, delisted at `at`; `keep_as_break`: `exchangeInfo` keeps it, status `BREAK`.
+    pub fn delisted_at(mut self, at: DateTime<Utc>, keep_as_break: bool) -> SymbolSpec {
+        self.delisted = Some(at);
+        self.break_after_delisting = keep_as_break;
+        self
+    }
+
+    /// The end of the symbol's data: its delivery (dated contracts) or delisting.
+    pub fn end(&self) -> Option<DateTime<Utc>> {
+        self.delivery().or(self.delisted)
     }
 
     /// Delivery instant of a dated futures contract (`…_YYMMDD` ⇒ that day 08:00 UTC), else `None`.
@@ -400,6 +419,16 @@ pub fn default_symbols() -> Vec<SymbolSpec> {
             f64::from(i) * 1.5,
         ));
     }
+    // Listed and delisted spot symbols, for whole-universe syncs: one listed in the middle of a
+    // day, one delisted and dropped from exchangeInfo (the archive alone remembers it), one
+    // delisted and kept there with status BREAK.
+    v.extend([
+        SymbolSpec::new(Market::Spot, "NEWCOINUSDT", utc(2024, 3, 15, 6), 4.0),
+        SymbolSpec::new(Market::Spot, "GONEUSDT", utc(2019, 1, 1, 0), 7.0)
+            .delisted_at(utc(2024, 5, 20, 12), false),
+        SymbolSpec::new(Market::Spot, "HALTUSDT", utc(2020, 2, 10, 0), 9.0)
+            .delisted_at(utc(2024, 9, 3, 0), true),
+    ]);
     v.extend([
         SymbolSpec::new(Market::Um, "BTCUSDT", utc(2019, 9, 8, 0), 30_000.0),
         SymbolSpec::new(Market::Um, "ETHUSDT", utc(2019, 11, 27, 0), 2_000.0),

@@ -803,13 +803,18 @@ fn exchange_info(shared: &Arc<Shared>, m: Market, q: &Params) -> Reply {
         .filter(|s| s.market == m)
         .filter(|s| s.listed.timestamp_millis() <= now)
         .filter(|s| s.delivery().is_none_or(|d| d.timestamp_millis() > now))
+        // A delisted symbol leaves exchangeInfo, unless it is kept with status BREAK.
+        .filter(|s| {
+            s.break_after_delisting || s.delisted.is_none_or(|d| d.timestamp_millis() > now)
+        })
         .filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.symbol)))
         .map(|s| {
             let (base, quote) = s.assets();
             let dp = crate::market::futures_price_dp(s.base_price);
             match m {
                 Market::Spot => serde_json::json!({
-                    "symbol": s.symbol, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
+                    "symbol": s.symbol,
+                    "status": if s.delisted.is_some_and(|d| d.timestamp_millis() <= now) { "BREAK" } else { "TRADING" }, "baseAsset": base, "baseAssetPrecision": 8,
                     "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
                     "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": true, "filters": [],
                     "permissions": [], "permissionSets": [["SPOT"]],

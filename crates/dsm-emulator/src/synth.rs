@@ -201,7 +201,7 @@ impl Series {
             end_ms: if kind == KlineKind::IndexPrice {
                 None
             } else {
-                spec.delivery().map(|d| d.timestamp_millis())
+                spec.end().map(|d| d.timestamp_millis())
             },
             key,
         }

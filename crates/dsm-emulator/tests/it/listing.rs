@@ -154,7 +154,9 @@ async fn paging_common_prefixes_with_next_marker() {
         marker = p.next_marker.expect("NextMarker with a delimiter");
         assert_eq!(&marker, all.last().unwrap());
     }
-    assert_eq!(all.len(), 23);
+    // 23 trading symbols, and GONEUSDT and HALTUSDT, delisted later; NEWCOINUSDT is not listed yet.
+    assert_eq!(all.len(), 25);
+    assert!(!all.iter().any(|p| p.contains("NEWCOIN")));
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted);

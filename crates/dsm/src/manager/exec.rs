@@ -810,6 +810,7 @@ async fn fetch_vision(
                 Ok(FileOutcome::Data(file)) => {
                     let rows = file.batch.num_rows() as u64;
                     summary.vision.rows += rows;
+                    summary.vision_files += 1;
                     progress(
                         req,
                         Progress::Fetched {

@@ -13,6 +13,8 @@ mod plan;
 mod republish;
 mod request;
 mod response;
+mod sync;
+mod universe;
 
 pub use crate::rest::RestUrls;
 pub use config::ManagerConfig;
@@ -20,6 +22,10 @@ use config::REST_STATE_DIR;
 pub use republish::{RepublishReport, Republished};
 pub use request::{Progress, ProgressFn, Request, SourcePolicy};
 pub use response::{Response, SourceStats, Summary, SymbolResult};
+pub use sync::{
+    Shard, SymbolSync, SyncFailure, SyncOutcome, SyncProgress, SyncProgressFn, SyncRequest,
+};
+pub use universe::{MarketSymbol, StatusFilter, SymbolStatus, Universe};
 
 use std::sync::Arc;
 use std::time::Duration;

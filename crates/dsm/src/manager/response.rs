@@ -32,6 +32,8 @@ pub struct Summary {
     pub cache_hits: u64,
     /// Vision archive cost.
     pub vision: SourceStats,
+    /// Vision files downloaded and verified.
+    pub vision_files: u64,
     /// REST API cost.
     pub rest: SourceStats,
     /// REST weight used.
@@ -162,6 +164,7 @@ impl Summary {
         self.vision.requests += other.vision.requests;
         self.vision.bytes += other.vision.bytes;
         self.vision.rows += other.vision.rows;
+        self.vision_files += other.vision_files;
         self.rest.requests += other.rest.requests;
         self.rest.bytes += other.rest.bytes;
         self.rest.rows += other.rest.rows;

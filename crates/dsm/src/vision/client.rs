@@ -608,21 +608,41 @@ impl VisionClient {
         prefix: &str,
         cancel: &CancellationToken,
     ) -> Result<Listing, VisionError> {
-        self.guarded(cancel, self.deadline(), self.list_pages(prefix))
+        self.guarded(cancel, self.deadline(), self.list_pages(prefix, None))
             .await
     }
 
-    async fn list_pages(&self, prefix: &str) -> Result<Listing, VisionError> {
+    /// The first `max_keys` entries under `prefix` (one request, `max-keys`): the oldest files
+    /// of a directory, since keys come sorted.
+    pub async fn list_first(
+        &self,
+        prefix: &str,
+        max_keys: usize,
+        cancel: &CancellationToken,
+    ) -> Result<Listing, VisionError> {
+        self.guarded(
+            cancel,
+            self.deadline(),
+            self.list_pages(prefix, Some(max_keys.max(1))),
+        )
+        .await
+    }
+
+    /// Follows the listing's pages, or takes the first page of `first` entries only.
+    async fn list_pages(&self, prefix: &str, first: Option<usize>) -> Result<Listing, VisionError> {
         let counters = Counters::default();
         let mut out = Listing::default();
         let mut marker = String::new();
         loop {
-            let url = format!(
+            let mut url = format!(
                 "{}?delimiter=%2F&prefix={}&marker={}",
                 self.cfg.list_url,
                 percent_encode(prefix),
                 percent_encode(&marker)
             );
+            if let Some(n) = first {
+                url.push_str(&format!("&max-keys={n}"));
+            }
             let bad = |reason: &str| VisionError::Listing {
                 url: url.clone(),
                 reason: reason.to_owned(),
@@ -651,7 +671,7 @@ impl VisionClient {
             let last = keys.last().max(prefixes.last()).cloned();
             out.keys.extend(keys);
             out.prefixes.extend(prefixes);
-            if !truncated {
+            if !truncated || first.is_some() {
                 return Ok(out);
             }
             let next = blocks(xml, "NextMarker")
