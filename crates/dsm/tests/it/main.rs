@@ -9,5 +9,6 @@ mod cache;
 mod lifecycle;
 mod manager;
 mod rest;
+mod sync;
 mod tables;
 mod vision;

@@ -37,7 +37,7 @@ pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,
 }
 
-async fn setup_with(
+pub(crate) async fn setup_with(
     now: &str,
     emu_cfg: impl FnOnce(EmulatorConfig) -> EmulatorConfig,
     mgr_cfg: impl FnOnce(ManagerConfig) -> ManagerConfig,
