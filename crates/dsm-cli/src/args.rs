@@ -35,6 +35,14 @@ pub enum Command {
     /// Inspect and maintain the local cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Fill the cache for a whole set of symbols (no output file): each symbol's range clipped
+    /// to its life, monthly files for whole months, daily files for the rest, REST for the
+    /// recent edge. Resumable: a rerun downloads only what is missing.
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(Box<SyncArgs>),
+    /// List a market's symbols with their status, listing and delisting or delivery dates, from
+    /// exchangeInfo and the Vision archive's listing (delisted symbols included).
+    Symbols(SymbolsArgs),
 }
 
 const FETCH_EXAMPLES: &str = "\
@@ -47,6 +55,76 @@ TIME is RFC 3339 (2024-01-01T12:00:00Z), a date (2024-01-01 = 00:00 UTC) or epoc
 The range is half-open: [start, end) on open time.";
 
 /// Output file format.
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  dsm sync --market um --interval 1h --symbols '*USDT' --start 2020-01-01
+  dsm sync --market spot --kind aggtrades --symbols BTCUSDT,ETHUSDT --start 2024-01-01 --end 2024-07-01
+  dsm sync --market um --interval 1m --symbols @universe.txt --start 2024-01-01 \\
+      --cache-url s3://bucket/dsm --shard 2/4 --json
+
+SPEC is all (delisted symbols included), a glob (*USDT, BTC*), a comma list or @FILE (symbols
+separated by commas, spaces or lines; # comments). --shard K/N runs a stable 1/N of the
+(symbol, month) units, so N machines sharing one cache split the work with no coordinator.
+Exit 0 when every symbol is complete, 6 when some are not, 4 when an upstream failed.";
+
+/// Options of `dsm sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Market: spot, um (USD-M futures) or cm (COIN-M futures).
+    #[arg(long, value_parser = parse_market)]
+    pub market: Market,
+    /// Data kind, as for fetch.
+    #[arg(long, default_value = "klines", value_parser = parse_kind)]
+    pub kind: DataKind,
+    /// Candle interval (kline kinds only).
+    #[arg(long, value_parser = parse_interval)]
+    pub interval: Option<Interval>,
+    /// The symbols: all, a glob (*USDT), a comma list, or @FILE.
+    #[arg(long, value_name = "SPEC")]
+    pub symbols: String,
+    /// Start (inclusive).
+    #[arg(long, value_name = "TIME")]
+    pub start: String,
+    /// End (exclusive; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub end: Option<String>,
+    /// Run only share K of N (1 <= K <= N) of the (symbol, month) units.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<dsm::manager::Shard>,
+    /// Where data may come from: auto, vision or rest (cache alone has nothing to sync).
+    #[arg(long, default_value = "auto", value_parser = parse_source)]
+    pub source: SourcePolicy,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `dsm symbols`.
+#[derive(Debug, Args)]
+pub struct SymbolsArgs {
+    /// Market: spot, um or cm.
+    #[arg(long, value_parser = parse_market)]
+    pub market: Market,
+    /// Which symbols: trading, delisted or all.
+    #[arg(long, default_value = "all", value_parser = parse_status)]
+    pub status: dsm::manager::StatusFilter,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the list as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_shard(s: &str) -> Result<dsm::manager::Shard, dsm::InputError> {
+    s.parse()
+}
+
+fn parse_status(s: &str) -> Result<dsm::manager::StatusFilter, dsm::InputError> {
+    s.parse()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Apache Parquet, zstd-compressed (`.parquet`).
@@ -115,6 +193,20 @@ pub struct FetchArgs {
     /// reported). Without it such a run writes nothing and exits 6.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Neither read nor write the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where dsm finds the cache, the archive and the REST API, and how hard it may use them:
+/// options shared by `fetch`, `sync` and `symbols`.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
     /// Cache directory (default: the platform cache dir, e.g. ~/.cache/dsm).
     #[arg(long, env = "DSM_CACHE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub cache_dir: Option<PathBuf>,
@@ -124,9 +216,6 @@ pub struct FetchArgs {
     /// data (the cache directory still keeps this machine's REST weight and bans).
     #[arg(long, env = "DSM_CACHE_URL", value_name = "URL")]
     pub cache_url: Option<String>,
-    /// Neither read nor write the cache.
-    #[arg(long)]
-    pub no_cache: bool,
     /// Binance Vision archive base URL.
     #[arg(long, env = "DSM_VISION_URL", value_name = "URL")]
     pub vision_url: Option<String>,
@@ -150,9 +239,6 @@ pub struct FetchArgs {
     /// instead of failing at once (exit 4).
     #[arg(long, env = "DSM_WAIT_ON_BAN")]
     pub wait_on_ban: bool,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// A timeout in seconds (fractions allowed), at least 0.1 s and at most an hour.

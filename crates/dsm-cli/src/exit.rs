@@ -111,6 +111,12 @@ pub struct Interrupted(pub Signal);
 #[error("the cache had {0} problem(s); the bad files were quarantined and will be fetched again")]
 pub struct CacheProblems(pub usize);
 
+/// A sync left symbols incomplete: the category of its worst failure decides the exit (4 for
+/// an upstream failure, 6 for what is only missing).
+#[derive(Debug, thiserror::Error)]
+#[error("{1}")]
+pub struct SyncIncomplete(pub ErrorCategory, pub String);
+
 /// Stdout was closed by its reader: stop quietly.
 #[derive(Debug, thiserror::Error)]
 #[error("stdout was closed")]
@@ -137,6 +143,9 @@ pub fn for_error(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<StdoutClosed>() {
             return Exit::StdoutClosed;
+        }
+        if let Some(SyncIncomplete(category, _)) = cause.downcast_ref::<SyncIncomplete>() {
+            return for_category(*category);
         }
         if cause.is::<CacheProblems>() {
             return Exit::Integrity;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dsm::manager::Summary;
-use dsm::{DataSourceManager, ManagerConfig, Request, Response, Symbol, TimeRange};
+use dsm::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy, Symbol, TimeRange};
 use futures::StreamExt;
 
-use crate::args::FetchArgs;
+use crate::args::{ConnArgs, FetchArgs};
 use crate::exit::Interrupted;
 use crate::output::{self, FileWriter, OutputPlan, Pending, WriteControl};
 use crate::printer::Printer;
@@ -25,7 +25,7 @@ use crate::signal::Signals;
 use dsm::report::{FetchReport, SymbolTotals};
 
 /// How long the manager gets to stop its work after the first signal.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Builds and validates the request from the arguments: no I/O. `now_ms` is the default end.
 pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
@@ -51,27 +51,31 @@ pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
     Ok(request)
 }
 
-/// The manager configuration from the arguments.
-pub fn manager_config(args: &FetchArgs) -> anyhow::Result<ManagerConfig> {
+/// The manager configuration from the shared options, the source policy and whether to cache.
+pub fn manager_config(
+    conn: &ConnArgs,
+    source: SourcePolicy,
+    use_cache: bool,
+) -> anyhow::Result<ManagerConfig> {
     let mut config = ManagerConfig {
-        cache_dir: args.cache_dir.clone(),
-        cache_url: args.cache_url.clone(),
-        use_cache: !args.no_cache,
-        source: args.source,
-        weight_limit: args.weight_limit,
-        wait_on_ban: args.wait_on_ban,
+        cache_dir: conn.cache_dir.clone(),
+        cache_url: conn.cache_url.clone(),
+        use_cache,
+        source,
+        weight_limit: conn.weight_limit,
+        wait_on_ban: conn.wait_on_ban,
         ..ManagerConfig::default()
     };
-    if let Some(url) = &args.vision_url {
+    if let Some(url) = &conn.vision_url {
         config = config.with_vision_url(url);
     }
-    if let Some(url) = &args.rest_url {
+    if let Some(url) = &conn.rest_url {
         config = config.with_rest_url(url);
     }
-    if let Some(n) = args.concurrency {
+    if let Some(n) = conn.concurrency {
         config = config.with_concurrency(usize::from(n));
     }
-    if let Some(t) = args.timeout {
+    if let Some(t) = conn.timeout {
         config = config.with_timeout(t);
     }
     config.check()?;
@@ -95,7 +99,7 @@ fn describe(r: &Request) -> String {
 pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> anyhow::Result<()> {
     let mut request = build_request(args, dsm::time::now_ms())?;
     let plan = output::plan(&args.output, args.format, &request.symbols)?;
-    let config = manager_config(args)?;
+    let config = manager_config(&args.conn, args.source, !args.no_cache)?;
     tracing::debug!(?request, ?plan, "fetch");
 
     let what = describe(&request);
@@ -299,7 +303,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v).unwrap().command {
             Command::Fetch(f) => *f,
-            Command::Cache(_) => unreachable!(),
+            other => panic!("not a fetch: {other:?}"),
         }
     }
 
@@ -408,7 +412,7 @@ mod tests {
             "cache",
             "--no-cache",
         ]);
-        let e = manager_config(&a).unwrap_err();
+        let e = manager_config(&a.conn, a.source, !a.no_cache).unwrap_err();
         assert_eq!(crate::exit::for_error(&e).code(), 2, "{e}");
         assert!(e.to_string().contains("--no-cache"), "{e}");
     }
@@ -430,7 +434,7 @@ mod tests {
             "--vision-url",
             "http://127.0.0.1:8/",
         ]);
-        let c = manager_config(&a).unwrap();
+        let c = manager_config(&a.conn, a.source, !a.no_cache).unwrap();
         assert_eq!(
             c.rest_urls,
             dsm::manager::RestUrls::all("http://127.0.0.1:9")

@@ -13,6 +13,7 @@ mod printer;
 mod progress;
 mod signal;
 mod summary;
+mod sync;
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -74,6 +75,11 @@ async fn run(cli: &Cli, printer: Printer) -> anyhow::Result<()> {
             fetch::run(args, printer, &mut signals).await
         }
         Command::Cache(command) => cache::run(command, printer).await,
+        Command::Sync(args) => {
+            let mut signals = signal::Signals::new()?;
+            sync::run(args, printer, &mut signals).await
+        }
+        Command::Symbols(args) => sync::symbols(args, printer).await,
     }
 }
 

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dsm::manager::{Progress, ProgressFn};
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use dsm::manager::{Progress, ProgressFn, SyncProgress, SyncProgressFn};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The progress display of one run; cleared when dropped.
 #[derive(Debug)]
@@ -96,6 +99,100 @@ fn message(rows: u64, bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = (bytes as f64 / secs) as u64;
     format!("{rows} rows  {}  {}/s", HumanBytes(bytes), HumanBytes(rate))
+}
+
+/// The progress display of a sync: one bar over every unit (a symbol's month), and one bar per
+/// symbol while its units run; cleared when dropped.
+#[derive(Debug)]
+pub struct SyncUi {
+    bars: MultiProgress,
+    overall: ProgressBar,
+    counters: Arc<Counters>,
+}
+
+impl SyncUi {
+    /// A sync display, or `None` when stderr is not a terminal or `quiet` is set.
+    pub fn new(quiet: bool) -> Option<SyncUi> {
+        if quiet || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = bars.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} symbol-months  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        overall.enable_steady_tick(Duration::from_millis(120));
+        Some(SyncUi {
+            bars,
+            overall,
+            counters: Arc::new(Counters {
+                planned: AtomicU64::new(0),
+                rows: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// The callback to put in [`dsm::manager::SyncRequest::progress`].
+    pub fn callback(&self) -> SyncProgressFn {
+        let (bars, overall, counters) = (
+            self.bars.clone(),
+            self.overall.clone(),
+            self.counters.clone(),
+        );
+        let symbols: Mutex<HashMap<String, (ProgressBar, u64)>> = Mutex::default();
+        Arc::new(move |event: &SyncProgress| match event {
+            SyncProgress::Planned { symbols: planned } => {
+                let total: u64 = planned.iter().map(|(_, n)| n).sum();
+                overall.set_length(total);
+                if let Ok(mut map) = symbols.lock() {
+                    for (s, n) in planned {
+                        map.insert(s.to_string(), (ProgressBar::hidden(), *n));
+                    }
+                }
+            }
+            SyncProgress::UnitDone {
+                symbol,
+                rows,
+                bytes,
+                ..
+            } => {
+                let rows = counters.rows.fetch_add(*rows, Ordering::Relaxed) + rows;
+                let bytes = counters.bytes.fetch_add(*bytes, Ordering::Relaxed) + bytes;
+                overall.inc(1);
+                overall.set_message(message(rows, bytes, counters.started.elapsed()));
+                let Ok(mut map) = symbols.lock() else { return };
+                let Some((bar, units)) = map.get_mut(symbol.as_str()) else {
+                    return;
+                };
+                if bar.is_hidden() {
+                    *bar = bars.add(ProgressBar::new(*units));
+                    bar.set_style(
+                        ProgressStyle::with_template("  {prefix:<16} {bar:30} {pos}/{len} months")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.set_prefix(symbol.to_string());
+                }
+                bar.inc(1);
+                if bar.position() >= *units {
+                    bar.finish_and_clear();
+                    bars.remove(bar);
+                }
+            }
+            _ => {}
+        })
+    }
+}
+
+impl Drop for SyncUi {
+    fn drop(&mut self) {
+        self.overall.finish_and_clear();
+        let _ = self.bars.clear();
+    }
 }
 
 #[cfg(test)]

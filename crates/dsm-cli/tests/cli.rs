@@ -1439,3 +1439,223 @@ async fn archive_tables_are_fetched_to_csv_with_their_own_columns() {
     );
     emu.shutdown().await;
 }
+
+/// `dsm sync` and `dsm symbols` as a user runs them, against an emulator at 2024-12-10 whose
+/// archive fails (HTTP 500) for SYM03USDT's monthly files.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
+    let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2024, 12, 10, 0, 0, 0).unwrap();
+    let emu = Emulator::start(
+        dsm_emulator::EmulatorConfig::default()
+            .with_now(now)
+            .with_fault(
+                "status500@/data/spot/monthly/klines/SYM03USDT/*"
+                    .parse()
+                    .unwrap(),
+            ),
+    )
+    .await
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let json = |o: &Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let entry = |v: &serde_json::Value, s: &str| {
+        v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["symbol"] == s)
+            .unwrap()
+            .clone()
+    };
+    let sync = |args: &[&str]| {
+        let mut all = vec!["sync", "--market", "spot", "--interval", "1h", "--json"];
+        all.extend_from_slice(args);
+        dsm(&emu, cache.path(), &all)
+    };
+
+    // Complete: a trading symbol and one gone from exchangeInfo, clipped to its life.
+    let o = output(sync(&[
+        "--symbols",
+        "SYM01USDT,GONEUSDT",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-12-01",
+    ]))
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["complete"], true);
+    let gone = entry(&v, "GONEUSDT");
+    assert_eq!(gone["status"], "delisted");
+    assert_eq!(gone["range"]["end"], "2024-05-21T00:00:00.000Z");
+    assert_eq!(
+        gone["files"],
+        4 + 20,
+        "four months, then May's days to the delisting"
+    );
+    assert_eq!(entry(&v, "SYM01USDT")["files"], 11);
+    assert_eq!(v["total"]["files"], 11 + 24);
+    let zips = emu
+        .request_log()
+        .iter()
+        .filter(|l| l.path.ends_with(".zip"))
+        .count();
+    assert_eq!(zips, 11 + 24);
+    // What sync cached, fetch reads offline.
+    let out = tempfile::tempdir().unwrap();
+    let csv = out.path().join("gone.csv").to_string_lossy().into_owned();
+    let o = output(dsm(
+        &emu,
+        cache.path(),
+        &[
+            "fetch",
+            "GONEUSDT",
+            "--market",
+            "spot",
+            "--interval",
+            "1h",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-05-20T12:00:00Z",
+            "--source",
+            "cache",
+            "-o",
+            &csv,
+        ],
+    ))
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Incomplete: the archive alone, up to now; its last days are not published yet (exit 6).
+    let o = output(sync(&[
+        "--symbols",
+        "SYM02USDT",
+        "--start",
+        "2024-12-01",
+        "--source",
+        "vision",
+    ]))
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["complete"], false);
+    assert!(
+        !entry(&v, "SYM02USDT")["missing"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("SYM02USDT"));
+
+    // Upstream failure: SYM03USDT's archive fails; SYM04USDT is synced all the same (exit 4).
+    let o = output(sync(&[
+        "--symbols",
+        "SYM03USDT,SYM04USDT",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-03-01",
+        "--source",
+        "vision",
+    ]))
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(entry(&v, "SYM04USDT")["complete"], true);
+    let bad = entry(&v, "SYM03USDT");
+    assert_eq!(bad["complete"], false);
+    assert_eq!(bad["failures"][0]["category"], "upstream");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("SYM03USDT") && stderr.contains("rerun"),
+        "{stderr}"
+    );
+
+    // The list the universe comes from.
+    let o = output(dsm(
+        &emu,
+        cache.path(),
+        &[
+            "symbols", "--market", "spot", "--status", "delisted", "--json",
+        ],
+    ))
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["GONEUSDT", "HALTUSDT"]);
+    assert_eq!(v[1]["exchange_status"], "BREAK");
+    assert_eq!(v[1]["ended"], "2024-09-03T00:00:00.000Z");
+
+    // Bad input: before any request.
+    let before = emu.request_log().len();
+    for (args, says) in [
+        (
+            vec![
+                "--symbols",
+                "all",
+                "--start",
+                "2024-01-01",
+                "--shard",
+                "3/2",
+            ],
+            "K/N",
+        ),
+        (
+            vec!["--symbols", "btcusdt", "--start", "2024-01-01"],
+            "BTCUSDT",
+        ),
+        (
+            vec![
+                "--symbols",
+                "all",
+                "--start",
+                "2024-01-01",
+                "--source",
+                "cache",
+            ],
+            "nothing to sync",
+        ),
+    ] {
+        let o = output(sync(&args)).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(emu.request_log().len(), before);
+}

@@ -19,3 +19,19 @@ pub enum ErrorCategory {
     /// A local failure: the cache directory, the output file (exit 1).
     Local,
 }
+
+impl ErrorCategory {
+    /// The category's name in reports: `input`, `unavailable`, `upstream`, `integrity`,
+    /// `incomplete`, `cancelled` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Input => "input",
+            ErrorCategory::Unavailable => "unavailable",
+            ErrorCategory::Upstream => "upstream",
+            ErrorCategory::Integrity => "integrity",
+            ErrorCategory::Incomplete => "incomplete",
+            ErrorCategory::Cancelled => "cancelled",
+            ErrorCategory::Local => "local",
+        }
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::manager::{SourceStats, Summary, SymbolResult};
+use crate::manager::{MarketSymbol, SourceStats, Summary, SymbolResult, SymbolStatus, SyncOutcome};
 use crate::market::{DataKind, Symbol};
 use crate::schema::Source;
 use crate::time::TimeRange;
@@ -365,6 +365,205 @@ impl FetchReport {
             time_column: crate::schema::time_column(kind),
             symbols,
             total,
+        }
+    }
+}
+
+/// The report of a sync: the JSON document `dsm sync --json` prints, and Python's `sync` returns.
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    /// The share run (`K/N`), if any.
+    pub shard: Option<String>,
+    /// Whether every symbol is complete.
+    pub complete: bool,
+    /// One entry per symbol, sorted by name.
+    pub symbols: Vec<SymbolSyncReport>,
+    /// Totals over all symbols.
+    pub total: SyncTotals,
+}
+
+/// One symbol's sync.
+#[derive(Debug, Serialize)]
+pub struct SymbolSyncReport {
+    /// The symbol.
+    pub symbol: String,
+    /// `trading` or `delisted`.
+    pub status: SymbolStatus,
+    /// The part of the request inside the symbol's life (`null`: none of it).
+    pub range: Option<Gap>,
+    /// Whether all of it (in this shard) is cached or a confirmed gap.
+    pub complete: bool,
+    /// Units (months) run.
+    pub units: u64,
+    /// Rows the units hold.
+    pub rows: u64,
+    /// Of those, rows already cached.
+    pub cache_rows: u64,
+    /// Vision files downloaded.
+    pub files: u64,
+    /// Bytes downloaded (Vision and REST).
+    pub bytes: u64,
+    /// Source costs.
+    pub vision: SourceStats,
+    /// REST requests, bytes, rows.
+    pub rest: SourceStats,
+    /// REST weight used.
+    pub rest_weight: u64,
+    /// Ranges the exchange confirmed have no data.
+    pub gaps: Vec<Gap>,
+    /// Ranges no allowed source could supply.
+    pub missing: Vec<Gap>,
+    /// Units that failed.
+    pub failures: Vec<SyncFailureReport>,
+}
+
+/// A unit that failed.
+#[derive(Debug, Serialize)]
+pub struct SyncFailureReport {
+    /// Start of the unit.
+    pub start: String,
+    /// End of the unit (exclusive).
+    pub end: String,
+    /// `upstream`, `integrity`, `local`, ...
+    pub category: &'static str,
+    /// The error.
+    pub message: String,
+}
+
+/// Totals of a sync.
+#[derive(Debug, Serialize)]
+pub struct SyncTotals {
+    /// Symbols in the set.
+    pub symbols: usize,
+    /// Symbols not complete.
+    pub incomplete: Vec<String>,
+    /// Units run.
+    pub units: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Rows already cached.
+    pub cache_rows: u64,
+    /// Vision files downloaded.
+    pub files: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Vision requests, bytes, rows.
+    pub vision: SourceStats,
+    /// REST requests, bytes, rows.
+    pub rest: SourceStats,
+    /// REST weight used.
+    pub rest_weight: u64,
+    /// Gaps.
+    pub gaps: usize,
+    /// Missing ranges.
+    pub missing: usize,
+    /// Failed units.
+    pub failures: usize,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl SyncReport {
+    /// The report of `outcome`.
+    pub fn new(outcome: &SyncOutcome) -> SyncReport {
+        let symbols: Vec<SymbolSyncReport> = outcome
+            .symbols
+            .iter()
+            .map(|s| SymbolSyncReport {
+                symbol: s.symbol.to_string(),
+                status: s.status,
+                range: s.range.as_ref().map(gap),
+                complete: s.is_complete(),
+                units: s.units,
+                rows: s.rows,
+                cache_rows: s.cache_rows,
+                files: s.files,
+                bytes: s.vision.bytes + s.rest.bytes,
+                vision: s.vision.clone(),
+                rest: s.rest.clone(),
+                rest_weight: s.rest_weight,
+                gaps: s.gaps.iter().map(gap).collect(),
+                missing: s.missing.iter().map(gap).collect(),
+                failures: s
+                    .failures
+                    .iter()
+                    .map(|f| SyncFailureReport {
+                        start: crate::time::format_ms(f.range.start()),
+                        end: crate::time::format_ms(f.range.end()),
+                        category: f.category.as_str(),
+                        message: f.message.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut total = SyncTotals {
+            symbols: symbols.len(),
+            incomplete: Vec::new(),
+            units: 0,
+            rows: 0,
+            cache_rows: 0,
+            files: 0,
+            bytes: 0,
+            vision: SourceStats::default(),
+            rest: SourceStats::default(),
+            rest_weight: 0,
+            gaps: 0,
+            missing: 0,
+            failures: 0,
+            elapsed_ms: millis(outcome.elapsed),
+        };
+        for s in &symbols {
+            if !s.complete {
+                total.incomplete.push(s.symbol.clone());
+            }
+            total.units += s.units;
+            total.rows += s.rows;
+            total.cache_rows += s.cache_rows;
+            total.files += s.files;
+            total.bytes += s.bytes;
+            for (to, from) in [(&mut total.vision, &s.vision), (&mut total.rest, &s.rest)] {
+                to.requests += from.requests;
+                to.bytes += from.bytes;
+                to.rows += from.rows;
+            }
+            total.rest_weight += s.rest_weight;
+            total.gaps += s.gaps.len();
+            total.missing += s.missing.len();
+            total.failures += s.failures.len();
+        }
+        SyncReport {
+            shard: outcome.shard.map(|s| s.to_string()),
+            complete: total.incomplete.is_empty(),
+            symbols,
+            total,
+        }
+    }
+}
+
+/// One symbol of `dsm symbols --json` (and Python's `dsm.symbols`).
+#[derive(Debug, Serialize)]
+pub struct SymbolEntry {
+    /// The symbol.
+    pub symbol: String,
+    /// `trading` or `delisted`.
+    pub status: SymbolStatus,
+    /// The exchange's status word, `null` when `exchangeInfo` no longer lists it.
+    pub exchange_status: Option<String>,
+    /// Listing time (RFC 3339), where known.
+    pub listed: Option<String>,
+    /// Delisting or delivery time (RFC 3339, exclusive), where known.
+    pub ended: Option<String>,
+}
+
+impl SymbolEntry {
+    /// The entry of `s`.
+    pub fn new(s: &MarketSymbol) -> SymbolEntry {
+        SymbolEntry {
+            symbol: s.symbol.to_string(),
+            status: s.status,
+            exchange_status: s.exchange_status.clone(),
+            listed: s.listed.map(crate::time::format_ms),
+            ended: s.ended.map(crate::time::format_ms),
         }
     }
 }

@@ -513,6 +513,18 @@ impl DataSourceManager {
             universe => {
                 let mut all = dir.symbols(req.market, StatusFilter::All).await?;
                 all.retain(|s| universe.matches(s.symbol.as_str()));
+                if let (Universe::Pattern(p), true) = (universe, all.is_empty()) {
+                    return Err(InputError::Invalid {
+                        what: "symbols",
+                        reason: format!(
+                            "no {} symbol matches {:?} (neither in exchangeInfo nor in the archive); `dsm symbols --market {}` lists them",
+                            req.market,
+                            p.as_str(),
+                            req.market
+                        ),
+                    }
+                    .into());
+                }
                 dir.fill_lives(req.market, &mut all, true).await?;
                 all
             }

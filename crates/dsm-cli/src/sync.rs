@@ -1,0 +1,163 @@
+//! `dsm sync` and `dsm symbols`: a whole universe into the cache, and the list it is drawn from.
+
+use anyhow::Context as _;
+use dsm::manager::{SyncRequest, Universe};
+use dsm::report::{SymbolEntry, SyncReport};
+use dsm::{DataSourceManager, SourcePolicy, TimeRange};
+
+use crate::args::{SymbolsArgs, SyncArgs};
+use crate::exit::{Interrupted, SyncIncomplete, UsageError};
+use crate::fetch::{SHUTDOWN_DEADLINE, manager_config};
+use crate::printer::Printer;
+use crate::progress::SyncUi;
+use crate::signal::Signals;
+
+/// Builds and validates the sync from the arguments: no network. `now_ms` is the default end.
+pub fn build_request(args: &SyncArgs, now_ms: i64) -> anyhow::Result<SyncRequest> {
+    if args.source == SourcePolicy::Cache {
+        return Err(UsageError(
+            "--source cache has nothing to sync: use auto, vision or rest".into(),
+        )
+        .into());
+    }
+    args.market.check(args.kind, args.interval)?;
+    let universe = Universe::parse(&args.symbols, args.market, args.kind)?;
+    let start = dsm::time::parse_instant(&args.start)?;
+    let end = match &args.end {
+        Some(e) => dsm::time::parse_instant(e)?,
+        None => now_ms,
+    };
+    let range = TimeRange::new(start, end)?;
+    let mut request = SyncRequest::new(args.market, args.kind, args.interval, universe, range);
+    request.shard = args.shard;
+    request.source = Some(args.source);
+    request.validate()?;
+    Ok(request)
+}
+
+/// Runs `dsm sync`.
+pub async fn run(args: &SyncArgs, printer: Printer, signals: &mut Signals) -> anyhow::Result<()> {
+    let mut request = build_request(args, dsm::time::now_ms())?;
+    let config = manager_config(&args.conn, args.source, true)?;
+    let what = format!(
+        "{} {} {}{} over {}",
+        args.symbols,
+        args.market,
+        args.interval.map(|i| format!("{i} ")).unwrap_or_default(),
+        args.kind,
+        request.range
+    );
+    let progress = SyncUi::new(printer.quiet() || printer.verbose());
+    if let Some(p) = &progress {
+        request.progress = Some(p.callback());
+    }
+    let manager = DataSourceManager::new(config).context("starting the data source manager")?;
+    if manager.cache().is_none() {
+        return Err(UsageError(
+            "sync fills the cache, and the cache cannot be opened: give a writable --cache-dir or a --cache-url".into(),
+        )
+        .into());
+    }
+    let token = tokio_util::sync::CancellationToken::new();
+    let outcome = tokio::select! {
+        r = manager.sync(request, &token) => r,
+        sig = signals.recv() => {
+            // Units already cached stay; a rerun resumes from them.
+            token.cancel();
+            drop(progress);
+            manager.shutdown(SHUTDOWN_DEADLINE).await;
+            return Err(Interrupted(sig).into());
+        }
+    };
+    drop(progress);
+    manager.shutdown(SHUTDOWN_DEADLINE).await;
+    let outcome = outcome.with_context(|| format!("syncing {what}"))?;
+    let report = SyncReport::new(&outcome);
+    for s in &report.symbols {
+        for f in &s.failures {
+            printer.warn(&format!("{}: {}", s.symbol, f.message));
+        }
+    }
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        printer.out(&json)?;
+    } else {
+        let t = &report.total;
+        printer.status(&format!(
+            "synced {} symbol(s){}: {} units, {} rows ({} already cached), {} files, {} bytes, {} REST requests, {} gaps, in {:.1} s",
+            t.symbols,
+            report.shard.as_ref().map(|s| format!(" (shard {s})")).unwrap_or_default(),
+            t.units,
+            t.rows,
+            t.cache_rows,
+            t.files,
+            t.bytes,
+            t.rest.requests,
+            t.gaps,
+            t.elapsed_ms as f64 / 1000.0
+        ));
+        for s in report.symbols.iter().filter(|s| !s.complete) {
+            let missing: Vec<String> = s
+                .missing
+                .iter()
+                .map(|g| format!("[{}, {})", g.start, g.end))
+                .collect();
+            printer.status(&format!(
+                "{}: incomplete; missing {}; {} failed unit(s)",
+                s.symbol,
+                if missing.is_empty() {
+                    "nothing else".into()
+                } else {
+                    missing.join(", ")
+                },
+                s.failures.len()
+            ));
+        }
+    }
+    match outcome.failure_category() {
+        None => Ok(()),
+        Some(category) => Err(SyncIncomplete(
+            category,
+            format!(
+                "syncing {what}: {} of {} symbol(s) incomplete ({}); rerun to fetch only what is missing",
+                report.total.incomplete.len(),
+                report.total.symbols,
+                report.total.incomplete.join(", ")
+            ),
+        )
+        .into()),
+    }
+}
+
+/// Runs `dsm symbols`.
+pub async fn symbols(args: &SymbolsArgs, printer: Printer) -> anyhow::Result<()> {
+    let config = manager_config(&args.conn, SourcePolicy::Auto, false)?;
+    let manager = DataSourceManager::new(config).context("starting the data source manager")?;
+    let listed = manager
+        .symbols(args.market, args.status)
+        .await
+        .with_context(|| format!("listing {}'s symbols", args.market));
+    manager.shutdown(SHUTDOWN_DEADLINE).await;
+    let entries: Vec<SymbolEntry> = listed?.iter().map(SymbolEntry::new).collect();
+    if args.json {
+        let json = serde_json::to_string_pretty(&entries).context("encoding the list")?;
+        printer.out(&json)?;
+    } else {
+        let mut text = String::new();
+        for e in &entries {
+            let status = match (&e.exchange_status, e.status) {
+                (Some(s), _) => s.clone(),
+                (None, _) => "DELISTED".into(),
+            };
+            text.push_str(&format!(
+                "{:<20} {:<10} {:<24} {}\n",
+                e.symbol,
+                status,
+                e.listed.as_deref().unwrap_or("-"),
+                e.ended.as_deref().unwrap_or("-")
+            ));
+        }
+        printer.out(text.trim_end())?;
+    }
+    Ok(())
+}
