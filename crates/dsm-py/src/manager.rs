@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use dsm::manager::{StatusFilter, SyncProgress, SyncRequest, Universe};
+use dsm::report::SymbolEntry;
 use dsm::{DataKind, DataSourceManager, Interval, ManagerConfig, Market, Request, SourcePolicy};
 use dsm::{Symbol, TimeRange};
 use pyo3::prelude::*;
@@ -166,6 +168,75 @@ fn responses(kind: DataKind, response: dsm::Response) -> Vec<Response> {
         .collect()
 }
 
+/// What `dsm.Manager.sync` was asked (a dict, times already in epoch ms).
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct SyncQuery {
+    symbols: String,
+    start: i64,
+    end: i64,
+    market: String,
+    kind: String,
+    interval: Option<String>,
+    source: Option<String>,
+    shard: Option<String>,
+}
+
+impl SyncQuery {
+    /// The library's sync request, checked before any network call; `progress` (a Python
+    /// callable) gets `("planned", {symbol: units})` and `("unit", symbol, rows, bytes, complete)`
+    /// on a dsm thread.
+    fn request(&self, py: Python<'_>, progress: Option<Py<PyAny>>) -> PyResult<SyncRequest> {
+        let market: Market = parsed(py, &self.market)?;
+        let kind: DataKind = parsed(py, &self.kind)?;
+        let interval: Option<Interval> = self
+            .interval
+            .as_deref()
+            .map(|i| parsed(py, i))
+            .transpose()?;
+        let universe =
+            Universe::parse(&self.symbols, market, kind).map_err(|e| errors::input(py, &e))?;
+        let range = TimeRange::new(self.start, self.end).map_err(|e| errors::input(py, &e))?;
+        let mut request = SyncRequest::new(market, kind, interval, universe, range);
+        request.source = self
+            .source
+            .as_deref()
+            .map(|s| parsed::<SourcePolicy>(py, s))
+            .transpose()?;
+        request.shard = self.shard.as_deref().map(|s| parsed(py, s)).transpose()?;
+        request.validate().map_err(|e| errors::input(py, &e))?;
+        request.progress = progress.map(|f| -> dsm::manager::SyncProgressFn {
+            Arc::new(move |event: &SyncProgress| {
+                Python::attach(|py| {
+                    let called = match event {
+                        SyncProgress::Planned { symbols } => {
+                            let units: std::collections::BTreeMap<String, u64> =
+                                symbols.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+                            f.call1(py, ("planned", units))
+                        }
+                        SyncProgress::UnitDone {
+                            symbol,
+                            rows,
+                            bytes,
+                            complete,
+                        } => f.call1(py, ("unit", symbol.as_str(), *rows, *bytes, *complete)),
+                        _ => return,
+                    };
+                    // A failing callback does not stop the sync; Python reports it as unraisable.
+                    if let Err(e) = called {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            })
+        });
+        Ok(request)
+    }
+}
+
+fn sync_json(outcome: &dsm::manager::SyncOutcome) -> String {
+    serde_json::to_string(&dsm::report::SyncReport::new(outcome)).unwrap_or_default()
+}
+
 #[pymethods]
 impl Manager {
     #[new]
@@ -212,6 +283,66 @@ impl Manager {
                 Err(e) => Err(errors::to_py(py, &e)),
             },
         )
+    }
+
+    /// Syncs a universe into the cache, waiting on this thread; returns the report as JSON.
+    #[pyo3(signature = (query, progress=None))]
+    fn sync(
+        &self,
+        py: Python<'_>,
+        query: SyncQuery,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
+        let req = query.request(py, progress)?;
+        let m = self.manager(py)?;
+        let out = bridge::wait(py, &self.token, move |token| async move {
+            m.sync(req, &token).await
+        })?;
+        match out {
+            Ok(outcome) => Ok(sync_json(&outcome)),
+            Err(dsm::Error::Cancelled) if bridge::shutting_down() => Err(bridge::exiting()),
+            Err(e) => Err(errors::to_py(py, &e)),
+        }
+    }
+
+    /// Starts a sync; `deliver(ok, value)` gets the report as JSON or the exception.
+    #[pyo3(signature = (deliver, query, progress=None))]
+    fn start_sync(
+        &self,
+        py: Python<'_>,
+        deliver: Py<PyAny>,
+        query: SyncQuery,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Pending> {
+        let req = query.request(py, progress)?;
+        let m = self.manager(py)?;
+        bridge::spawn(
+            &self.token,
+            move |token| async move { m.sync(req, &token).await.map(|o| sync_json(&o)) },
+            deliver,
+            |py, out| match out {
+                Ok(json) => Ok(json.into_pyobject(py)?.into_any().unbind()),
+                Err(e) => Err(errors::to_py(py, &e)),
+            },
+        )
+    }
+
+    /// A market's symbols (`status`: trading, delisted or all), as JSON.
+    fn symbols(&self, py: Python<'_>, market: &str, status: &str) -> PyResult<String> {
+        let market: Market = parsed(py, market)?;
+        let status: StatusFilter = parsed(py, status)?;
+        let m = self.manager(py)?;
+        let out = bridge::wait(py, &self.token, move |_| async move {
+            m.symbols(market, status).await
+        })?;
+        match out {
+            Ok(list) => {
+                let entries: Vec<SymbolEntry> = list.iter().map(SymbolEntry::new).collect();
+                Ok(serde_json::to_string(&entries).unwrap_or_default())
+            }
+            Err(dsm::Error::Cancelled) if bridge::shutting_down() => Err(bridge::exiting()),
+            Err(e) => Err(errors::to_py(py, &e)),
+        }
     }
 
     /// Cancels this manager's work and waits (at most 2 s) for it to stop. Idempotent.

@@ -45,6 +45,7 @@ __all__ = [
     "Response",
     "get_data",
     "aget_data",
+    "symbols",
     "DsmError",
     "InputError",
     "UnavailableError",
@@ -345,6 +346,140 @@ class Manager:
         raws = await _await_rust(lambda deliver: self._raw.start_get(deliver, query))
         return self._wrap(raws, single)
 
+    @staticmethod
+    def _sync_query(
+        symbols: Union[str, Sequence[str]],
+        start: Time,
+        end: Optional[Time],
+        market: str,
+        interval: Optional[str],
+        kind: str,
+        source: Optional[str],
+        shard: Optional[str],
+    ) -> Dict[str, Any]:
+        if not isinstance(symbols, str):
+            symbols = ",".join(symbols)
+        return {
+            "symbols": symbols,
+            "start": _to_ms(start, "start"),
+            "end": _to_ms(end, "end") if end is not None else int(_time.time() * 1000),
+            "market": market,
+            "kind": kind,
+            "interval": interval,
+            "source": source,
+            "shard": shard,
+        }
+
+    @staticmethod
+    def _sync_progress(progress: Optional[Any]) -> Optional[Any]:
+        """Adapts the user's callback: one dict per event, with the running counts."""
+        if progress is None:
+            return None
+        state = {"units": 0, "done": 0}
+
+        def event(what: str, *args: Any) -> None:
+            if what == "planned":
+                state["units"] = sum(args[0].values())
+                progress({"event": "planned", "symbols": dict(args[0]), "units": state["units"]})
+            else:
+                state["done"] += 1
+                symbol, rows, nbytes, complete = args
+                progress(
+                    {
+                        "event": "unit",
+                        "symbol": symbol,
+                        "rows": rows,
+                        "bytes": nbytes,
+                        "complete": complete,
+                        "done": state["done"],
+                        "units": state["units"],
+                    }
+                )
+
+        return event
+
+    @staticmethod
+    def _sync_result(text: str, allow_partial: bool) -> Dict[str, Any]:
+        report = json.loads(text)
+        if report["complete"] or allow_partial:
+            return report
+        failures = [f for s in report["symbols"] for f in s["failures"]]
+        upstream = any(f["category"] == "upstream" for f in failures)
+        incomplete = report["total"]["incomplete"]
+        message = (
+            f"{len(incomplete)} of {report['total']['symbols']} symbol(s) incomplete "
+            f"({', '.join(incomplete)}); sync again to fetch only what is missing"
+        )
+        if failures:
+            message += f"; first failure: {failures[0]['message']}"
+        error = UpstreamError if upstream else IncompleteError
+        raise error(message, report=report)
+
+    def sync(
+        self,
+        symbols: Union[str, Sequence[str]],
+        start: Time,
+        end: Optional[Time] = None,
+        *,
+        market: str = "spot",
+        interval: Optional[str] = None,
+        kind: str = "klines",
+        source: Optional[str] = None,
+        shard: Optional[str] = None,
+        allow_partial: bool = False,
+        progress: Optional[Any] = None,
+    ) -> Dict[str, Any]:
+        """Fills the cache for a whole set of symbols over ``[start, end)`` and returns the report
+        ``dsm sync --json`` prints (per symbol: rows, files, bytes, gaps, missing, failures; and
+        totals); the rows themselves stay in the cache, for :meth:`get` or any Parquet reader.
+
+        ``symbols`` is ``"all"`` (delisted symbols included), a glob (``"*USDT"``), a list or
+        a comma list, or ``"@FILE"``. Each symbol's range is clipped to its life; the work is cut
+        into (symbol, month) units, and ``shard="K/N"`` runs a stable K-th of N of them, so N
+        workers sharing one cache (``cache_url="s3://..."``) split a universe with no
+        coordinator. A rerun downloads only what is missing. ``progress(event)`` gets a dict per
+        event (``{"event": "planned", "units": N, ...}``, then ``{"event": "unit", "symbol": S,
+        "done": k, "units": N, ...}``) on a dsm thread. A failing symbol never stops the others;
+        if any is incomplete this raises :class:`UpstreamError` (an upstream failed) or
+        :class:`IncompleteError`, with the report as ``.report``, unless ``allow_partial``.
+        """
+        query = self._sync_query(symbols, start, end, market, interval, kind, source, shard)
+        text = self._raw.sync(query, self._sync_progress(progress))
+        return self._sync_result(text, allow_partial)
+
+    async def async_sync(
+        self,
+        symbols: Union[str, Sequence[str]],
+        start: Time,
+        end: Optional[Time] = None,
+        *,
+        market: str = "spot",
+        interval: Optional[str] = None,
+        kind: str = "klines",
+        source: Optional[str] = None,
+        shard: Optional[str] = None,
+        allow_partial: bool = False,
+        progress: Optional[Any] = None,
+    ) -> Dict[str, Any]:
+        """:meth:`sync` for asyncio. Cancelling the awaiting task stops the sync; the units
+        already cached stay, and the next sync resumes from them."""
+        query = self._sync_query(symbols, start, end, market, interval, kind, source, shard)
+        callback = self._sync_progress(progress)
+        text = await _await_rust(lambda deliver: self._raw.start_sync(deliver, query, callback))
+        return self._sync_result(text, allow_partial)
+
+    def symbols(self, market: str = "spot", status: str = "all") -> List[Dict[str, Any]]:
+        """The symbols of ``market`` (``spot``, ``um``, ``cm``) with ``status`` ``trading``,
+        ``delisted`` or ``all``: dicts with ``symbol``, ``status``, ``exchange_status`` (``None``
+        once exchangeInfo has dropped the symbol), ``listed`` and ``ended`` (UTC datetimes, or
+        ``None`` where unknown), from exchangeInfo and the Vision archive's listing."""
+        entries = json.loads(self._raw.symbols(market, status))
+        for e in entries:
+            for key in ("listed", "ended"):
+                if e[key] is not None:
+                    e[key] = _utc(_dsm.parse_instant(e[key]))
+        return entries
+
     @property
     def closed(self) -> bool:
         return self._raw.closed
@@ -414,6 +549,13 @@ def get_data(
     environment), converted to ``output`` (``polars``, ``pandas`` or ``arrow``)."""
     convert = _converter(output)
     return _output(_default_manager().get(symbol, start, end, **kwargs), convert)
+
+
+def symbols(market: str = "spot", status: str = "all", **manager_args: Any) -> List[Dict[str, Any]]:
+    """:meth:`Manager.symbols` with a short-lived manager (``manager_args`` as for
+    :class:`Manager`)."""
+    with Manager(**manager_args) as m:
+        return m.symbols(market, status)
 
 
 async def aget_data(

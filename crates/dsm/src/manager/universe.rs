@@ -267,24 +267,32 @@ impl Directory<'_> {
         symbols: &mut [MarketSymbol],
         listed: bool,
     ) -> Result<()> {
-        let jobs = symbols.iter_mut().filter_map(|s| {
-            let whole =
-                s.status == SymbolStatus::Delisted && (s.listed.is_none() || s.ended.is_none());
-            let first = listed && s.listed.is_none();
-            (whole || first).then_some((s, whole))
-        });
-        futures::stream::iter(jobs)
-            .map(|(s, whole)| async move {
-                let (first, last) = self.archive_days(market, &s.symbol, whole).await?;
-                s.listed = s.listed.or(first);
-                if whole {
-                    s.ended = s.ended.or(last.map(|d| d + DAY_MS));
-                }
-                Ok::<_, Error>(())
+        // Owned jobs (index, symbol, whole listing?), so the futures borrow nothing per item.
+        let jobs: Vec<(usize, Symbol, bool)> = symbols
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let whole =
+                    s.status == SymbolStatus::Delisted && (s.listed.is_none() || s.ended.is_none());
+                let first = listed && s.listed.is_none();
+                (whole || first).then(|| (i, s.symbol.clone(), whole))
+            })
+            .collect();
+        let found: Vec<(usize, bool, Option<i64>, Option<i64>)> = futures::stream::iter(jobs)
+            .map(|(i, symbol, whole)| async move {
+                let (first, last) = self.archive_days(market, &symbol, whole).await?;
+                Ok::<_, Error>((i, whole, first, last))
             })
             .buffer_unordered(self.concurrency.max(1))
-            .try_collect::<Vec<()>>()
+            .try_collect()
             .await?;
+        for (i, whole, first, last) in found {
+            let s = &mut symbols[i];
+            s.listed = s.listed.or(first);
+            if whole {
+                s.ended = s.ended.or(last.map(|d| d + DAY_MS));
+            }
+        }
         Ok(())
     }
 
