@@ -298,3 +298,66 @@ async fn sigkill_at(at: KillAt) {
     assert_eq!(files_in(out.path()), vec![target]);
     emu.shutdown().await;
 }
+
+/// `dsm sync` killed (SIGKILL) halfway, then run again: the cache verifies, the rerun completes,
+/// and every file is downloaded once in total, but for the one in flight at the kill
+/// (`--concurrency 1`: one at a time).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_killed_halfway_resumes_and_downloads_each_file_once_but_the_one_in_flight() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    // SYM01USDT..SYM09USDT, five months: 45 monthly files.
+    let args = [
+        "sync",
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--symbols",
+        "SYM0*",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-06-01",
+        "--concurrency",
+        "1",
+    ];
+    let zips = |emu: &Emulator| -> Vec<String> {
+        emu.request_log()
+            .into_iter()
+            .filter(|l| l.path.ends_with(".zip"))
+            .map(|l| l.path)
+            .collect()
+    };
+    // After 20 files the archive slows to a trickle, so the kill lands halfway on any machine.
+    emu.add_fault("slow=2000@/data/*.zip~20".parse::<Fault>().unwrap());
+    let mut child = dsm(&emu, cache.path(), &args).spawn().unwrap();
+    wait_until("20 files", &mut child, || zips(&emu).len() >= 20).await;
+    kill(&child, Signal::SIGKILL);
+    let (status, _) = exit_within(&mut child, Duration::from_secs(2), "SIGKILL").await;
+    assert_eq!(status.code(), None, "killed: {status}");
+    let killed_at = zips(&emu).len();
+    assert!(killed_at < 45, "killed halfway: {killed_at} files");
+
+    let (code, report) = verify_cache(cache.path()).await;
+    assert_eq!(code, Some(0), "verify after SIGKILL: {report}");
+    emu.clear_faults();
+    let mut rerun = dsm(&emu, cache.path(), &args);
+    let o = tokio::task::spawn_blocking(move || rerun.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let all = zips(&emu);
+    let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), 45);
+    assert!(
+        all.len() - distinct.len() <= 1,
+        "{} downloads for 45 files (killed after {killed_at})",
+        all.len()
+    );
+}

@@ -19,7 +19,8 @@ use super::universe::{
 use crate::category::ErrorCategory;
 use crate::error::{Error, InputError, Result};
 use crate::market::{DataKind, Interval, Market, Symbol};
-use crate::time::{TimeRange, format_ms, now_ms};
+use crate::time::{TimeRange, now_ms};
+use chrono::Datelike;
 
 /// One of `count` shares of a sync's work: the (symbol, month) units whose stable hash falls in it.
 /// `count` processes or machines given `1/count` .. `count/count` and one shared cache split a
@@ -53,7 +54,8 @@ impl Shard {
     /// # Ok::<(), dsm::InputError>(())
     /// ```
     pub fn takes(&self, symbol: &str, month: i64) -> bool {
-        let key = format!("{symbol}/{}", &format_ms(month)[..7]);
+        let m = crate::time::to_datetime(month);
+        let key = format!("{symbol}/{:04}-{:02}", m.year(), m.month());
         crc32fast::hash(key.as_bytes()) % self.count == self.index - 1
     }
 }
