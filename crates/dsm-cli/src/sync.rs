@@ -82,17 +82,17 @@ pub async fn run(args: &SyncArgs, printer: Printer, signals: &mut Signals) -> an
         let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
         printer.out(&json)?;
     } else {
-        let t = &report.total;
+        let (t, c) = (&report.total, &report.total.counts);
         printer.status(&format!(
             "synced {} symbol(s){}: {} units, {} rows ({} already cached), {} files, {} bytes, {} REST requests, {} gaps, in {:.1} s",
             t.symbols,
             report.shard.as_ref().map(|s| format!(" (shard {s})")).unwrap_or_default(),
-            t.units,
-            t.rows,
-            t.cache_rows,
-            t.files,
-            t.bytes,
-            t.rest.requests,
+            c.units,
+            c.rows,
+            c.cache_rows,
+            c.files,
+            c.bytes,
+            c.rest.requests,
             t.gaps,
             t.elapsed_ms as f64 / 1000.0
         ));

@@ -1458,6 +1458,14 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
     .unwrap();
     let cache = tempfile::tempdir().unwrap();
     let json = |o: &Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let exits = |o: &Output, code: i32| {
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
     let entry = |v: &serde_json::Value, s: &str| {
         v["symbols"]
             .as_array()
@@ -1483,12 +1491,7 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
         "2024-12-01",
     ]))
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 0);
     let v = json(&o);
     assert_eq!(v["complete"], true);
     let gone = entry(&v, "GONEUSDT");
@@ -1531,12 +1534,7 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
         ],
     ))
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 0);
 
     // Incomplete: the archive alone, up to now; its last days are not published yet (exit 6).
     let o = output(sync(&[
@@ -1548,12 +1546,7 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
         "vision",
     ]))
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 6);
     let v = json(&o);
     assert_eq!(v["complete"], false);
     assert!(
@@ -1576,12 +1569,7 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
         "vision",
     ]))
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 4);
     let v = json(&o);
     assert_eq!(entry(&v, "SYM04USDT")["complete"], true);
     let bad = entry(&v, "SYM03USDT");
@@ -1602,12 +1590,7 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
         ],
     ))
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let names: Vec<&str> = v
         .as_array()

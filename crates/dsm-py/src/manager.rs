@@ -31,6 +31,22 @@ fn parsed<T: std::str::FromStr<Err = dsm::InputError>>(py: Python<'_>, s: &str) 
     s.parse::<T>().map_err(|e| errors::input(py, &e))
 }
 
+/// The market, kind and interval a query names, checked by the library's parsers.
+fn dataset_words(
+    py: Python<'_>,
+    market: &str,
+    kind: &str,
+    interval: Option<&str>,
+) -> PyResult<(Market, DataKind, Option<Interval>)> {
+    let interval = interval.map(|i| parsed(py, i)).transpose()?;
+    Ok((parsed(py, market)?, parsed(py, kind)?, interval))
+}
+
+/// The source policy a query names, if any.
+fn source_word(py: Python<'_>, source: Option<&str>) -> PyResult<Option<SourcePolicy>> {
+    source.map(|s| parsed::<SourcePolicy>(py, s)).transpose()
+}
+
 impl Manager {
     fn manager(&self, py: Python<'_>) -> PyResult<Arc<DataSourceManager>> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,13 +95,8 @@ pub(crate) struct Query {
 impl Query {
     /// The library's request, checked before any network call.
     fn request(&self, py: Python<'_>) -> PyResult<Request> {
-        let market: Market = parsed(py, &self.market)?;
-        let kind: DataKind = parsed(py, &self.kind)?;
-        let interval: Option<Interval> = self
-            .interval
-            .as_deref()
-            .map(|i| parsed(py, i))
-            .transpose()?;
+        let (market, kind, interval) =
+            dataset_words(py, &self.market, &self.kind, self.interval.as_deref())?;
         let symbols = self
             .symbols
             .iter()
@@ -93,11 +104,7 @@ impl Query {
             .collect::<PyResult<Vec<Symbol>>>()?;
         let range = TimeRange::new(self.start, self.end).map_err(|e| errors::input(py, &e))?;
         let mut request = Request::new(market, kind, symbols, interval, range);
-        request.source = self
-            .source
-            .as_deref()
-            .map(|s| parsed::<SourcePolicy>(py, s))
-            .transpose()?;
+        request.source = source_word(py, self.source.as_deref())?;
         request.include_open = self.include_open;
         request.allow_partial = self.allow_partial;
         request.validate().map_err(|e| errors::input(py, &e))?;
@@ -187,22 +194,13 @@ impl SyncQuery {
     /// callable) gets `("planned", {symbol: units})` and `("unit", symbol, rows, bytes, complete)`
     /// on a dsm thread.
     fn request(&self, py: Python<'_>, progress: Option<Py<PyAny>>) -> PyResult<SyncRequest> {
-        let market: Market = parsed(py, &self.market)?;
-        let kind: DataKind = parsed(py, &self.kind)?;
-        let interval: Option<Interval> = self
-            .interval
-            .as_deref()
-            .map(|i| parsed(py, i))
-            .transpose()?;
+        let (market, kind, interval) =
+            dataset_words(py, &self.market, &self.kind, self.interval.as_deref())?;
         let universe =
             Universe::parse(&self.symbols, market, kind).map_err(|e| errors::input(py, &e))?;
         let range = TimeRange::new(self.start, self.end).map_err(|e| errors::input(py, &e))?;
         let mut request = SyncRequest::new(market, kind, interval, universe, range);
-        request.source = self
-            .source
-            .as_deref()
-            .map(|s| parsed::<SourcePolicy>(py, s))
-            .transpose()?;
+        request.source = source_word(py, self.source.as_deref())?;
         request.shard = self.shard.as_deref().map(|s| parsed(py, s)).transpose()?;
         request.validate().map_err(|e| errors::input(py, &e))?;
         request.progress = progress.map(|f| -> dsm::manager::SyncProgressFn {

@@ -382,6 +382,46 @@ pub struct SyncReport {
     pub total: SyncTotals,
 }
 
+/// What a sync (or one symbol of it) did and cost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncCounts {
+    /// Units (symbol-months) run.
+    pub units: u64,
+    /// Rows the units hold (from the cache or downloaded).
+    pub rows: u64,
+    /// Of those, rows already cached.
+    pub cache_rows: u64,
+    /// Vision files downloaded.
+    pub files: u64,
+    /// Bytes downloaded (Vision and REST).
+    pub bytes: u64,
+    /// Vision requests, bytes, rows.
+    pub vision: SourceStats,
+    /// REST requests, bytes, rows.
+    pub rest: SourceStats,
+    /// REST weight used.
+    pub rest_weight: u64,
+}
+
+impl SyncCounts {
+    fn add(&mut self, other: &SyncCounts) {
+        self.units += other.units;
+        self.rows += other.rows;
+        self.cache_rows += other.cache_rows;
+        self.files += other.files;
+        self.bytes += other.bytes;
+        for (to, from) in [
+            (&mut self.vision, &other.vision),
+            (&mut self.rest, &other.rest),
+        ] {
+            to.requests += from.requests;
+            to.bytes += from.bytes;
+            to.rows += from.rows;
+        }
+        self.rest_weight += other.rest_weight;
+    }
+}
+
 /// One symbol's sync.
 #[derive(Debug, Serialize)]
 pub struct SymbolSyncReport {
@@ -393,22 +433,9 @@ pub struct SymbolSyncReport {
     pub range: Option<Gap>,
     /// Whether all of it (in this shard) is cached or a confirmed gap.
     pub complete: bool,
-    /// Units (months) run.
-    pub units: u64,
-    /// Rows the units hold.
-    pub rows: u64,
-    /// Of those, rows already cached.
-    pub cache_rows: u64,
-    /// Vision files downloaded.
-    pub files: u64,
-    /// Bytes downloaded (Vision and REST).
-    pub bytes: u64,
-    /// Source costs.
-    pub vision: SourceStats,
-    /// REST requests, bytes, rows.
-    pub rest: SourceStats,
-    /// REST weight used.
-    pub rest_weight: u64,
+    /// What it did and cost.
+    #[serde(flatten)]
+    pub counts: SyncCounts,
     /// Ranges the exchange confirmed have no data.
     pub gaps: Vec<Gap>,
     /// Ranges no allowed source could supply.
@@ -437,22 +464,9 @@ pub struct SyncTotals {
     pub symbols: usize,
     /// Symbols not complete.
     pub incomplete: Vec<String>,
-    /// Units run.
-    pub units: u64,
-    /// Rows.
-    pub rows: u64,
-    /// Rows already cached.
-    pub cache_rows: u64,
-    /// Vision files downloaded.
-    pub files: u64,
-    /// Bytes downloaded.
-    pub bytes: u64,
-    /// Vision requests, bytes, rows.
-    pub vision: SourceStats,
-    /// REST requests, bytes, rows.
-    pub rest: SourceStats,
-    /// REST weight used.
-    pub rest_weight: u64,
+    /// What the sync did and cost.
+    #[serde(flatten)]
+    pub counts: SyncCounts,
     /// Gaps.
     pub gaps: usize,
     /// Missing ranges.
@@ -474,14 +488,16 @@ impl SyncReport {
                 status: s.status,
                 range: s.range.as_ref().map(gap),
                 complete: s.is_complete(),
-                units: s.units,
-                rows: s.rows,
-                cache_rows: s.cache_rows,
-                files: s.files,
-                bytes: s.vision.bytes + s.rest.bytes,
-                vision: s.vision.clone(),
-                rest: s.rest.clone(),
-                rest_weight: s.rest_weight,
+                counts: SyncCounts {
+                    units: s.units,
+                    rows: s.rows,
+                    cache_rows: s.cache_rows,
+                    files: s.files,
+                    bytes: s.vision.bytes + s.rest.bytes,
+                    vision: s.vision.clone(),
+                    rest: s.rest.clone(),
+                    rest_weight: s.rest_weight,
+                },
                 gaps: s.gaps.iter().map(gap).collect(),
                 missing: s.missing.iter().map(gap).collect(),
                 failures: s
@@ -499,14 +515,7 @@ impl SyncReport {
         let mut total = SyncTotals {
             symbols: symbols.len(),
             incomplete: Vec::new(),
-            units: 0,
-            rows: 0,
-            cache_rows: 0,
-            files: 0,
-            bytes: 0,
-            vision: SourceStats::default(),
-            rest: SourceStats::default(),
-            rest_weight: 0,
+            counts: SyncCounts::default(),
             gaps: 0,
             missing: 0,
             failures: 0,
@@ -516,17 +525,7 @@ impl SyncReport {
             if !s.complete {
                 total.incomplete.push(s.symbol.clone());
             }
-            total.units += s.units;
-            total.rows += s.rows;
-            total.cache_rows += s.cache_rows;
-            total.files += s.files;
-            total.bytes += s.bytes;
-            for (to, from) in [(&mut total.vision, &s.vision), (&mut total.rest, &s.rest)] {
-                to.requests += from.requests;
-                to.bytes += from.bytes;
-                to.rows += from.rows;
-            }
-            total.rest_weight += s.rest_weight;
+            total.counts.add(&s.counts);
             total.gaps += s.gaps.len();
             total.missing += s.missing.len();
             total.failures += s.failures.len();
