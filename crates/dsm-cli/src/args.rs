@@ -67,18 +67,27 @@ separated by commas, spaces or lines; # comments). --shard K/N runs a stable 1/N
 (symbol, month) units, so N machines sharing one cache split the work with no coordinator.
 Exit 0 when every symbol is complete, 6 when some are not, 4 when an upstream failed.";
 
+/// What data: the market, the kind and the interval (`fetch` and `sync`).
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// Market: spot, um (USD-M futures), cm (COIN-M futures) or option.
+    #[arg(long, value_parser = parse_market)]
+    pub market: Market,
+    /// Data kind: klines, mark-klines, index-klines, premium-klines, funding, aggtrades, trades;
+    /// from the archive only: metrics, book-depth, book-ticker (um, cm), liquidations (cm),
+    /// bvol-index, eoh-summary (option).
+    #[arg(long, default_value = "klines", value_parser = parse_kind)]
+    pub kind: DataKind,
+    /// Candle interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M); kline kinds only.
+    #[arg(long, value_parser = parse_interval)]
+    pub interval: Option<Interval>,
+}
+
 /// Options of `dsm sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Market: spot, um (USD-M futures) or cm (COIN-M futures).
-    #[arg(long, value_parser = parse_market)]
-    pub market: Market,
-    /// Data kind, as for fetch.
-    #[arg(long, default_value = "klines", value_parser = parse_kind)]
-    pub kind: DataKind,
-    /// Candle interval (kline kinds only).
-    #[arg(long, value_parser = parse_interval)]
-    pub interval: Option<Interval>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// The symbols: all, a glob (*USDT), a comma list, or @FILE.
     #[arg(long, value_name = "SPEC")]
     pub symbols: String,
@@ -159,17 +168,8 @@ pub struct FetchArgs {
     /// Symbols, upper-case as Binance spells them (BTCUSDT; BTCUSD_PERP on cm).
     #[arg(required = true, value_name = "SYMBOL")]
     pub symbols: Vec<String>,
-    /// Market: spot, um (USD-M futures), cm (COIN-M futures) or option.
-    #[arg(long, value_parser = parse_market)]
-    pub market: Market,
-    /// Data kind: klines, mark-klines, index-klines, premium-klines, funding, aggtrades, trades;
-    /// from the archive only: metrics, book-depth, book-ticker (um, cm), liquidations (cm),
-    /// bvol-index, eoh-summary (option).
-    #[arg(long, default_value = "klines", value_parser = parse_kind)]
-    pub kind: DataKind,
-    /// Candle interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M); kline kinds only.
-    #[arg(long, value_parser = parse_interval)]
-    pub interval: Option<Interval>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// Start of the range (inclusive): RFC 3339, a date, or epoch milliseconds.
     #[arg(long, value_name = "TIME")]
     pub start: String,

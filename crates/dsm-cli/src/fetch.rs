@@ -29,11 +29,13 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Builds and validates the request from the arguments: no I/O. `now_ms` is the default end.
 pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
-    args.market.check(args.kind, args.interval)?;
+    args.dataset
+        .market
+        .check(args.dataset.kind, args.dataset.interval)?;
     let symbols = args
         .symbols
         .iter()
-        .map(|s| Symbol::for_market(s, args.market, args.kind))
+        .map(|s| Symbol::for_market(s, args.dataset.market, args.dataset.kind))
         .collect::<Result<Vec<_>, _>>()?;
     let start = dsm::time::parse_instant(&args.start)?;
     let end = match &args.end {
@@ -41,7 +43,13 @@ pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
         None => now_ms,
     };
     let range = TimeRange::new(start, end)?;
-    let mut request = Request::new(args.market, args.kind, symbols, args.interval, range);
+    let mut request = Request::new(
+        args.dataset.market,
+        args.dataset.kind,
+        symbols,
+        args.dataset.interval,
+        range,
+    );
     request.include_open = args.include_open;
     // The CLI takes every window the library can give and decides at the end (so the summary
     // lists everything that is missing, not only the first window's).
@@ -122,7 +130,7 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
     };
     tokio::pin!(writer);
     let token = tokio_util::sync::CancellationToken::new();
-    let kind = args.kind;
+    let kind = args.dataset.kind;
     let mut totals: Vec<SymbolTotals> = request
         .symbols
         .iter()
@@ -209,7 +217,7 @@ pub async fn run(args: &FetchArgs, printer: Printer, signals: &mut Signals) -> a
         total.add(&t.summary);
     }
     total.elapsed = started.elapsed();
-    let report = FetchReport::new(args.kind, &totals, &paths, &total);
+    let report = FetchReport::new(args.dataset.kind, &totals, &paths, &total);
     for failure in &total.failures {
         printer.warn(failure);
     }

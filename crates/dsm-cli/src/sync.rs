@@ -20,15 +20,23 @@ pub fn build_request(args: &SyncArgs, now_ms: i64) -> anyhow::Result<SyncRequest
         )
         .into());
     }
-    args.market.check(args.kind, args.interval)?;
-    let universe = Universe::parse(&args.symbols, args.market, args.kind)?;
+    args.dataset
+        .market
+        .check(args.dataset.kind, args.dataset.interval)?;
+    let universe = Universe::parse(&args.symbols, args.dataset.market, args.dataset.kind)?;
     let start = dsm::time::parse_instant(&args.start)?;
     let end = match &args.end {
         Some(e) => dsm::time::parse_instant(e)?,
         None => now_ms,
     };
     let range = TimeRange::new(start, end)?;
-    let mut request = SyncRequest::new(args.market, args.kind, args.interval, universe, range);
+    let mut request = SyncRequest::new(
+        args.dataset.market,
+        args.dataset.kind,
+        args.dataset.interval,
+        universe,
+        range,
+    );
     request.shard = args.shard;
     request.source = Some(args.source);
     request.validate()?;
@@ -42,9 +50,12 @@ pub async fn run(args: &SyncArgs, printer: Printer, signals: &mut Signals) -> an
     let what = format!(
         "{} {} {}{} over {}",
         args.symbols,
-        args.market,
-        args.interval.map(|i| format!("{i} ")).unwrap_or_default(),
-        args.kind,
+        args.dataset.market,
+        args.dataset
+            .interval
+            .map(|i| format!("{i} "))
+            .unwrap_or_default(),
+        args.dataset.kind,
         request.range
     );
     let progress = SyncUi::new(printer.quiet() || printer.verbose());
