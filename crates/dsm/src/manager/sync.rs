@@ -301,7 +301,9 @@ impl DataSourceManager {
         check_market(market)?;
         let cancel = self.root.child_token();
         let _guard = cancel.clone().drop_guard();
-        self.directory(&cancel).symbols(market, status).await
+        self.directory(&cancel)
+            .symbols(market, status, &Universe::All)
+            .await
     }
 
     fn directory<'a>(&'a self, cancel: &'a CancellationToken) -> Directory<'a> {
@@ -513,8 +515,7 @@ impl DataSourceManager {
                 out
             }
             universe => {
-                let mut all = dir.symbols(req.market, StatusFilter::All).await?;
-                all.retain(|s| universe.matches(s.symbol.as_str()));
+                let mut all = dir.symbols(req.market, StatusFilter::All, universe).await?;
                 if let (Universe::Pattern(p), true) = (universe, all.is_empty()) {
                     return Err(InputError::Invalid {
                         what: "symbols",

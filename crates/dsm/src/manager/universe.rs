@@ -217,8 +217,14 @@ pub(crate) struct Directory<'a> {
 }
 
 impl Directory<'_> {
-    /// The symbols of `market` that pass `filter`, sorted by name.
-    pub async fn symbols(&self, market: Market, filter: StatusFilter) -> Result<Vec<MarketSymbol>> {
+    /// The symbols of `market` that pass `filter` and belong to `universe`, sorted by name. The
+    /// archive is asked about the lives of those alone.
+    pub async fn symbols(
+        &self,
+        market: Market,
+        filter: StatusFilter,
+        universe: &Universe,
+    ) -> Result<Vec<MarketSymbol>> {
         check_market(market)?;
         let mut known: BTreeMap<String, MarketSymbol> = BTreeMap::new();
         for info in self.rest.exchange_symbols(market, self.cancel).await? {
@@ -252,7 +258,7 @@ impl Directory<'_> {
         }
         let mut out: Vec<MarketSymbol> = known
             .into_values()
-            .filter(|s| filter.keeps(s.status))
+            .filter(|s| filter.keeps(s.status) && universe.matches(s.symbol.as_str()))
             .collect();
         self.fill_lives(market, &mut out, false).await?;
         Ok(out)

@@ -299,6 +299,14 @@ async fn a_sync_stopped_halfway_resumes_and_downloads_each_file_once_in_total() 
     let zips = zip_counts(&env);
     assert_eq!(zips.len(), 9 * 11, "SYM01..SYM09, eleven months");
     assert!(zips.values().all(|&n| n == 1), "{zips:?}");
+    // The archive was asked about the lives of the matching symbols alone.
+    let about_gone = env
+        .emu
+        .request_log()
+        .iter()
+        .filter(|l| l.query.contains("GONEUSDT") || l.path.contains("GONEUSDT"))
+        .count();
+    assert_eq!(about_gone, 0);
 }
 
 #[tokio::test]
