@@ -133,7 +133,7 @@ pub async fn run(args: &SyncArgs, printer: Printer, signals: &mut Signals) -> an
                 "syncing {what}: {} of {} symbol(s) incomplete ({}); rerun to fetch only what is missing",
                 report.total.incomplete.len(),
                 report.total.symbols,
-                report.total.incomplete.join(", ")
+                first_few(&report.total.incomplete)
             ),
         )
         .into()),
@@ -171,4 +171,19 @@ pub async fn symbols(args: &SymbolsArgs, printer: Printer) -> anyhow::Result<()>
         printer.out(text.trim_end())?;
     }
     Ok(())
+}
+
+/// The first ten names, and how many more.
+fn first_few(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }

@@ -408,7 +408,8 @@ class Manager:
         incomplete = report["total"]["incomplete"]
         message = (
             f"{len(incomplete)} of {report['total']['symbols']} symbol(s) incomplete "
-            f"({', '.join(incomplete)}); sync again to fetch only what is missing"
+            f"({', '.join(incomplete[:10])}{f' and {len(incomplete) - 10} more' if len(incomplete) > 10 else ''}); "
+            "sync again to fetch only what is missing"
         )
         if failures:
             message += f"; first failure: {failures[0]['message']}"
