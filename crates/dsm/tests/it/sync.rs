@@ -28,12 +28,34 @@ fn steady() -> Vec<String> {
     v
 }
 
+/// More spot symbols for the whole-universe syncs (the default universe and these make 32).
+fn extra() -> Vec<String> {
+    (1..=6).map(|i| format!("EXTRA{i}USDT")).collect()
+}
+
+/// An emulator at [`NOW`] with the default universe and [`extra`].
+async fn setup_universe() -> Env {
+    setup_with(
+        NOW,
+        |c| {
+            let listed = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2019, 1, 1, 0, 0, 0);
+            let mut symbols = dsm_emulator::default_symbols();
+            symbols.extend(extra().iter().map(|s| {
+                dsm_emulator::SymbolSpec::new(dsm_emulator::Market::Spot, s, listed.unwrap(), 5.0)
+            }));
+            c.with_symbols(symbols)
+        },
+        |c| c,
+    )
+    .await
+}
+
 /// The monthly and daily 1h zips one sync of [FROM, TO) needs at least, from the emulator's
-/// documented lives: eleven months each for the steady symbols; NEWCOINUSDT (listed 2024-03-15):
-/// 17 March days and eight months; GONEUSDT (delisted 2024-05-20 12:00): four months and 20 May
-/// days; HALTUSDT (delisted 2024-09-03): eight months and two September days.
+/// documented lives: eleven months each for the 29 steady symbols; NEWCOINUSDT (listed
+/// 2024-03-15): 17 March days and eight months; GONEUSDT (delisted 2024-05-20 12:00): four months
+/// and 20 May days; HALTUSDT (delisted 2024-09-03): eight months and two September days.
 fn minimum_zips() -> usize {
-    23 * 11 + (17 + 8) + (4 + 20) + (8 + 2)
+    29 * 11 + (17 + 8) + (4 + 20) + (8 + 2)
 }
 
 fn request(universe: &str) -> SyncRequest {
@@ -103,13 +125,14 @@ async fn assert_cache_is_the_truth(env: &Env, symbols: &[String]) {
 
 fn spot_universe() -> Vec<String> {
     let mut v = steady();
+    v.extend(extra());
     v.extend(["NEWCOINUSDT", "GONEUSDT", "HALTUSDT"].map(String::from));
     v
 }
 
 #[tokio::test]
 async fn symbols_come_from_exchange_info_and_the_archive_with_their_lives() {
-    let env = setup(NOW).await;
+    let env = setup_universe().await;
     let all = env
         .m
         .symbols(Market::Spot, StatusFilter::All)
@@ -143,7 +166,7 @@ async fn symbols_come_from_exchange_info_and_the_archive_with_their_lives() {
         .symbols(Market::Spot, StatusFilter::Trading)
         .await
         .unwrap();
-    assert_eq!(trading.len(), 24);
+    assert_eq!(trading.len(), 30);
     let delisted = env
         .m
         .symbols(Market::Spot, StatusFilter::Delisted)
@@ -152,15 +175,13 @@ async fn symbols_come_from_exchange_info_and_the_archive_with_their_lives() {
     let names: Vec<&str> = delisted.iter().map(|s| s.symbol.as_str()).collect();
     assert_eq!(names, ["GONEUSDT", "HALTUSDT"]);
 
-    // COIN-M: the delivered quarterly has left exchangeInfo; its delivery ends it.
+    // COIN-M: the quarterly (listed 2024-12-27) is not listed yet at the emulator's clock.
     let cm = env
         .m
         .symbols(Market::CoinM, StatusFilter::All)
         .await
         .unwrap();
-    let q = cm.iter().find(|s| s.symbol.as_str() == "BTCUSD_250627");
-    // The emulator's clock is before its listing (2024-12-27): not there yet.
-    assert!(q.is_none());
+    assert!(!cm.iter().any(|s| s.symbol.as_str() == "BTCUSD_250627"));
     let perp = cm
         .iter()
         .find(|s| s.symbol.as_str() == "BTCUSD_PERP")
@@ -170,8 +191,71 @@ async fn symbols_come_from_exchange_info_and_the_archive_with_their_lives() {
 }
 
 #[tokio::test]
+async fn a_delivered_contract_only_the_archive_lists_syncs_to_its_delivery() {
+    // After the quarterly's delivery (2025-06-27 08:00) it has left exchangeInfo.
+    let env = setup("2025-07-10").await;
+    let cm = env
+        .m
+        .symbols(Market::CoinM, StatusFilter::Delisted)
+        .await
+        .unwrap();
+    let q = cm
+        .iter()
+        .find(|s| s.symbol.as_str() == "BTCUSD_250627")
+        .unwrap();
+    assert_eq!(q.exchange_status, None);
+    assert_eq!(
+        (q.listed, q.ended),
+        (Some(t("2024-12-27")), Some(t("2025-06-27T08:00:00Z")))
+    );
+
+    let mut req = request("all");
+    req.market = Market::CoinM;
+    req.range = range(t("2025-01-01"), t("2025-07-01"));
+    let outcome = env.m.sync(req, &CancellationToken::new()).await.unwrap();
+    assert!(outcome.is_complete());
+    let names: Vec<&str> = outcome.symbols.iter().map(|s| s.symbol.as_str()).collect();
+    assert_eq!(names, ["BTCUSD_250627", "BTCUSD_PERP", "ETHUSD_PERP"]);
+    let q = &outcome.symbols[0];
+    assert_eq!(
+        q.range,
+        Some(range(t("2025-01-01"), t("2025-06-27T08:00:00Z")))
+    );
+    // Six months for each perpetual; January to May, then June's days to the delivery.
+    assert_eq!(q.files, 5 + 27);
+    let zips = zip_counts(&env);
+    assert!(zips.values().all(|&n| n == 1), "{zips:?}");
+    assert_eq!(zips.len(), 2 * 6 + 5 + 27);
+    assert!(
+        !zips
+            .keys()
+            .any(|z| z.contains("BTCUSD_250627") && z.contains("2025-06-28"))
+    );
+    // The cache holds the contract's truth to its delivery.
+    let r = range(t("2025-01-01"), t("2025-06-27T08:00:00Z"));
+    let mut get = Request::klines(Market::CoinM, sym("BTCUSD_250627"), Interval::H1, r);
+    get.source = Some(SourcePolicy::Cache);
+    let b = concat(one(&env.m.get(get).await.unwrap()));
+    let truth = env.emu.klines(
+        dsm_emulator::Market::Cm,
+        dsm_emulator::KlineKind::Klines,
+        "BTCUSD_250627",
+        "1h",
+        r.start(),
+        r.end(),
+    );
+    let times = b
+        .column_by_name("open_time")
+        .unwrap()
+        .as_primitive::<TimestampMillisecondType>();
+    let want: Vec<i64> = truth.iter().map(|k| k.open_time).collect();
+    assert!(!want.is_empty());
+    assert_eq!(times.values().to_vec(), want);
+}
+
+#[tokio::test]
 async fn a_universe_syncs_once_to_the_truth_and_a_rerun_downloads_nothing() {
-    let env = setup(NOW).await;
+    let env = setup_universe().await;
     let token = CancellationToken::new();
     let outcome = env.m.sync(request("*USDT"), &token).await.unwrap();
     assert!(
@@ -234,7 +318,7 @@ async fn a_universe_syncs_once_to_the_truth_and_a_rerun_downloads_nothing() {
 
 #[tokio::test]
 async fn two_shards_split_the_work_and_a_rerun_finds_it_all_done() {
-    let env = setup(NOW).await;
+    let env = setup_universe().await;
     let token = CancellationToken::new();
     let mut per_shard = Vec::new();
     for k in 1..=2 {
