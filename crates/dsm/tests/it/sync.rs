@@ -476,3 +476,62 @@ async fn unknown_symbols_and_bad_shards_fail_before_any_download() {
                 || l.query.contains("prefix"))
     );
 }
+
+#[tokio::test]
+async fn the_recent_edge_comes_from_rest_and_a_later_sync_extends_it() {
+    // The emulator's clock is 2024-12-10 00:00: November is a monthly file, December's first
+    // days are daily files, and the days not yet published come from REST.
+    let env = setup(NOW).await;
+    let mut req = request("SYM07USDT");
+    req.range = range(t("2024-11-01"), t(NOW));
+    let outcome = env
+        .m
+        .sync(req.clone(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(outcome.is_complete(), "{:?}", outcome.symbols);
+    let s = &outcome.symbols[0];
+    assert!(s.rest.requests > 0 && s.rest.rows > 0, "{s:?}");
+    assert!(
+        s.files >= 1 + 7,
+        "November's file and December's published days: {s:?}"
+    );
+    let truth = env.emu.klines(
+        dsm_emulator::Market::Spot,
+        dsm_emulator::KlineKind::Klines,
+        "SYM07USDT",
+        "1h",
+        t("2024-11-01"),
+        t(NOW),
+    );
+    assert_eq!(s.rows as usize, truth.len());
+    let mut get = Request::klines(Market::Spot, sym("SYM07USDT"), Interval::H1, req.range);
+    get.source = Some(SourcePolicy::Cache);
+    let b = concat(one(&env.m.get(get).await.unwrap()));
+    assert_eq!(
+        b.num_rows(),
+        truth.len(),
+        "all of it cached, the REST edge too"
+    );
+
+    // A day later the same sync asks only for the new day.
+    env.emu.set_now(dt_of(t("2024-12-11")));
+    let before = env.emu.request_log().len();
+    req.range = range(t("2024-11-01"), t("2024-12-11"));
+    let later = env.m.sync(req, &CancellationToken::new()).await.unwrap();
+    assert!(later.is_complete());
+    assert_eq!(later.symbols[0].rows as usize, truth.len() + 24);
+    let zips_after: Vec<String> = env.emu.request_log()[before..]
+        .iter()
+        .filter(|l| l.path.ends_with(".zip"))
+        .map(|l| l.path.clone())
+        .collect();
+    assert!(
+        zips_after.iter().all(|z| z.contains("2024-12-")),
+        "{zips_after:?}"
+    );
+}
+
+fn dt_of(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeZone::timestamp_millis_opt(&chrono::Utc, ms).unwrap()
+}
