@@ -116,7 +116,7 @@ pub struct SymbolsArgs {
     /// Market: spot, um or cm.
     #[arg(long, value_parser = parse_market)]
     pub market: Market,
-    /// Which symbols: trading, delisted or all.
+    /// Which symbols: trading, delisted, or all (pending ones too).
     #[arg(long, default_value = "all", value_parser = parse_status)]
     pub status: dsm::manager::StatusFilter,
     #[command(flatten)]

@@ -427,7 +427,7 @@ impl SyncCounts {
 pub struct SymbolSyncReport {
     /// The symbol.
     pub symbol: String,
-    /// `trading` or `delisted`.
+    /// `trading`, `pending` or `delisted`.
     pub status: SymbolStatus,
     /// The part of the request inside the symbol's life (`null`: none of it).
     pub range: Option<Gap>,
@@ -544,7 +544,7 @@ impl SyncReport {
 pub struct SymbolEntry {
     /// The symbol.
     pub symbol: String,
-    /// `trading` or `delisted`.
+    /// `trading`, `pending` or `delisted`.
     pub status: SymbolStatus,
     /// The exchange's status word, `null` when `exchangeInfo` no longer lists it.
     pub exchange_status: Option<String>,

@@ -471,7 +471,8 @@ class Manager:
 
     def symbols(self, market: str = "spot", status: str = "all") -> List[Dict[str, Any]]:
         """The symbols of ``market`` (``spot``, ``um``, ``cm``) with ``status`` ``trading``,
-        ``delisted`` or ``all``: dicts with ``symbol``, ``status``, ``exchange_status`` (``None``
+        ``delisted`` or ``all`` (pending ones too): dicts with ``symbol``, ``status``
+        (``trading``, ``pending`` or ``delisted``), ``exchange_status`` (``None``
         once exchangeInfo has dropped the symbol), ``listed`` and ``ended`` (UTC datetimes, or
         ``None`` where unknown), from exchangeInfo and the Vision archive's listing."""
         entries = json.loads(self._raw.symbols(market, status))

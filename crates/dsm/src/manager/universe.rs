@@ -17,11 +17,27 @@ use crate::vision::{FileKey, VisionClient};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SymbolStatus {
-    /// Listed by `exchangeInfo` with status `TRADING`.
+    /// Listed by `exchangeInfo` and alive: `TRADING`, or halted for a while (`HALT`), or a
+    /// contract on its way to delivery (`PRE_DELIVERING`, `DELIVERING`).
     Trading,
-    /// Delisted, halted, settled or delivered: in `exchangeInfo` with another status, or only in
-    /// the archive.
+    /// Announced, not trading yet (`PENDING_TRADING`, `PRE_TRADING`).
+    Pending,
+    /// Its life is over: delisted (`BREAK`, `END_OF_DAY`, `POST_TRADING`), delivered or settled
+    /// (`DELIVERED`, `SETTLING`, `PRE_SETTLE`, `CLOSE`), or only in the archive.
     Delisted,
+}
+
+impl SymbolStatus {
+    /// The status an `exchangeInfo` word means (an unknown word counts as trading: the
+    /// exchange still lists the symbol).
+    fn of_exchange(word: &str) -> SymbolStatus {
+        match word {
+            "PENDING_TRADING" | "PRE_TRADING" => SymbolStatus::Pending,
+            "BREAK" | "END_OF_DAY" | "POST_TRADING" | "DELIVERED" | "SETTLING" | "PRE_SETTLE"
+            | "CLOSE" => SymbolStatus::Delisted,
+            _ => SymbolStatus::Trading,
+        }
+    }
 }
 
 /// Which symbols [`DataSourceManager::symbols`](super::DataSourceManager::symbols) returns.
@@ -31,7 +47,7 @@ pub enum StatusFilter {
     Trading,
     /// Symbols that no longer trade.
     Delisted,
-    /// Both (the default).
+    /// Every symbol, pending ones too (the default).
     #[default]
     All,
 }
@@ -82,11 +98,7 @@ pub struct MarketSymbol {
 impl MarketSymbol {
     /// A symbol `exchangeInfo` lists, with the dates it gives.
     pub(crate) fn from_exchange(symbol: Symbol, info: &SymbolInfo) -> MarketSymbol {
-        let status = if info.status == "TRADING" {
-            SymbolStatus::Trading
-        } else {
-            SymbolStatus::Delisted
-        };
+        let status = SymbolStatus::of_exchange(&info.status);
         // Perpetuals carry a placeholder delivery in 2100: only a dated contract ends.
         let ended = symbol.delivery_time();
         MarketSymbol {
@@ -344,6 +356,24 @@ pub(crate) fn check_market(market: Market) -> std::result::Result<(), InputError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchange_words_map_to_three_statuses() {
+        for (word, status) in [
+            ("TRADING", SymbolStatus::Trading),
+            ("HALT", SymbolStatus::Trading),
+            ("DELIVERING", SymbolStatus::Trading),
+            ("PENDING_TRADING", SymbolStatus::Pending),
+            ("BREAK", SymbolStatus::Delisted),
+            ("SETTLING", SymbolStatus::Delisted),
+            ("DELIVERED", SymbolStatus::Delisted),
+        ] {
+            assert_eq!(SymbolStatus::of_exchange(word), status, "{word}");
+        }
+        assert!(!StatusFilter::Trading.keeps(SymbolStatus::Pending));
+        assert!(!StatusFilter::Delisted.keeps(SymbolStatus::Pending));
+        assert!(StatusFilter::All.keeps(SymbolStatus::Pending));
+    }
 
     #[test]
     fn a_symbol_set_is_all_a_glob_a_list_or_a_file() {
