@@ -63,12 +63,6 @@ pub async fn run(args: &SyncArgs, printer: Printer, signals: &mut Signals) -> an
         request.progress = Some(p.callback());
     }
     let manager = DataSourceManager::new(config).context("starting the data source manager")?;
-    if manager.cache().is_none() {
-        return Err(UsageError(
-            "sync fills the cache, and the cache cannot be opened: give a writable --cache-dir or a --cache-url".into(),
-        )
-        .into());
-    }
     let token = tokio_util::sync::CancellationToken::new();
     let outcome = tokio::select! {
         r = manager.sync(request, &token) => r,

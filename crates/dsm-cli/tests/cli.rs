@@ -1642,3 +1642,40 @@ async fn sync_fills_the_cache_and_exits_0_6_or_4_by_what_it_got() {
     }
     assert_eq!(emu.request_log().len(), before);
 }
+
+/// A cache that fails during a sync (its dataset directory is a file) stops the sync with exit 1
+/// naming the cache: a sync is only worth what it cached, so it never ends "complete" without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_cache_stops_a_sync_with_exit_1() {
+    let emu = emulator().await;
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("klines-v1"), b"not a directory").unwrap();
+    let args = [
+        "sync",
+        "--market",
+        "spot",
+        "--interval",
+        "1h",
+        "--symbols",
+        "SYM0*",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-06-01",
+    ];
+    let o = output(dsm(&emu, cache.path(), &args)).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sync stopped"), "{stderr}");
+    assert!(
+        stderr.contains(&*cache.path().to_string_lossy()),
+        "names the cache: {stderr}"
+    );
+    // It stopped at the first unit instead of downloading the universe for nothing.
+    let zips = emu
+        .request_log()
+        .iter()
+        .filter(|l| l.path.ends_with(".zip"))
+        .count();
+    assert!(zips <= 8, "{zips} files downloaded");
+}

@@ -354,6 +354,13 @@ impl DataSourceManager {
         token: &CancellationToken,
     ) -> Result<SyncOutcome> {
         request.validate()?;
+        if self.cache.is_none() {
+            return Err(InputError::Invalid {
+                what: "cache",
+                reason: "sync fills the cache, and this manager has none: the cache is off, or could not be opened (see the warning logged); give a writable cache directory or a cache URL".into(),
+            }
+            .into());
+        }
         if self.root.is_cancelled() || token.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -463,6 +470,22 @@ impl DataSourceManager {
                 bytes,
                 complete,
             });
+            // A cache that can no longer be written ends the sync: what follows would be
+            // downloaded for nothing, and "complete" would be untrue.
+            if self.cache_off.load(std::sync::atomic::Ordering::Relaxed) {
+                let place = self
+                    .cache
+                    .as_ref()
+                    .map(|c| c.location())
+                    .unwrap_or_default();
+                return Err(crate::cache::CacheError::Io {
+                    path: place.into(),
+                    source: std::io::Error::other(
+                        "the cache failed during the sync (the first failure is logged above), so the sync stopped",
+                    ),
+                }
+                .into());
+            }
         }
         drop(results);
         for s in &mut out {
