@@ -205,6 +205,10 @@ impl SyncQuery {
         request.validate().map_err(|e| errors::input(py, &e))?;
         request.progress = progress.map(|f| -> dsm::manager::SyncProgressFn {
             Arc::new(move |event: &SyncProgress| {
+                // Never into an interpreter that is finalising (its exit cancels the sync).
+                if bridge::shutting_down() {
+                    return;
+                }
                 Python::attach(|py| {
                     let called = match event {
                         SyncProgress::Planned { symbols } => {
