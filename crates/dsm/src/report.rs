@@ -410,14 +410,8 @@ impl SyncCounts {
         self.cache_rows += other.cache_rows;
         self.files += other.files;
         self.bytes += other.bytes;
-        for (to, from) in [
-            (&mut self.vision, &other.vision),
-            (&mut self.rest, &other.rest),
-        ] {
-            to.requests += from.requests;
-            to.bytes += from.bytes;
-            to.rows += from.rows;
-        }
+        self.vision.add(&other.vision);
+        self.rest.add(&other.rest);
         self.rest_weight += other.rest_weight;
     }
 }

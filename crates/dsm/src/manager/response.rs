@@ -48,6 +48,15 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+impl SourceStats {
+    /// Adds `other`'s requests, bytes and rows to these.
+    pub fn add(&mut self, other: &SourceStats) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.rows += other.rows;
+    }
+}
+
 fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
@@ -161,13 +170,9 @@ impl Summary {
         self.rows += other.rows;
         self.cache_rows += other.cache_rows;
         self.cache_hits += other.cache_hits;
-        self.vision.requests += other.vision.requests;
-        self.vision.bytes += other.vision.bytes;
-        self.vision.rows += other.vision.rows;
+        self.vision.add(&other.vision);
         self.vision_files += other.vision_files;
-        self.rest.requests += other.rest.requests;
-        self.rest.bytes += other.rest.bytes;
-        self.rest.rows += other.rest.rows;
+        self.rest.add(&other.rest);
         self.rest_weight += other.rest_weight;
         self.failures.extend(other.failures.iter().cloned());
         self.short_files.extend(other.short_files.iter().cloned());

@@ -298,7 +298,6 @@ impl DataSourceManager {
     /// # }
     /// ```
     pub async fn symbols(&self, market: Market, status: StatusFilter) -> Result<Vec<MarketSymbol>> {
-        check_market(market)?;
         let cancel = self.root.child_token();
         let _guard = cancel.clone().drop_guard();
         self.directory(&cancel)
@@ -453,8 +452,8 @@ impl DataSourceManager {
                     s.rows += summary.rows;
                     s.cache_rows += summary.cache_rows;
                     s.files += summary.vision_files;
-                    add(&mut s.vision, &summary.vision);
-                    add(&mut s.rest, &summary.rest);
+                    s.vision.add(&summary.vision);
+                    s.rest.add(&summary.rest);
                     s.rest_weight += summary.rest_weight;
                     let (rows, bytes) = (summary.rows, summary.vision.bytes + summary.rest.bytes);
                     for r in response.results {
@@ -560,10 +559,4 @@ impl DataSourceManager {
         symbols.retain(|s| Symbol::for_market(s.symbol.as_str(), req.market, req.kind).is_ok());
         Ok(symbols)
     }
-}
-
-fn add(to: &mut SourceStats, from: &SourceStats) {
-    to.requests += from.requests;
-    to.bytes += from.bytes;
-    to.rows += from.rows;
 }
