@@ -126,6 +126,21 @@ pub struct SymbolsArgs {
     pub json: bool,
 }
 
+/// `[start, end)` from `--start` and `--end` (RFC 3339, a date or epoch ms); `end` defaults to
+/// `now_ms`.
+pub fn parse_range(
+    start: &str,
+    end: Option<&str>,
+    now_ms: i64,
+) -> Result<dsm::TimeRange, dsm::time::TimeError> {
+    let start = dsm::time::parse_instant(start)?;
+    let end = match end {
+        Some(e) => dsm::time::parse_instant(e)?,
+        None => now_ms,
+    };
+    dsm::TimeRange::new(start, end)
+}
+
 fn parse_shard(s: &str) -> Result<dsm::manager::Shard, dsm::InputError> {
     s.parse()
 }

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dsm::manager::Summary;
-use dsm::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy, Symbol, TimeRange};
+use dsm::{DataSourceManager, ManagerConfig, Request, Response, SourcePolicy, Symbol};
 use futures::StreamExt;
 
-use crate::args::{ConnArgs, FetchArgs};
+use crate::args::{ConnArgs, FetchArgs, parse_range};
 use crate::exit::Interrupted;
 use crate::output::{self, FileWriter, OutputPlan, Pending, WriteControl};
 use crate::printer::Printer;
@@ -37,12 +37,7 @@ pub fn build_request(args: &FetchArgs, now_ms: i64) -> anyhow::Result<Request> {
         .iter()
         .map(|s| Symbol::for_market(s, args.dataset.market, args.dataset.kind))
         .collect::<Result<Vec<_>, _>>()?;
-    let start = dsm::time::parse_instant(&args.start)?;
-    let end = match &args.end {
-        Some(e) => dsm::time::parse_instant(e)?,
-        None => now_ms,
-    };
-    let range = TimeRange::new(start, end)?;
+    let range = parse_range(&args.start, args.end.as_deref(), now_ms)?;
     let mut request = Request::new(
         args.dataset.market,
         args.dataset.kind,

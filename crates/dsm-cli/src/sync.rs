@@ -3,9 +3,9 @@
 use anyhow::Context as _;
 use dsm::manager::{SyncRequest, Universe};
 use dsm::report::{SymbolEntry, SyncReport};
-use dsm::{DataSourceManager, SourcePolicy, TimeRange};
+use dsm::{DataSourceManager, SourcePolicy};
 
-use crate::args::{SymbolsArgs, SyncArgs};
+use crate::args::{SymbolsArgs, SyncArgs, parse_range};
 use crate::exit::{Interrupted, SyncIncomplete, UsageError};
 use crate::fetch::{SHUTDOWN_DEADLINE, manager_config};
 use crate::printer::Printer;
@@ -24,12 +24,7 @@ pub fn build_request(args: &SyncArgs, now_ms: i64) -> anyhow::Result<SyncRequest
         .market
         .check(args.dataset.kind, args.dataset.interval)?;
     let universe = Universe::parse(&args.symbols, args.dataset.market, args.dataset.kind)?;
-    let start = dsm::time::parse_instant(&args.start)?;
-    let end = match &args.end {
-        Some(e) => dsm::time::parse_instant(e)?,
-        None => now_ms,
-    };
-    let range = TimeRange::new(start, end)?;
+    let range = parse_range(&args.start, args.end.as_deref(), now_ms)?;
     let mut request = SyncRequest::new(
         args.dataset.market,
         args.dataset.kind,
