@@ -82,7 +82,8 @@ pub struct VisionRange {
     pub duplicates: usize,
 }
 
-/// One S3 listing, all pages followed.
+/// One S3 listing: every page followed ([`VisionClient::list`]), or the first page alone
+/// ([`VisionClient::list_first`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
     /// Object keys (`Contents/Key`), in the order served (sorted).
