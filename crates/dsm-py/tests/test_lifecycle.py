@@ -98,6 +98,8 @@ def test_ctrl_c_during_get_raises_keyboard_interrupt_at_once(fresh_emulator: Emu
 
 EXIT_CHILD = """
 import asyncio, sys, threading, time
+# Exit hooks run last-registered first: this one runs right after dsm's, and says when dsm was done.
+threading._register_atexit(lambda: print(time.monotonic(), flush=True))
 import dsm
 
 url, cache, how, style = sys.argv[1:5]
@@ -155,15 +157,19 @@ def _exit_once(url: str, cache: Path, how: str, style: str) -> tuple:
     except subprocess.TimeoutExpired:
         child.kill()
         out, err = child.communicate()
-        return (how, style, None, out, err, None)
+        return (how, style, None, out, err, None, None)
     ended = time.monotonic()
-    left = float(out.strip().splitlines()[0]) if out.strip() else None
-    return (how, style, child.returncode, out, err, None if left is None else ended - left)
+    stamps = [float(line) for line in out.split()]
+    if len(stamps) != 2:
+        return (how, style, child.returncode, out, err, None, None)
+    left, stopped = stamps
+    return (how, style, child.returncode, out, err, stopped - left, ended - left)
 
 
 def test_interpreter_exit_mid_download_never_hangs_or_crashes(tmp_path):
     """50 interpreters leave while async tasks and sync calls (daemon and not) are downloading:
-    every one is gone within 2 s, with its proper exit status, and says nothing unexpected."""
+    dsm's work stops inside its exit deadline (1 s), every interpreter is gone within 2 s,
+    with its proper exit status, and says nothing unexpected."""
     emu = Emulator(faults=["slow=2000"])  # a trickle: every transfer stays in flight
     try:
         runs = [
@@ -182,10 +188,12 @@ def test_interpreter_exit_mid_download_never_hangs_or_crashes(tmp_path):
             )
     finally:
         emu.close()
-    for how, style, code, out, err, took in results:
+    for how, style, code, out, err, stopping, took in results:
         want_code, want_err = EXITS[how]
-        what = f"{how}/{style}: exit {code}, stderr {err!r}"
+        what = f"{how}/{style}: exit {code}, stdout {out!r}, stderr {err!r}"
         assert code == want_code, what
+        # Stopped, not abandoned at the deadline: every download ended when cancelled.
+        assert stopping is not None and stopping < dsm._EXIT_TIMEOUT, f"{what}, dsm: {stopping}"
         assert took is not None and took < 2.0, f"{what}, took {took}"
         if want_err is None:
             assert err == "", what
