@@ -586,29 +586,37 @@ impl Blobs for LocalBlobs {
     fn lock(&self, dir: String, wait: Duration) -> BoxFut<'_, LockGuard> {
         let root = self.root.clone();
         let dir_abs = self.abs(&dir);
-        Box::pin(blocking(move || {
-            let f = LocalBlobs::open_lock_file(&dir_abs, &root)?;
-            let deadline = Instant::now() + wait;
-            let mut pause = Duration::from_millis(1);
-            loop {
-                match f.try_lock() {
-                    Ok(()) => return Ok(LockGuard { _file: Some(f) }),
-                    Err(std::fs::TryLockError::WouldBlock) => {
-                        if Instant::now() >= deadline {
-                            return Err(CacheError::Locked {
-                                path: dir_abs.join(LOCK_FILE),
-                                waited: wait,
-                            });
+        // The waiting thread gives up as soon as the future waiting for it is dropped (the
+        // write was cancelled), rather than polling on to the deadline for nobody.
+        let dropped = tokio_util::sync::CancellationToken::new();
+        let guard = dropped.clone().drop_guard();
+        Box::pin(async move {
+            let _guard = guard;
+            blocking(move || {
+                let f = LocalBlobs::open_lock_file(&dir_abs, &root)?;
+                let deadline = Instant::now() + wait;
+                let mut pause = Duration::from_millis(1);
+                loop {
+                    match f.try_lock() {
+                        Ok(()) => return Ok(LockGuard { _file: Some(f) }),
+                        Err(std::fs::TryLockError::WouldBlock) => {
+                            if Instant::now() >= deadline || dropped.is_cancelled() {
+                                return Err(CacheError::Locked {
+                                    path: dir_abs.join(LOCK_FILE),
+                                    waited: wait,
+                                });
+                            }
+                            std::thread::sleep(pause);
+                            pause = (pause * 2).min(Duration::from_millis(20));
                         }
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(20));
-                    }
-                    Err(std::fs::TryLockError::Error(e)) => {
-                        return Err(io_err(&dir_abs.join(LOCK_FILE))(e));
+                        Err(std::fs::TryLockError::Error(e)) => {
+                            return Err(io_err(&dir_abs.join(LOCK_FILE))(e));
+                        }
                     }
                 }
-            }
-        }))
+            })
+            .await
+        })
     }
 
     fn quarantine(&self, path: String) -> BoxFut<'_, ()> {
@@ -978,6 +986,33 @@ mod tests {
                     .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX))
             })
             .collect()
+    }
+
+    #[test]
+    fn a_lock_wait_ends_with_the_future_waiting_for_it() {
+        // One blocking thread: a lock wait that outlived its future would hold it, and every
+        // later cache operation would queue behind it until that wait's deadline.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::new(dir.path().to_owned()).unwrap();
+        // Another writer holds partition `a`.
+        let held = LocalBlobs::open_lock_file(&dir.path().join("a"), dir.path()).unwrap();
+        held.lock().unwrap();
+        rt.block_on(async {
+            let wait = Duration::from_secs(60);
+            let first =
+                tokio::time::timeout(Duration::from_millis(100), blobs.lock("a".into(), wait));
+            assert!(first.await.is_err(), "partition a is held");
+            let other = tokio::time::timeout(Duration::from_secs(5), blobs.lock("b".into(), wait));
+            assert!(
+                matches!(other.await, Ok(Ok(_))),
+                "the blocking thread is free again"
+            );
+        });
     }
 
     #[test]
