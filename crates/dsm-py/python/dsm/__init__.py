@@ -435,7 +435,7 @@ class Manager:
         totals); the rows themselves stay in the cache, for :meth:`get` or any Parquet reader.
 
         ``symbols`` is ``"all"`` (delisted symbols included), a glob (``"*USDT"``), a list or
-        a comma list, or ``"@FILE"``. Each symbol's range is clipped to its life; the work is cut
+        a comma list (which may mix globs and symbols), or ``"@FILE"``. Each symbol's range is clipped to its life; the work is cut
         into (symbol, month) units, and ``shard="K/N"`` runs a stable K-th of N of them, so N
         workers sharing one cache (``cache_url="s3://..."``) split a universe with no
         coordinator. A rerun downloads only what is missing. ``progress(event)`` gets a dict per

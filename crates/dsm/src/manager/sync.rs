@@ -538,7 +538,12 @@ impl DataSourceManager {
             }
             universe => {
                 let mut all = dir.symbols(req.market, StatusFilter::All, universe).await?;
-                if let (Universe::Pattern(p), true) = (universe, all.is_empty()) {
+                // Each glob must match something: one that does not is a typo, not an empty set.
+                if let Universe::Globs(globs) = universe
+                    && let Some(p) = globs
+                        .iter()
+                        .find(|p| !all.iter().any(|s| p.matches(s.symbol.as_str())))
+                {
                     return Err(InputError::Invalid {
                         what: "symbols",
                         reason: format!(

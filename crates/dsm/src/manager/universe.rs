@@ -1,6 +1,6 @@
 //! A market's symbols, survivorship-free: the exchange's `exchangeInfo` for the symbols it lists,
 //! and the Vision archive's listing for those it no longer does, with each symbol's life (listing
-//! to delisting or delivery). [`Universe`] selects a set of them (`all`, a glob, a list, `@FILE`).
+//! to delisting or delivery). [`Universe`] selects a set of them (`all`, globs, a list, `@FILE`).
 
 use std::collections::BTreeMap;
 
@@ -128,16 +128,18 @@ impl MarketSymbol {
 pub enum Universe {
     /// Every symbol of the market, delisted ones included.
     All,
-    /// The symbols matching a glob (`*USDT`, `BTC*`, `SYM0?USDT`).
-    Pattern(glob::Pattern),
+    /// The symbols matching any of these globs (`*USDT`, `BTC*`, `SYM0?USDT`; a plain symbol in
+    /// the list matches itself).
+    Globs(Vec<glob::Pattern>),
     /// These symbols, in this order.
     List(Vec<Symbol>),
 }
 
 impl Universe {
-    /// Parses a symbol set: `all`, a glob (with `*`, `?` or `[...]`), a comma list, or `@FILE`
-    /// (symbols separated by commas, spaces or lines; `#` starts a comment). Symbols are checked
-    /// for `market` and `kind` here, before any request.
+    /// Parses a symbol set: `all`, a comma list, or `@FILE` (symbols separated by commas, spaces
+    /// or lines; `#` starts a comment). A list holding a glob (a word with `*`, `?` or `[...]`)
+    /// is a set of globs: the symbols matching any of them. Symbols are checked for `market` and
+    /// `kind` here, before any request.
     ///
     /// ```
     /// use dsm::manager::Universe;
@@ -145,7 +147,8 @@ impl Universe {
     ///
     /// let u = Universe::parse("BTCUSDT,ETHUSDT", Market::Spot, DataKind::Klines)?;
     /// assert!(matches!(u, Universe::List(ref s) if s.len() == 2));
-    /// assert!(Universe::parse("*USDT", Market::Spot, DataKind::Klines)?.matches("BTCUSDT"));
+    /// let g = Universe::parse("*USDT,BTC*", Market::Spot, DataKind::Klines)?;
+    /// assert!(g.matches("ETHUSDT") && g.matches("BTCFDUSD") && !g.matches("ETHBTC"));
     /// assert!(Universe::parse("btcusdt", Market::Spot, DataKind::Klines).is_err());
     /// # Ok::<(), dsm::InputError>(())
     /// ```
@@ -158,62 +161,66 @@ impl Universe {
         if spec.eq_ignore_ascii_case("all") {
             return Ok(Universe::All);
         }
-        if let Some(path) = spec.strip_prefix('@') {
-            let text = std::fs::read_to_string(path).map_err(|e| InputError::Invalid {
-                what: "symbols",
-                reason: format!("cannot read the symbol file {path}: {e}"),
-            })?;
-            let words: Vec<&str> = text
-                .lines()
-                .map(|l| l.split('#').next().unwrap_or(""))
-                .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
-                .filter(|w| !w.is_empty())
-                .collect();
-            if words.is_empty() {
-                return Err(InputError::Invalid {
+        let text;
+        let words: Vec<&str> = match spec.strip_prefix('@') {
+            Some(path) => {
+                text = std::fs::read_to_string(path).map_err(|e| InputError::Invalid {
                     what: "symbols",
-                    reason: format!("the symbol file {path} names no symbol"),
-                });
+                    reason: format!("cannot read the symbol file {path}: {e}"),
+                })?;
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or(""))
+                    .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+                    .filter(|w| !w.is_empty())
+                    .collect()
             }
-            return Self::list(words, market, kind);
-        }
-        if spec.contains(['*', '?', '[']) {
-            let pattern = glob::Pattern::new(spec).map_err(|e| InputError::Invalid {
-                what: "symbols",
-                reason: format!("{spec:?} is not a valid glob: {e}"),
-            })?;
-            return Ok(Universe::Pattern(pattern));
-        }
-        Self::list(spec.split(',').map(str::trim), market, kind)
-    }
-
-    fn list<'a>(
-        words: impl IntoIterator<Item = &'a str>,
-        market: Market,
-        kind: DataKind,
-    ) -> std::result::Result<Self, InputError> {
-        let mut out: Vec<Symbol> = Vec::new();
-        for w in words.into_iter().filter(|w| !w.is_empty()) {
-            let s = Symbol::for_market(w, market, kind)?;
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-        if out.is_empty() {
+            None => spec
+                .split(',')
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .collect(),
+        };
+        if words.is_empty() {
             return Err(InputError::Invalid {
                 what: "symbols",
-                reason: "no symbol given: use all, a glob such as *USDT, a comma list or @FILE"
-                    .into(),
+                reason: match spec.strip_prefix('@') {
+                    Some(path) => format!("the symbol file {path} names no symbol"),
+                    None => "no symbol given: use all, a glob such as *USDT, a comma list or @FILE"
+                        .into(),
+                },
             });
         }
-        Ok(Universe::List(out))
+        if !words.iter().any(|w| w.contains(['*', '?', '['])) {
+            let mut out: Vec<Symbol> = Vec::new();
+            for w in words {
+                let s = Symbol::for_market(w, market, kind)?;
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+            return Ok(Universe::List(out));
+        }
+        let mut globs: Vec<glob::Pattern> = Vec::new();
+        for w in words {
+            if !w.contains(['*', '?', '[']) {
+                Symbol::for_market(w, market, kind)?;
+            }
+            let glob = glob::Pattern::new(w).map_err(|e| InputError::Invalid {
+                what: "symbols",
+                reason: format!("{w:?} is not a valid glob: {e}"),
+            })?;
+            if !globs.contains(&glob) {
+                globs.push(glob);
+            }
+        }
+        Ok(Universe::Globs(globs))
     }
 
     /// Whether `symbol` belongs to the set.
     pub fn matches(&self, symbol: &str) -> bool {
         match self {
             Universe::All => true,
-            Universe::Pattern(p) => p.matches(symbol),
+            Universe::Globs(g) => g.iter().any(|p| p.matches(symbol)),
             Universe::List(l) => l.iter().any(|s| s.as_str() == symbol),
         }
     }
@@ -376,11 +383,24 @@ mod tests {
     }
 
     #[test]
-    fn a_symbol_set_is_all_a_glob_a_list_or_a_file() {
+    fn a_symbol_set_is_all_globs_a_list_or_a_file() {
         let k = DataKind::Klines;
         assert_eq!(Universe::parse("all", Market::Spot, k), Ok(Universe::All));
         let g = Universe::parse("BTC*", Market::Spot, k).expect("glob");
         assert!(g.matches("BTCUSDT") && !g.matches("ETHBTC"));
+        let g = Universe::parse("BTC*, ETHUSDT,*FDUSD", Market::Spot, k).expect("globs");
+        for (symbol, member) in [
+            ("BTCUSDT", true),
+            ("ETHUSDT", true),
+            ("SOLFDUSD", true),
+            ("ETHUSDC", false),
+            ("XETHUSDT", false),
+        ] {
+            assert_eq!(g.matches(symbol), member, "{symbol}");
+        }
+        // A plain word in a list of globs is still checked as a symbol, and each glob for syntax.
+        assert!(Universe::parse("BTC*,ethusdt", Market::Spot, k).is_err());
+        assert!(Universe::parse("BTC*,[ETH", Market::Spot, k).is_err());
         let l = Universe::parse("BTCUSDT, ETHUSDT,BTCUSDT", Market::Spot, k).expect("list");
         assert_eq!(
             l,
@@ -394,6 +414,13 @@ mod tests {
         std::fs::write(&f, "# my universe\nBTCUSDT\nETHUSDT, BNBUSDT # three\n").expect("write");
         let u = Universe::parse(&format!("@{}", f.display()), Market::Spot, k).expect("file");
         assert!(matches!(u, Universe::List(ref s) if s.len() == 3));
+        std::fs::write(&f, "*USDT # perpetuals\nBTCFDUSD\n").expect("write");
+        let u = Universe::parse(&format!("@{}", f.display()), Market::Spot, k).expect("file");
+        assert!(u.matches("ETHUSDT") && u.matches("BTCFDUSD") && !u.matches("ETHFDUSD"));
+        std::fs::write(&f, "# nothing yet\n").expect("write");
+        let empty =
+            Universe::parse(&format!("@{}", f.display()), Market::Spot, k).expect_err("empty");
+        assert!(empty.to_string().contains("names no symbol"), "{empty}");
         let missing = Universe::parse("@/nonexistent/u.txt", Market::Spot, k).expect_err("no file");
         assert!(
             missing.to_string().contains("/nonexistent/u.txt"),

@@ -440,6 +440,22 @@ async fn a_failing_symbol_never_stops_the_others() {
 }
 
 #[tokio::test]
+async fn a_list_of_globs_syncs_every_symbol_matching_any_of_them() {
+    let env = setup(NOW).await;
+    let mut req = request("SYM0[12]USDT, ETH*,BTCUSDT,BTC*");
+    req.range = range(t("2024-03-01"), t("2024-05-01"));
+    let outcome = env.m.sync(req, &CancellationToken::new()).await.unwrap();
+    assert!(outcome.is_complete());
+    let mut got: Vec<&str> = outcome.symbols.iter().map(|s| s.symbol.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["BTCUSDT", "ETHUSDT", "SYM01USDT", "SYM02USDT"]);
+    // Two monthly files each, every symbol once.
+    let zips = zip_counts(&env);
+    assert_eq!(zips.len(), 4 * 2, "{zips:?}");
+    assert!(zips.values().all(|&n| n == 1), "{zips:?}");
+}
+
+#[tokio::test]
 async fn unknown_symbols_and_bad_shards_fail_before_any_download() {
     let env = setup(NOW).await;
     let e = env
@@ -455,6 +471,15 @@ async fn unknown_symbols_and_bad_shards_fail_before_any_download() {
     }
     let e = Universe::parse("[", Market::Spot, DataKind::Klines).unwrap_err();
     assert!(e.to_string().contains("glob"), "{e}");
+    // Each glob of a list must match a symbol: the one that matches none is named.
+    let e = env
+        .m
+        .sync(request("SYM0*,NOSUCH*"), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Input);
+    assert!(e.to_string().contains("\"NOSUCH*\""), "{e}");
+    assert!(env.zips().is_empty());
     // Before any request: a kind the market lacks.
     let mut req = request("all");
     req.kind = DataKind::FundingRate;
