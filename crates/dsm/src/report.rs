@@ -145,19 +145,17 @@ impl From<&Summary> for Sources {
     }
 }
 
-/// The time column of `b` in microseconds.
-fn times_us(b: &RecordBatch, column: &str) -> Option<Vec<i64>> {
+/// The time column of `b`, read in place, and the factor that makes its values microseconds.
+fn times_us<'a>(b: &'a RecordBatch, column: &str) -> Option<(&'a [i64], i64)> {
     let col = b.column_by_name(column)?;
     match col.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            let a = col.as_primitive::<TimestampMillisecondType>();
-            Some(a.values().iter().map(|v| v.saturating_mul(1000)).collect())
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Some((
+            col.as_primitive::<TimestampMillisecondType>().values(),
+            1000,
+        )),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some((col.as_primitive::<TimestampMicrosecondType>().values(), 1))
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Some(
-            col.as_primitive::<TimestampMicrosecondType>()
-                .values()
-                .to_vec(),
-        ),
         _ => None,
     }
 }
@@ -165,9 +163,12 @@ fn times_us(b: &RecordBatch, column: &str) -> Option<Vec<i64>> {
 /// First and last value of the time column, in microseconds, over sorted `batches`.
 fn time_bounds(batches: &[RecordBatch], column: &str) -> Option<(i64, i64)> {
     let nonempty: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    let first = times_us(nonempty.first()?, column)?.first().copied()?;
-    let last = times_us(nonempty.last()?, column)?.last().copied()?;
-    Some((first, last))
+    let (first, f) = times_us(nonempty.first()?, column)?;
+    let (last, l) = times_us(nonempty.last()?, column)?;
+    Some((
+        first.first()?.saturating_mul(f),
+        last.last()?.saturating_mul(l),
+    ))
 }
 
 /// A run of rows from one source: (source key, first µs, last µs, rows).
@@ -177,7 +178,7 @@ type Run = (i8, i64, i64, u64);
 fn extend_runs(runs: &mut Vec<Run>, batches: &[RecordBatch], column: &str) {
     use arrow::datatypes::Int8Type;
     for b in batches {
-        let (Some(times), Some(src)) = (
+        let (Some((times, factor)), Some(src)) = (
             times_us(b, column),
             b.column_by_name(crate::schema::SOURCE_COLUMN)
                 .and_then(|c| c.as_dictionary_opt::<Int8Type>()),
@@ -185,12 +186,13 @@ fn extend_runs(runs: &mut Vec<Run>, batches: &[RecordBatch], column: &str) {
             continue;
         };
         for (t, key) in times.iter().zip(src.keys().values()) {
+            let t = t.saturating_mul(factor);
             match runs.last_mut() {
                 Some(run) if run.0 == *key => {
-                    run.2 = *t;
+                    run.2 = t;
                     run.3 += 1;
                 }
-                _ => runs.push((*key, *t, *t, 1)),
+                _ => runs.push((*key, t, t, 1)),
             }
         }
     }

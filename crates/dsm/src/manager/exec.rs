@@ -125,17 +125,10 @@ fn rest_outage(e: &RestError) -> bool {
 }
 
 /// Whether REST may be asked for `kind` on `market` under `policy`: the policy allows it, and the
-/// REST client serves the kind without an API key (candles, funding and aggTrades everywhere,
-/// trades on spot, futures trade history needing a key; of the archive's tables, the USD-M
-/// metrics, from its statistics endpoints). The one rule for REST's use: in the plan, for the
-/// exchange's clock, and as the stand-in for Vision files that fail.
+/// REST client serves the kind ([`crate::rest::serves`]). The one rule for REST's use: in the
+/// plan, for the exchange's clock, and as the stand-in for Vision files that fail.
 fn rest_allowed(policy: SourcePolicy, market: Market, kind: DataKind) -> bool {
-    policy.uses_rest()
-        && match kind {
-            DataKind::Trades => market == Market::Spot,
-            DataKind::Metrics => market == Market::UsdM,
-            k => !k.is_table(),
-        }
+    policy.uses_rest() && crate::rest::serves(market, kind).is_ok()
 }
 
 /// Splits `ranges` for REST into what it can answer and what it no longer keeps: the statistics

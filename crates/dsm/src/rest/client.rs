@@ -440,13 +440,7 @@ impl RestClient {
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
         market.check(DataKind::Metrics, None)?;
-        if market != Market::UsdM {
-            return Err(InputError::Invalid {
-                what: "market",
-                reason: format!("the REST API has the metrics of um only, not of {market}"),
-            }
-            .into());
-        }
+        super::serves(market, DataKind::Metrics)?;
         let call = self.call(cancel);
         let mut rows: std::collections::BTreeMap<i64, [Option<f64>; 6]> = Default::default();
         let step = STATS_LIMIT * STATS_PERIOD_MS;
@@ -594,16 +588,7 @@ impl RestClient {
         cancel: &CancellationToken,
     ) -> Result<RestData, RestError> {
         market.check(DataKind::Trades, None)?;
-        if market != Market::Spot {
-            return Err(InputError::Invalid {
-                what: "source",
-                reason: format!(
-                    "{market} trades come from the Vision archive only (Binance's REST history of \
-                     futures trades needs an API key); use aggtrades for recent days"
-                ),
-            }
-            .into());
-        }
+        super::serves(market, DataKind::Trades)?;
         let call = self.call(cancel);
         let first = call.first_agg_trades(market, symbol, range, 1).await?;
         let mut rows = Vec::new();

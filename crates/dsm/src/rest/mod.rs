@@ -46,7 +46,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 
 use crate::market::InputError;
-use crate::market::Market;
+use crate::market::{DataKind, Market};
 use crate::schema::KlineRecord;
 
 pub use client::RestClient;
@@ -207,6 +207,34 @@ pub struct RestData {
 /// How far back the REST API keeps the 5-minute statistics behind the archive's `metrics`
 /// (Binance: "only the data of the latest 30 days is available").
 pub const STATS_HISTORY_MS: i64 = 30 * crate::time::DAY_MS;
+
+/// Whether the REST API serves `kind` on `market` without an API key, which dsm never uses:
+/// candles, funding and aggTrades everywhere; trades on spot only (the futures' trade history needs
+/// a key); of the archive's tables, the USD-M metrics only (from the statistics endpoints). The one
+/// rule for REST's use: the manager's plan asks it, and [`RestClient`]'s calls enforce it.
+pub(crate) fn serves(market: Market, kind: DataKind) -> Result<(), InputError> {
+    match kind {
+        DataKind::Trades if market != Market::Spot => Err(InputError::Invalid {
+            what: "source",
+            reason: format!(
+                "{market} trades come from the Vision archive only (Binance's REST history of \
+                 futures trades needs an API key); use aggtrades for recent days"
+            ),
+        }),
+        DataKind::Metrics if market != Market::UsdM => Err(InputError::Invalid {
+            what: "market",
+            reason: format!("the REST API has the metrics of um only, not of {market}"),
+        }),
+        DataKind::Metrics | DataKind::Trades => Ok(()),
+        k if k.is_table() => Err(InputError::Invalid {
+            what: "source",
+            reason: format!(
+                "{k} comes from the Vision archive only; the REST API has no such data"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// What one REST call cost, for calls that return no rows (e.g. the server's time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
