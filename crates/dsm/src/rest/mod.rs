@@ -208,10 +208,11 @@ pub struct RestData {
 /// (Binance: "only the data of the latest 30 days is available").
 pub const STATS_HISTORY_MS: i64 = 30 * crate::time::DAY_MS;
 
-/// Whether the REST API serves `kind` on `market` without an API key, which dsm never uses:
+/// Checks that the REST API serves `kind` on `market` without an API key, which dsm never uses:
 /// candles, funding and aggTrades everywhere; trades on spot only (the futures' trade history needs
-/// a key); of the archive's tables, the USD-M metrics only (from the statistics endpoints). The one
-/// rule for REST's use: the manager's plan asks it, and [`RestClient`]'s calls enforce it.
+/// a key); of the archive's tables, the USD-M metrics only (from the statistics endpoints).
+/// Otherwise an [`InputError`] says where the data comes from. The one rule for REST's use: the
+/// manager's plan asks it, and [`RestClient`]'s calls enforce it.
 pub(crate) fn serves(market: Market, kind: DataKind) -> Result<(), InputError> {
     match kind {
         DataKind::Trades if market != Market::Spot => Err(InputError::Invalid {
