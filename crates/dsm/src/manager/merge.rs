@@ -78,8 +78,9 @@ pub(crate) fn merge(
     }
 }
 
-/// [`merge`] without the final concatenation: the answer as consecutive batches (no empty ones),
-/// sharing the input's buffers where the input was already sorted, unique and in range.
+/// `merge` (the single-batch form the tests use) without the final concatenation: the answer as
+/// consecutive batches (no empty ones), sharing the input's buffers where the input was already
+/// sorted, unique and in range.
 pub(crate) fn merge_parts(
     schema: &SchemaRef,
     kind: DataKind,
