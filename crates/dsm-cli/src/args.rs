@@ -63,8 +63,9 @@ Examples:
       --cache-url s3://bucket/dsm --shard 2/4 --json
 
 SPEC is all (delisted symbols included), a glob (*USDT, BTC*), a comma list or @FILE (symbols
-separated by commas, spaces or lines; # comments); a list may mix globs and symbols. --shard K/N runs a stable 1/N of the
-(symbol, month) units, so N machines sharing one cache split the work with no coordinator.
+separated by commas, spaces or lines; # comments); a list may mix globs and symbols. --shard K/N
+runs a stable 1/N of the (symbol, month) units, so N machines sharing one cache split the work
+with no coordinator.
 Exit 0 when every symbol is complete, 6 when some are not, 4 when an upstream failed.";
 
 /// What data: the market, the kind and the interval (`fetch` and `sync`).

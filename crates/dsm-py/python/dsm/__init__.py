@@ -435,12 +435,13 @@ class Manager:
         totals); the rows themselves stay in the cache, for :meth:`get` or any Parquet reader.
 
         ``symbols`` is ``"all"`` (delisted symbols included), a glob (``"*USDT"``), a list or
-        a comma list (which may mix globs and symbols), or ``"@FILE"``. Each symbol's range is clipped to its life; the work is cut
-        into (symbol, month) units, and ``shard="K/N"`` runs a stable K-th of N of them, so N
-        workers sharing one cache (``cache_url="s3://..."``) split a universe with no
-        coordinator. A rerun downloads only what is missing. ``progress(event)`` gets a dict per
-        event (``{"event": "planned", "units": N, ...}``, then ``{"event": "unit", "symbol": S,
-        "done": k, "units": N, ...}``) on a dsm thread. A failing symbol never stops the others;
+        a comma list (either may mix globs and symbols), or ``"@FILE"``. Each symbol's range is
+        clipped to its life; the work is cut into (symbol, month) units, and ``shard="K/N"``
+        runs a stable K-th of N of them, so N workers sharing one cache
+        (``cache_url="s3://..."``) split a universe with no coordinator. A rerun downloads only
+        what is missing. ``progress(event)`` gets a dict per event (``{"event": "planned",
+        "units": N, ...}``, then ``{"event": "unit", "symbol": S, "done": k, "units": N,
+        ...}``) on a dsm thread. A failing symbol never stops the others;
         if any is incomplete this raises :class:`UpstreamError` (an upstream failed) or
         :class:`IncompleteError`, with the report as ``.report``, unless ``allow_partial``.
         """
